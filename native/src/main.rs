@@ -23,6 +23,10 @@ enum Command {
     Baseline(cmd::baseline::Args),
     /// Evaluate a trained run on a sequences file: metrics.json and predictions.jsonl.
     Eval(cmd::eval::Args),
+    /// Pre-train the `tiny` language model (tokenizer + weights) on the dataset's titles.
+    Pretrain(cmd::pretrain::Args),
+    /// Continue a prompt with a language model (greedy or beam search).
+    Generate(cmd::generate::Args),
 }
 
 fn main() {
@@ -31,6 +35,8 @@ fn main() {
         Command::Prepare(args) => cmd::prepare::run(args),
         Command::Baseline(args) => cmd::baseline::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -9,5 +9,6 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod progress;
+pub mod train;
 
 pub use error::{Error, Result};

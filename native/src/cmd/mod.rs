@@ -1,4 +1,6 @@
 pub mod baseline;
 pub mod data_args;
 pub mod eval;
+pub mod generate;
+pub mod pretrain;
 pub mod prepare;

@@ -1,6 +1,6 @@
 //! SASRec (Kang & McAuley 2018): a causal self-attention encoder over item ids; the hidden
 //! state at the last position scores every item by a dot product with its embedding.
-//! Trained with full-softmax cross-entropy at every position, early-stopped on valid NDCG@10.
+//! Trained with full-softmax cross-entropy, early-stopped on valid NDCG@10.
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -45,8 +45,8 @@ impl Default for SasRecConfig {
             lr: 1e-3,
             weight_decay: 0.0,
             batch_size: 128,
-            max_epochs: 40,
-            patience: 3,
+            max_epochs: 20,
+            patience: 2,
             seed: 42,
         }
     }
@@ -139,17 +139,19 @@ impl SasRec {
         self.norm.forward(x)
     }
 
-    /// Mean cross-entropy over non-padding targets (`[B, T]`, 0 = no target).
-    fn loss(&self, seq: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+    /// Hidden state at the last position, `[B, D]`: what scores the next item.
+    fn last_hidden(&self, seq: Tensor<2, Int>) -> Tensor<2> {
         let [b, t] = seq.dims();
-        let h = self.encode(seq);
-        let d = h.dims()[2];
-        let h = h.reshape([b * t, d]);
-        let logits = h.matmul(self.item_emb.weight.val().transpose());
-        let targets = targets.reshape([b * t, 1]);
-        let mask = targets.clone().greater_elem(0).float();
-        let picked = activation::log_softmax(logits, 1).gather(1, targets);
-        (picked * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0)
+        let hidden = self.encode(seq);
+        let d = hidden.dims()[2];
+        hidden.narrow(1, t - 1, 1).reshape([b, d])
+    }
+
+    /// Mean cross-entropy of the targets `[B]` over all items.
+    fn loss(&self, seq: Tensor<2, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
+        let logits = self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose());
+        let b = targets.dims()[0];
+        activation::log_softmax(logits, 1).gather(1, targets.reshape([b, 1])).mean().neg()
     }
 
     /// The top-`k` grounding items of `catalog` for each history, best first.
@@ -162,12 +164,8 @@ impl SasRec {
         let device = self.item_emb.weight.device();
         let mut out = Vec::with_capacity(histories.len());
         for chunk in histories.chunks(256) {
-            let seq = self.batch(chunk.iter().copied(), false, &device).0;
-            let [b, t] = seq.dims();
-            let hidden = self.encode(seq);
-            let d = hidden.dims()[2];
-            let last = hidden.narrow(1, t - 1, 1).reshape([b, d]);
-            let scores = last.matmul(self.item_emb.weight.val().transpose()).into_data().convert::<f32>();
+            let seq = self.batch(chunk.iter().copied(), &device);
+            let scores = self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose()).into_data().convert::<f32>();
             let scores = scores.as_slice::<f32>().expect("f32 scores");
             for row in scores.chunks(n) {
                 let cost: Vec<f32> = row.iter().zip(&allowed).map(|(s, &ok)| if ok { -s } else { f32::INFINITY }).collect();
@@ -180,30 +178,19 @@ impl SasRec {
         out
     }
 
-    /// Left-padded id sequences `[B, T]`; unknown ids (beyond the embedding table) become
-    /// padding. For training (`shift`) the inputs are all items but the last and the targets
-    /// all items but the first; for ranking the whole history is input and targets are empty.
-    fn batch<'a>(&self, seqs: impl Iterator<Item = &'a [u32]>, shift: bool, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    /// Left-padded id sequences `[B, T]` of the last `max_len` ids; unknown ids (beyond the
+    /// embedding table) become padding.
+    fn batch<'a>(&self, seqs: impl Iterator<Item = &'a [u32]>, device: &Device) -> Tensor<2, Int> {
         let t = self.max_len;
         let max_item = self.max_item();
-        let (mut inputs, mut targets, mut rows) = (Vec::new(), Vec::new(), 0);
-        let push_padded = |out: &mut Vec<i64>, ids: &[i64]| {
-            let ids = &ids[ids.len().saturating_sub(t)..];
-            out.extend(std::iter::repeat_n(0, t - ids.len()).chain(ids.iter().copied()));
-        };
+        let (mut ids, mut rows) = (Vec::new(), 0);
         for s in seqs {
-            let ids: Vec<i64> = s.iter().map(|&id| if id <= max_item { id as i64 } else { 0 }).collect();
-            if shift {
-                push_padded(&mut inputs, &ids[..ids.len().saturating_sub(1)]);
-                push_padded(&mut targets, &ids[1.min(ids.len())..]);
-            } else {
-                push_padded(&mut inputs, &ids);
-                push_padded(&mut targets, &[]);
-            }
+            let s = &s[s.len().saturating_sub(t)..];
+            ids.extend(std::iter::repeat_n(0, t - s.len()));
+            ids.extend(s.iter().map(|&id| if id <= max_item { id as i64 } else { 0 }));
             rows += 1;
         }
-        let to = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [rows, t]), device);
-        (to(inputs), to(targets))
+        Tensor::from_data(TensorData::new(ids, [rows, t]), device)
     }
 }
 
@@ -215,8 +202,9 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
-/// Training windows become (input, target) pairs: every item but the last is an input, every
-/// item but the first a target.
+/// Each training window is one example: its history predicts its target. Windows slide by one
+/// item, so every interaction is a target once, with its full history of up to 10 items; a
+/// loss at every position would see each interaction about ten times over.
 pub fn train(
     config: &SasRecConfig,
     catalog: &Catalog,
@@ -243,7 +231,9 @@ pub fn train(
         progress(Event::Begin { what: "sasrec epoch", total: Some(order.len().div_ceil(config.batch_size) as u64) });
         let (mut sum, mut steps) = (0.0f32, 0);
         for chunk in order.chunks(config.batch_size) {
-            let (seq, targets) = model.batch(chunk.iter().map(|&i| train[i].items.as_slice()), true, &ad);
+            let seq = model.batch(chunk.iter().map(|&i| train[i].history()), &ad);
+            let targets: Vec<i64> = chunk.iter().map(|&i| train[i].target() as i64).collect();
+            let targets = Tensor::from_data(TensorData::new(targets, [chunk.len()]), &ad);
             let loss = model.loss(seq, targets);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {

@@ -96,15 +96,24 @@ impl LlamaConfig {
             )));
         }
         if !(self.rope_theta > 0.0 && self.rms_eps > 0.0) {
-            return Err(Error::Invalid("model config: rope_theta and rms_eps must be positive".into()));
+            return Err(Error::Invalid(
+                "model config: rope_theta and rms_eps must be positive".into(),
+            ));
         }
         Ok(())
     }
 }
 
 /// The projections LoRA can adapt, by their Hugging Face module names.
-pub const LORA_TARGETS: [&str; 7] =
-    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// LoRA hyper-parameters; the defaults are the SOFT reference's (r 8, alpha 16, dropout 0.05 on
 /// q_proj and v_proj). Missing JSON fields take these defaults.
@@ -153,12 +162,58 @@ impl LoraConfig {
         if self.target_modules.is_empty() {
             return Err(Error::Invalid("LoRA config: no target_modules".into()));
         }
-        if let Some(t) = self.target_modules.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
+        if let Some(t) = self
+            .target_modules
+            .iter()
+            .find(|t| !LORA_TARGETS.contains(&t.as_str()))
+        {
             return Err(Error::Invalid(format!(
                 "LoRA config: unknown target module `{t}` (expected one of {})",
                 LORA_TARGETS.join(", ")
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_round_trip_through_json() {
+        for config in [LlamaConfig::tiny(1000), LlamaConfig::smollm2_135m()] {
+            config.validate().unwrap();
+            let json = serde_json::to_string(&config).unwrap();
+            assert_eq!(serde_json::from_str::<LlamaConfig>(&json).unwrap(), config);
+        }
+        assert_eq!(LlamaConfig::smollm2_135m().kv_groups(), 3);
+    }
+
+    #[test]
+    fn impossible_shapes_are_refused() {
+        let config = LlamaConfig {
+            n_kv_heads: 3,
+            ..LlamaConfig::tiny(100)
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("n_kv_heads"));
+        let config = LlamaConfig {
+            head_dim: 63,
+            ..LlamaConfig::tiny(100)
+        };
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn lora_defaults_fill_missing_fields() {
+        let config: LoraConfig = serde_json::from_str(r#"{"r": 16}"#).unwrap();
+        assert_eq!((config.r, config.alpha, config.dropout), (16, 16.0, 0.05));
+        assert_eq!(config.target_modules, ["q_proj", "v_proj"]);
+        assert_eq!(config.scale(), 1.0);
+        let bad = LoraConfig {
+            target_modules: vec!["qkv".into()],
+            ..LoraConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("qkv"));
     }
 }

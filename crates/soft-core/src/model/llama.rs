@@ -112,7 +112,10 @@ impl Llama {
         let loader = Loader { weights, device };
         let (d, q, kv, ffn) = dims(config);
         let norm = |name: &str| -> Result<RmsNorm> {
-            Ok(rms_norm(loader.tensor::<1>(name, [config.hidden_size])?, config.rms_eps))
+            Ok(rms_norm(
+                loader.tensor::<1>(name, [config.hidden_size])?,
+                config.rms_eps,
+            ))
         };
         let embed_tokens = frozen(loader.tensor("model.embed_tokens.weight", [config.vocab_size, d])?);
         let mut layers = Vec::with_capacity(config.n_layers);
@@ -141,7 +144,11 @@ impl Llama {
         }
         let lm_head = match config.tie_embeddings {
             true => None,
-            false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
+            false => Some(frozen(loader.linear_weight(
+                "lm_head.weight",
+                d,
+                config.vocab_size,
+            )?)),
         };
         Ok(Self {
             embed_tokens,
@@ -171,7 +178,12 @@ impl Llama {
     /// Logits `[B, T, vocab]` for `tokens` `[B, T]` under `attention_mask` `[B, T]` (1 = real
     /// token, 0 = padding). With a cache, `tokens` continue the cached sequences and are
     /// appended to the cache.
-    pub fn forward(&self, tokens: Tensor<2, Int>, attention_mask: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         self.logits(self.hidden_states(tokens, attention_mask, cache))
     }
 
@@ -205,8 +217,12 @@ impl Llama {
 
 impl Block {
     fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        let attended = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), ctx, cache);
+        let x = x + attended;
+        let transformed = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + transformed
     }
 }
 
@@ -214,10 +230,13 @@ impl Attention {
     fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, hkv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = ctx.rope.apply(self.q_proj.forward(x.clone()).reshape([b, t, h, d]));
-        let k = ctx.rope.apply(self.k_proj.forward(x.clone()).reshape([b, t, hkv, d]));
+        let q = self.q_proj.forward(x.clone()).reshape([b, t, h, d]);
+        let k = self.k_proj.forward(x.clone()).reshape([b, t, hkv, d]);
         let v = self.v_proj.forward(x).reshape([b, t, hkv, d]);
-        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        // Heads first, [B, heads, T, D], as attention and the cache want them.
+        let q = ctx.rope.apply(q).swap_dims(1, 2);
+        let k = ctx.rope.apply(k).swap_dims(1, 2);
+        let v = v.swap_dims(1, 2);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),
@@ -270,7 +289,10 @@ impl StepContext {
         let (past, positions, key_bias) = match cache {
             Some(cache) => {
                 let past = cache.len;
-                let start = cache.next_position.take().unwrap_or_else(|| Tensor::zeros([b, 1], &device));
+                let start = cache
+                    .next_position
+                    .take()
+                    .unwrap_or_else(|| Tensor::zeros([b, 1], &device));
                 let positions = (start.clone() + steps).sub_scalar(1);
                 cache.next_position = Some(start + mask.sum_dim(1));
                 let key_bias = match cache.key_bias.take() {
@@ -290,7 +312,10 @@ impl StepContext {
             .collect();
         let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, s]), &device);
         let bias = key_bias.reshape([b, 1, 1, 1, s]) + causal.reshape([1, 1, 1, t, s]);
-        Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta), bias }
+        Self {
+            rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta),
+            bias,
+        }
     }
 }
 
@@ -309,8 +334,9 @@ impl Rope {
     pub(crate) fn new(positions: Tensor<2, Int>, head_dim: usize, theta: f64) -> Self {
         let [b, t] = positions.dims();
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
+            .collect();
         let inv_freq = Tensor::<1>::from_data(TensorData::new(inv_freq, [half]), &positions.device());
         let angles = positions.float().reshape([b, t, 1, 1]) * inv_freq.reshape([1, 1, 1, half]);
         let (cos, sin) = (angles.clone().cos(), angles.sin());
@@ -323,7 +349,10 @@ impl Rope {
     /// Rotates `x` `[B, T, heads, D]`.
     pub(crate) fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let half = x.dims()[3] / 2;
-        let swapped = Tensor::cat(vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)], 3);
+        let swapped = Tensor::cat(
+            vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
+            3,
+        );
         x * self.cos.clone() + swapped * self.sin_signed.clone()
     }
 }
@@ -353,13 +382,28 @@ struct LayerCache {
 
 impl KvCache {
     pub fn new(n_layers: usize, capacity: usize) -> Self {
-        let layer = || LayerCache { keys: None, values: None, len: 0, capacity: capacity.max(1) };
-        Self { layers: (0..n_layers).map(|_| layer()).collect(), key_bias: None, next_position: None, len: 0 }
+        let layer = || LayerCache {
+            keys: None,
+            values: None,
+            len: 0,
+            capacity: capacity.max(1),
+        };
+        Self {
+            layers: (0..n_layers).map(|_| layer()).collect(),
+            key_bias: None,
+            next_position: None,
+            len: 0,
+        }
     }
 
     /// Number of cached positions (padding included).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of cached sequences (rows); 0 before the first forward.
+    pub fn batch_size(&self) -> usize {
+        self.next_position.as_ref().map_or(0, |p| p.dims()[0])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -368,12 +412,9 @@ impl KvCache {
 
     /// Keeps row `rows[i]` as new row `i`; rows may repeat (beam expansion) or be left out.
     pub fn reorder(&mut self, rows: Tensor<1, Int>) {
-        let select2 = |t: &mut Option<Tensor<2>>| {
-            if let Some(t) = t.as_mut() {
-                t.inplace(|t| t.select(0, rows.clone()));
-            }
-        };
-        select2(&mut self.key_bias);
+        if let Some(bias) = self.key_bias.as_mut() {
+            bias.inplace(|bias| bias.select(0, rows.clone()));
+        }
         if let Some(p) = self.next_position.as_mut() {
             p.inplace(|p| p.select(0, rows.clone()));
         }
@@ -394,13 +435,20 @@ impl LayerCache {
             let capacity = end.max(2 * self.capacity);
             for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
                 let device = buf.device();
-                buf.inplace(|buf| Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)], 2));
+                buf.inplace(|buf| {
+                    Tensor::cat(
+                        vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)],
+                        2,
+                    )
+                });
             }
             self.capacity = capacity;
         }
         let (start, capacity) = (self.len, self.capacity);
         let write = |buf: &mut Option<Tensor<4>>, new: Tensor<4>| {
-            let mut full = buf.take().unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
+            let mut full = buf
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
             full.inplace(|full| full.slice_assign([0..b, 0..hkv, start..end, 0..d], new));
             let seen = full.clone().narrow(2, 0, end);
             *buf = Some(full);
@@ -424,7 +472,10 @@ fn dims(config: &LlamaConfig) -> (usize, usize, usize, usize) {
 }
 
 fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
-    RmsNorm { gamma: frozen(weight), epsilon: eps }
+    RmsNorm {
+        gamma: frozen(weight),
+        epsilon: eps,
+    }
 }
 
 /// Base-model weights never train: only LoRA adapters do.
@@ -451,12 +502,20 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn raw(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
-        let raw = self.weights.get(name).ok_or_else(|| Error::tensor("weights", name, "missing"))?;
+        let raw = self
+            .weights
+            .get(name)
+            .ok_or_else(|| Error::tensor("weights", name, "missing"))?;
         if raw.shape != shape || raw.data.len() != shape.iter().product::<usize>() {
             return Err(Error::tensor(
                 "weights",
                 name,
-                format!("shape {:?} (with {} values), expected {:?}", raw.shape, raw.data.len(), shape),
+                format!(
+                    "shape {:?} (with {} values), expected {:?}",
+                    raw.shape,
+                    raw.data.len(),
+                    shape
+                ),
             ));
         }
         Ok(&raw.data)
@@ -471,7 +530,10 @@ impl Loader<'_> {
     /// `linear` multiplies it.
     fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
         let data = transpose(self.raw(name, &[d_out, d_in])?, d_out, d_in);
-        Ok(Tensor::from_data(TensorData::new(data, [d_in, d_out]), self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(data, [d_in, d_out]),
+            self.device,
+        ))
     }
 
     /// `{prefix}.weight` and, with `bias`, `{prefix}.bias`.
@@ -510,16 +572,28 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut map = WeightMap::new();
         let mut add = |name: String, shape: Vec<usize>, centre: f32, spread: f32| {
-            let data = (0..shape.iter().product::<usize>()).map(|_| centre + rng.random_range(-spread..spread)).collect();
+            let data = (0..shape.iter().product::<usize>())
+                .map(|_| centre + rng.random_range(-spread..spread))
+                .collect();
             map.insert(name, RawTensor::new(shape, data));
         };
         let (d, q, kv, ffn) = dims(config);
-        add("model.embed_tokens.weight".into(), vec![config.vocab_size, d], 0.0, 1.0);
+        add(
+            "model.embed_tokens.weight".into(),
+            vec![config.vocab_size, d],
+            0.0,
+            1.0,
+        );
         for i in 0..config.n_layers {
             let l = format!("model.layers.{i}");
             add(format!("{l}.input_layernorm.weight"), vec![d], 1.0, 0.2);
             add(format!("{l}.post_attention_layernorm.weight"), vec![d], 1.0, 0.2);
-            for (name, out, inp) in [("q_proj", q, d), ("k_proj", kv, d), ("v_proj", kv, d), ("o_proj", d, q)] {
+            for (name, out, inp) in [
+                ("q_proj", q, d),
+                ("k_proj", kv, d),
+                ("v_proj", kv, d),
+                ("o_proj", d, q),
+            ] {
                 add(format!("{l}.self_attn.{name}.weight"), vec![out, inp], 0.0, 0.3);
             }
             if config.attention_bias {
@@ -548,7 +622,11 @@ pub(crate) mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
-    pub(crate) fn int_tensor<const D: usize>(data: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
+    pub(crate) fn int_tensor<const D: usize>(
+        data: Vec<i64>,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Tensor<D, Int> {
         Tensor::from_data(TensorData::new(data, shape), device)
     }
 
@@ -562,7 +640,9 @@ pub(crate) mod tests {
         // head_dim 4, theta 10000: frequencies 1 and 1/100; dims 0 and 2 rotate together by p,
         // dims 1 and 3 by p/100. x = (1, 2, 3, 4) at positions 0, 1 and 2.
         let rope = Rope::new(int_tensor(vec![0, 1, 2], [1, 3], &device), 4, 10_000.0);
-        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device).reshape([1, 1, 1, 4]).repeat_dim(1, 3);
+        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device)
+            .reshape([1, 1, 1, 4])
+            .repeat_dim(1, 3);
         let got = rope.apply(x).reshape([12]).try_into_vec_as::<f32>().unwrap();
         #[rustfmt::skip]
         let expected = [
@@ -582,27 +662,32 @@ pub(crate) mod tests {
         let device = Device::flex();
         let (b, h, hkv, t, s, d) = (2, 6, 2, 3, 5, 8);
         let normal = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let (q, k, v) = (normal([b, h, t, d]), normal([b, hkv, s, d]), normal([b, hkv, s, d]));
+        let (q, k, v) = (
+            normal([b, h, t, d]),
+            normal([b, hkv, s, d]),
+            normal([b, hkv, s, d]),
+        );
         // Row 1 has its last two keys padded; every query sees at least one key.
-        let pad = Tensor::<2>::from_floats([[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, MASKED, MASKED]], &device);
+        let pad = Tensor::<2>::from_floats(
+            [[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, MASKED, MASKED]],
+            &device,
+        );
         let bias = pad.clone().reshape([b, 1, 1, 1, s]);
 
         // HF's repeat_kv: key/value head j serves query heads j·g .. (j+1)·g.
-        let repeat = |x: Tensor<4>| x.reshape([b, hkv, 1, s, d]).repeat_dim(2, h / hkv).reshape([b, h, s, d]);
+        let repeat = |x: Tensor<4>| {
+            x.reshape([b, hkv, 1, s, d])
+                .repeat_dim(2, h / hkv)
+                .reshape([b, h, s, d])
+        };
         let grouped = attend(q.clone(), k.clone(), v.clone(), bias.clone());
         let repeated = attend(q.clone(), repeat(k.clone()), repeat(v.clone()), bias);
         assert!(max_abs_diff(grouped.clone(), repeated) < 1e-5);
 
         // And burn's own attention on the repeated heads, masking the same keys.
         let mask = pad.lower_elem(-1.0).reshape([b, 1, 1, s]).expand([b, h, t, s]);
-        let reference = burn::tensor::module::attention(
-            q,
-            repeat(k),
-            repeat(v),
-            Some(mask),
-            None,
-            Default::default(),
-        );
+        let reference =
+            burn::tensor::module::attention(q, repeat(k), repeat(v), Some(mask), None, Default::default());
         assert!(max_abs_diff(grouped, reference) < 1e-5);
     }
 
@@ -612,7 +697,10 @@ pub(crate) mod tests {
         let mut weights = random_weights(&config, 1);
         weights.remove("model.layers.1.mlp.up_proj.weight");
         let err = Llama::from_weights(&config, &weights, &Device::flex()).unwrap_err();
-        assert!(matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.1.mlp.up_proj.weight"), "{err}");
+        assert!(
+            matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.1.mlp.up_proj.weight"),
+            "{err}"
+        );
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
@@ -623,21 +711,35 @@ pub(crate) mod tests {
         let q = weights.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
         q.shape = vec![q.shape[1], q.shape[0]]; // transposed by mistake
         let err = Llama::from_weights(&config, &weights, &Device::flex()).unwrap_err();
-        assert!(matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.0.self_attn.k_proj.weight"), "{err}");
+        assert!(
+            matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.0.self_attn.k_proj.weight"),
+            "{err}"
+        );
         assert!(err.to_string().contains("expected [32, 64]"), "{err}");
     }
 
     #[test]
     fn untied_head_and_attention_bias_load() {
-        let config = LlamaConfig { tie_embeddings: false, attention_bias: true, ..small_config() };
+        let config = LlamaConfig {
+            tie_embeddings: false,
+            attention_bias: true,
+            ..small_config()
+        };
         let weights = random_weights(&config, 3);
         let model = Llama::from_weights(&config, &weights, &Device::flex()).unwrap();
-        let logits = model.forward(int_tensor(vec![1, 2, 3], [1, 3], &Device::flex()), ones_mask(1, 3, &Device::flex()), None);
+        let logits = model.forward(
+            int_tensor(vec![1, 2, 3], [1, 3], &Device::flex()),
+            ones_mask(1, 3, &Device::flex()),
+            None,
+        );
         assert_eq!(logits.dims(), [1, 3, VOCAB]);
         let mut without_bias = weights.clone();
         without_bias.remove("model.layers.0.self_attn.v_proj.bias");
         let err = Llama::from_weights(&config, &without_bias, &Device::flex()).unwrap_err();
-        assert!(err.to_string().contains("model.layers.0.self_attn.v_proj.bias"), "{err}");
+        assert!(
+            err.to_string().contains("model.layers.0.self_attn.v_proj.bias"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -645,14 +747,26 @@ pub(crate) mod tests {
         let model = small_model(7);
         let device = Device::flex();
         let seq: Vec<i64> = vec![5, 17, 3, 88, 42, 9, 61, 30, 2];
-        let full = model.forward(int_tensor(seq.clone(), [1, 9], &device), ones_mask(1, 9, &device), None);
+        let full = model.forward(
+            int_tensor(seq.clone(), [1, 9], &device),
+            ones_mask(1, 9, &device),
+            None,
+        );
 
         // Prefill four tokens into a cache too small for the sequence (it must grow), then one
         // token at a time.
         let mut cache = model.new_cache(5);
-        let mut parts = vec![model.forward(int_tensor(seq[..4].to_vec(), [1, 4], &device), ones_mask(1, 4, &device), Some(&mut cache))];
+        let mut parts = vec![model.forward(
+            int_tensor(seq[..4].to_vec(), [1, 4], &device),
+            ones_mask(1, 4, &device),
+            Some(&mut cache),
+        )];
         for &token in &seq[4..] {
-            parts.push(model.forward(int_tensor(vec![token], [1, 1], &device), ones_mask(1, 1, &device), Some(&mut cache)));
+            parts.push(model.forward(
+                int_tensor(vec![token], [1, 1], &device),
+                ones_mask(1, 1, &device),
+                Some(&mut cache),
+            ));
         }
         assert_eq!(cache.len(), 9);
         let incremental = Tensor::cat(parts, 1);
@@ -686,9 +800,15 @@ pub(crate) mod tests {
             let alone = model.forward(int_tensor(seq, [1, n], &device), ones_mask(1, n, &device), None);
             let p = prompts[row].len();
             let padded_prompt = prefill.clone().narrow(0, row, 1).narrow(1, 5 - p, p);
-            assert!(max_abs_diff(padded_prompt, alone.clone().narrow(1, 0, p)) < 1e-4, "row {row} prompt");
+            assert!(
+                max_abs_diff(padded_prompt, alone.clone().narrow(1, 0, p)) < 1e-4,
+                "row {row} prompt"
+            );
             let cached = steps.clone().narrow(0, row, 1);
-            assert!(max_abs_diff(cached, alone.narrow(1, p, 3)) < 1e-4, "row {row} steps");
+            assert!(
+                max_abs_diff(cached, alone.narrow(1, p, 3)) < 1e-4,
+                "row {row} steps"
+            );
         }
     }
 
@@ -699,9 +819,17 @@ pub(crate) mod tests {
         let tokens = int_tensor(vec![4, 8, 15, 0, 0, 16, 23, 42, 7, 1], [2, 5], &device);
         let mask = int_tensor(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1], [2, 5], &device);
         let batched = model.forward(tokens, mask, None);
-        let short = model.forward(int_tensor(vec![4, 8, 15], [1, 3], &device), ones_mask(1, 3, &device), None);
+        let short = model.forward(
+            int_tensor(vec![4, 8, 15], [1, 3], &device),
+            ones_mask(1, 3, &device),
+            None,
+        );
         assert!(max_abs_diff(batched.clone().narrow(0, 0, 1).narrow(1, 0, 3), short) < 1e-4);
-        let long = model.forward(int_tensor(vec![16, 23, 42, 7, 1], [1, 5], &device), ones_mask(1, 5, &device), None);
+        let long = model.forward(
+            int_tensor(vec![16, 23, 42, 7, 1], [1, 5], &device),
+            ones_mask(1, 5, &device),
+            None,
+        );
         assert!(max_abs_diff(batched.narrow(0, 1, 1), long) < 1e-4);
     }
 
@@ -714,8 +842,16 @@ pub(crate) mod tests {
         model.forward(tokens, ones_mask(2, 3, &device), Some(&mut cache));
         // Three rows: second sequence, then the first twice.
         cache.reorder(int_tensor(vec![1, 0, 0], [3], &device));
-        let next = model.forward(int_tensor(vec![9, 9, 10], [3, 1], &device), ones_mask(3, 1, &device), Some(&mut cache));
-        let alone = |seq: Vec<i64>| model.forward(int_tensor(seq, [1, 4], &device), ones_mask(1, 4, &device), None).narrow(1, 3, 1);
+        let next = model.forward(
+            int_tensor(vec![9, 9, 10], [3, 1], &device),
+            ones_mask(3, 1, &device),
+            Some(&mut cache),
+        );
+        let alone = |seq: Vec<i64>| {
+            model
+                .forward(int_tensor(seq, [1, 4], &device), ones_mask(1, 4, &device), None)
+                .narrow(1, 3, 1)
+        };
         assert!(max_abs_diff(next.clone().narrow(0, 0, 1), alone(vec![6, 7, 8, 9])) < 1e-4);
         assert!(max_abs_diff(next.clone().narrow(0, 1, 1), alone(vec![3, 4, 5, 9])) < 1e-4);
         assert!(max_abs_diff(next.narrow(0, 2, 1), alone(vec![3, 4, 5, 10])) < 1e-4);
@@ -749,139 +885,20 @@ pub(crate) mod tests {
         let mask = vec![1, 1, 1, 1, 1, 0, 0, 1, 1, 1];
         let logits = |device: &Device| {
             let model = Llama::from_weights(&config, &weights, device).unwrap();
-            let out = model.forward(int_tensor(tokens.clone(), [2, 5], device), int_tensor(mask.clone(), [2, 5], device), None);
+            let out = model.forward(
+                int_tensor(tokens.clone(), [2, 5], device),
+                int_tensor(mask.clone(), [2, 5], device),
+                None,
+            );
             Tensor::<3>::from_data(out.into_data(), &Device::flex())
         };
         let (on_flex, on_wgpu) = (logits(&Device::flex()), logits(&wgpu));
         let diff = max_abs_diff(on_flex.clone(), on_wgpu);
         let scale = on_flex.abs().max().into_scalar::<f32>();
         eprintln!("wgpu_matches_flex on {wgpu:?}: max |flex - wgpu| = {diff}, logit scale {scale}");
-        assert!(diff < 1e-3 * scale.max(1.0), "max |flex - wgpu| = {diff} (logit scale {scale})");
-    }
-}
-
-#[cfg(test)]
-mod bench_tmp {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn bench_smollm2_shapes() {
-        let device = Device::flex();
-        let config = LlamaConfig::smollm2_135m();
-        let t0 = Instant::now();
-        let model = Llama::init(&config, &device).unwrap();
-        let _ = model.embed_tokens.val().sum().into_scalar::<f32>();
-        eprintln!("init {:?}", t0.elapsed());
-        let (b, t) = (8, 128);
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(b * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [b, t]), &device);
-        let mask = Tensor::<2, Int>::ones([b, t], &device);
-        for _ in 0..2 {
-            let t0 = Instant::now();
-            let h = model.hidden_states(tokens.clone(), mask.clone(), None);
-            let _ = h.sum().into_scalar::<f32>();
-            eprintln!("hidden_states B{b} T{t}: {:?}", t0.elapsed());
-        }
-        let t0 = Instant::now();
-        let out = crate::model::generate::greedy(&model, &vec![vec![5u32; 64]; 16], 16, u32::MAX).unwrap();
-        eprintln!("greedy 16 prompts x 64 tok, 16 new: {:?} ({} tokens)", t0.elapsed(), out.iter().map(|o| o.len()).sum::<usize>());
-        let t0 = Instant::now();
-        let cfg = crate::model::generate::BeamConfig { max_new_tokens: 16, ..crate::model::generate::BeamConfig::new(u32::MAX) };
-        let _ = crate::model::generate::beam_search(&model, &vec![vec![5u32; 64]; 8], &cfg).unwrap();
-        eprintln!("beam4 8 prompts x 64 tok, 16 new: {:?}", t0.elapsed());
-
-        let ad = device.autodiff();
-        let model = Llama::init(&config, &ad).unwrap().with_lora(&LoraConfig::default()).unwrap();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(4 * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [4, t]), &ad);
-        let mask = Tensor::<2, Int>::ones([4, t], &ad);
-        for _ in 0..2 {
-            let t0 = Instant::now();
-            let logits = model.forward(tokens.clone(), mask.clone(), None);
-            let loss = burn::tensor::activation::log_softmax(logits, 2).mean();
-            let t1 = t0.elapsed();
-            let grads = loss.backward();
-            let g = burn::optim::GradientsParams::from_grads(grads, &model);
-            eprintln!("train fwd {:?} fwd+bwd B4 T{t}: {:?} ({} grads)", t1, t0.elapsed(), g.len());
-        }
-    }
-}
-
-#[cfg(test)]
-mod bench_tmp2 {
-    use super::*;
-    use std::time::Instant;
-
-    fn time<F: FnMut() -> f32>(name: &str, n: usize, mut f: F) {
-        f();
-        let t0 = Instant::now();
-        for _ in 0..n { f(); }
-        eprintln!("{name}: {:?}", t0.elapsed() / n as u32);
-    }
-
-    #[test]
-    #[ignore]
-    fn bench_parts() {
-        let device = Device::flex();
-        let r = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &device);
-        let x = r([8, 128, 576]);
-        let w = Tensor::<2>::random([576, 1536], Distribution::Normal(0.0, 1.0), &device);
-        let w2 = Tensor::<2>::random([576, 576], Distribution::Normal(0.0, 1.0), &device);
-        time("linear 1024x576x1536", 5, || linear(x.clone(), w.clone(), None).sum().into_scalar::<f32>());
-        time("linear 1024x576x576", 5, || linear(x.clone(), w2.clone(), None).sum().into_scalar::<f32>());
-        let big = r([8, 128, 1536]);
-        time("silu*mul 8x128x1536", 5, || (silu(big.clone()) * big.clone()).sum().into_scalar::<f32>());
-        let norm = rms_norm(Tensor::ones([576], &device), 1e-5);
-        time("rmsnorm", 5, || norm.forward(x.clone()).sum().into_scalar::<f32>());
-        let q = Tensor::<4>::random([8, 9, 128, 64], Distribution::Normal(0.0, 1.0), &device);
-        let k = Tensor::<4>::random([8, 3, 128, 64], Distribution::Normal(0.0, 1.0), &device);
-        let mask = Tensor::<2, Int>::ones([8, 128], &device);
-        let ctx = StepContext::new(&LlamaConfig::smollm2_135m(), mask, None);
-        time("attend", 5, || attend(q.clone(), k.clone(), k.clone(), ctx.bias.clone()).sum().into_scalar::<f32>());
-        let causal = burn::tensor::ops::AttentionModuleOptions { is_causal: true, ..Default::default() };
-        time("fused attention", 5, || burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, causal).sum().into_scalar::<f32>());
-        let xq = Tensor::<4>::random([8, 128, 9, 64], Distribution::Normal(0.0, 1.0), &device);
-        time("rope q", 5, || ctx.rope.apply(xq.clone()).sum().into_scalar::<f32>());
-        time("swap+reshape q", 5, || xq.clone().swap_dims(1, 2).reshape([8, 3, 3 * 128, 64]).sum().into_scalar::<f32>());
-        time("sum only", 5, || xq.clone().sum().into_scalar::<f32>());
-    }
-}
-
-#[cfg(test)]
-mod bench_tmp3 {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn bench_decode() {
-        let device = Device::flex();
-        let config = LlamaConfig::smollm2_135m();
-        let model = Llama::init(&config, &device).unwrap();
-        let (b, t) = (32, 64);
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..(b * t) as i64).map(|i| i % 1000).collect::<Vec<_>>(), [b, t]), &device);
-        let mut cache = model.new_cache(t + 16);
-        let t0 = Instant::now();
-        let h = model.hidden_states(tokens, Tensor::ones([b, t], &device), Some(&mut cache));
-        let _ = h.sum().into_scalar::<f32>();
-        eprintln!("prefill B{b} T{t}: {:?}", t0.elapsed());
-        let step = Tensor::<2, Int>::ones([b, 1], &device);
-        for i in 0..4 {
-            let t0 = Instant::now();
-            let h = model.hidden_states(step.clone(), Tensor::ones([b, 1], &device), Some(&mut cache));
-            let _ = h.clone().sum().into_scalar::<f32>();
-            let t1 = t0.elapsed();
-            let l = model.logits(h);
-            let _ = l.sum().into_scalar::<f32>();
-            let t2 = t0.elapsed();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).rev().collect::<Vec<_>>(), [b]), &device);
-            cache.reorder(rows);
-            eprintln!("step {i}: hidden {:?} +head {:?} +reorder {:?}", t1, t2, t0.elapsed());
-        }
-        let x = Tensor::<3>::random([b, 1, 576], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<2>::random([576, 1536], Distribution::Normal(0.0, 1.0), &device);
-        let t0 = Instant::now();
-        for _ in 0..30 { let _ = linear(x.clone(), w.clone(), None).sum().into_scalar::<f32>(); }
-        eprintln!("30 x linear 32x576x1536: {:?}", t0.elapsed());
+        assert!(
+            diff < 1e-3 * scale.max(1.0),
+            "max |flex - wgpu| = {diff} (logit scale {scale})"
+        );
     }
 }

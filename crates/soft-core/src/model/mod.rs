@@ -8,3 +8,4 @@ pub mod config;
 pub mod llama;
 pub mod lora;
 pub mod generate;
+pub mod pretrained;

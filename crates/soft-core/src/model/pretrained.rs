@@ -1,0 +1,144 @@
+//! Loading a ready model by name: the project's pre-trained `tiny` preset (a directory written
+//! by `soft-train pretrain`), a GGUF file (SmolLM2), or a Hugging Face checkpoint directory.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use tokenizers::Tokenizer;
+
+use crate::model::config::LlamaConfig;
+use crate::model::hf::{load_hf_checkpoint, LlamaParams};
+use crate::model::llama::Llama;
+use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, tokenizer_from_gguf, SpecialIds};
+use crate::model::gguf::load_llama_gguf;
+use crate::{Error, Result};
+
+/// Files of a model directory written by this project.
+pub const CONFIG_FILE: &str = "llama.json";
+pub const WEIGHTS_FILE: &str = "model.bpk";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+pub struct Pretrained {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub special: SpecialIds,
+    /// Where it came from, for reports.
+    pub source: String,
+}
+
+impl From<&LlamaParams> for LlamaConfig {
+    fn from(p: &LlamaParams) -> Self {
+        Self {
+            vocab_size: p.vocab_size,
+            hidden_size: p.hidden_size,
+            intermediate_size: p.intermediate_size,
+            n_layers: p.n_layers,
+            n_heads: p.n_heads,
+            n_kv_heads: p.n_kv_heads,
+            head_dim: p.head_dim(),
+            rope_theta: p.rope_theta as f64,
+            rms_eps: p.rms_eps as f64,
+            max_seq_len: p.context_length,
+            tie_embeddings: p.tied_embeddings,
+            attention_bias: false,
+        }
+    }
+}
+
+/// Writes a model directory: config, weights (burnpack) and tokenizer.
+pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
+    let config = serde_json::to_string_pretty(model.config()).expect("config serialises");
+    crate::data::text::write_atomic(&dir.join(CONFIG_FILE), config.as_bytes())?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp{}", std::process::id()));
+    model.clone().save_file(&tmp).map_err(|e| Error::format(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    save_tokenizer(tokenizer, &dir.join(TOKENIZER_FILE))
+}
+
+fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
+    config.validate()?;
+    let tokenizer_path = dir.join(TOKENIZER_FILE);
+    let tokenizer = load_tokenizer(&tokenizer_path)?;
+    check_vocab_fits(&tokenizer, config.vocab_size, &tokenizer_path)?;
+    let weights = dir.join(WEIGHTS_FILE);
+    if !weights.exists() {
+        return Err(Error::io(&weights, std::io::Error::new(std::io::ErrorKind::NotFound, "missing model weights")));
+    }
+    let model = Llama::init(&config, device)?
+        .try_load_file(&weights)
+        .map_err(|e| Error::format(&weights, format!("cannot load weights: {e}")))?;
+    let special = SpecialIds::endoftext(&tokenizer)?;
+    Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
+}
+
+fn load_gguf(path: &Path, device: &Device) -> Result<Pretrained> {
+    let (params, meta, weights) = load_llama_gguf(path)?;
+    let tokenizer = tokenizer_from_gguf(&meta)?;
+    check_vocab_fits(&tokenizer, params.vocab_size, path)?;
+    let special = SpecialIds::from_gguf(&meta)?;
+    let model = Llama::from_weights(&LlamaConfig::from(&params), &weights, device).map_err(|e| rename_path(e, path))?;
+    Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
+}
+
+fn load_hf(dir: &Path, device: &Device) -> Result<Pretrained> {
+    let (params, weights, tokenizer) = load_hf_checkpoint(dir)?;
+    let mut config = LlamaConfig::from(&params);
+    config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
+    let config_path = dir.join("config.json");
+    let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?)
+        .map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
+    let first_id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()));
+    let eos = first_id(&raw["eos_token_id"]).ok_or_else(|| Error::format(&config_path, "missing eos_token_id"))? as u32;
+    let add_bos = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["add_bos_token"].as_bool())
+        .unwrap_or(false);
+    let special = SpecialIds { bos: first_id(&raw["bos_token_id"]).map(|b| b as u32), eos, pad: eos, add_bos };
+    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, dir))?;
+    Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
+}
+
+/// `from_weights` does not know the file; name it in its tensor errors.
+fn rename_path(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Tensor { tensor, msg, .. } => Error::Tensor { path: path.to_path_buf(), tensor, msg },
+        other => other,
+    }
+}
+
+/// A `.gguf` file, a Hugging Face checkpoint directory (`config.json`), or a directory written
+/// by this project (`llama.json`).
+pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
+    if path.is_file() {
+        return load_gguf(path, device);
+    }
+    if path.join(CONFIG_FILE).exists() {
+        return load_project_dir(path, device);
+    }
+    if path.join("config.json").exists() {
+        return load_hf(path, device);
+    }
+    Err(Error::Invalid(format!(
+        "{}: no model here (expected a .gguf file, a directory with {CONFIG_FILE} from `soft-train pretrain`, or a Hugging Face checkpoint with config.json)",
+        path.display()
+    )))
+}
+
+/// Where named models live: $SOFT_MODELS_DIR, else `models/` under the current directory.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SOFT_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+}
+
+pub fn smollm2_path() -> PathBuf {
+    models_dir().join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn tiny_dir() -> PathBuf {
+    models_dir().join("tiny")
+}

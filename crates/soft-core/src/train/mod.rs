@@ -1,0 +1,7 @@
+//! Training: one language-model loss and one optimisation loop; pre-training (and the SOFT
+//! stages after it) are configurations of them.
+
+pub mod lm;
+pub mod pretrain;
+
+pub use lm::{LmExample, LmTrainer, TrainConfig};

@@ -1,0 +1,51 @@
+//! `soft-train pretrain`: the `tiny` preset's tokenizer and model, trained as a causal LM on the
+//! dataset's titles and title lists, saved as a model directory.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use soft_core::model::pretrained::{save_dir, tiny_dir};
+use soft_core::train::pretrain::{pretrain, PretrainConfig};
+
+use super::data_args::DataArgs;
+use crate::backend::{choose, BackendChoice};
+use crate::progress::Reporter;
+use crate::run_dir::write_files;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Model directory to write (default: models/tiny, what `--model tiny` loads).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = PretrainConfig::default().steps)]
+    pub steps: usize,
+    #[arg(long, default_value_t = PretrainConfig::default().vocab_size)]
+    pub vocab_size: usize,
+    #[arg(long, default_value_t = PretrainConfig::default().train.seed)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (dataset, split) = args.data.load()?;
+    let backend = choose(args.backend)?;
+    let mut config = PretrainConfig { steps: args.steps, vocab_size: args.vocab_size, ..Default::default() };
+    config.train.seed = args.seed;
+    eprintln!("pre-training tiny on {} ({} items), backend {}", dataset.meta.name, dataset.catalog.len(), backend.name);
+    let mut reporter = Reporter::new();
+    let (model, tokenizer, report) = pretrain(&config, &dataset.catalog, &split.train_all, &backend.device, &mut |e| reporter.handle(e))?;
+    let out = args.out.unwrap_or_else(tiny_dir);
+    save_dir(&out, &model, &tokenizer)?;
+    let mut record = serde_json::to_value(&report)?;
+    record["backend"] = backend.name.clone().into();
+    record["dataset"] = serde_json::to_value(&dataset.meta)?;
+    write_files(&out, &[("pretrain.json".into(), serde_json::to_string_pretty(&record)?)])?;
+    println!(
+        "tiny: {} parameters, title perplexity {:.1} -> {:.1}, {:.0} tokens/s, {:.0} s; saved to {}",
+        report.parameters, report.title_ppl_before, report.title_ppl_after, report.tokens_per_second, report.seconds, out.display()
+    );
+    Ok(())
+}

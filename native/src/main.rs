@@ -30,6 +30,7 @@ enum Command {
 }
 
 fn main() {
+    quiet_vulkan_loader();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prepare(args) => cmd::prepare::run(args),
@@ -41,5 +42,17 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Vulkan's loader complains on every adapter probe when XDG_RUNTIME_DIR is unset (CI, ssh);
+/// give it a private directory before any thread starts.
+fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join(format!("soft-train-xdg-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: called first thing in main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
     }
 }

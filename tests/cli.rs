@@ -28,7 +28,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["prepare", "baseline", "eval"] {
+    for sub in ["prepare", "baseline", "eval", "pretrain", "generate"] {
         let o = run(&[sub, "--help"]);
         assert!(o.status.success(), "{sub}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("--"), "{sub}");
@@ -124,5 +124,50 @@ fn sasrec_trains_saves_loads_and_evaluates() {
     let line = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let p: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(p["ranked"].as_array().unwrap().len(), 50);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pretrain_a_small_tiny_model_then_generate_from_it() {
+    let dir = scratch("tiny");
+    let model = dir.join("tiny");
+    let o = run(&["pretrain", "--steps", "3", "--vocab-size", "600", "--out", model.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["llama.json", "model.bpk", "tokenizer.json", "pretrain.json"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    let o = run(&["generate", "--model", model.to_str().unwrap(), "--prompt", "\"The Hobbit\", ", "--max-new-tokens", "5", "--beams", "2", "--print-ids", "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let ids = out.lines().last().unwrap();
+    assert!(ids.split_whitespace().count() <= 5 && ids.split_whitespace().all(|t| t.parse::<u32>().is_ok()), "{out}");
+
+    // A vocabulary that does not fit the model is named, not a panic.
+    let tok = std::fs::read_to_string(model.join("tokenizer.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("llama.json")).unwrap()).unwrap();
+    cfg["vocab_size"] = 100.into();
+    std::fs::write(model.join("llama.json"), cfg.to_string()).unwrap();
+    let o = run(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--backend", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tokenizer.json"), "{}", stderr(&o));
+    assert!(!tok.is_empty() && !stderr(&o).contains("panicked"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn corrupt_model_files_are_named() {
+    let dir = scratch("corrupt");
+    let gguf = dir.join("broken.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&[1, 0, 0]); // cut inside the tensor count
+    std::fs::write(&gguf, bytes).unwrap();
+    let o = run(&["generate", "--model", gguf.to_str().unwrap(), "--prompt", "x", "--backend", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.gguf"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    let o = run(&["generate", "--model", dir.join("nothing").to_str().unwrap(), "--prompt", "x", "--backend", "cpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no model here"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }

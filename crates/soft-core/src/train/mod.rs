@@ -3,5 +3,6 @@
 
 pub mod lm;
 pub mod pretrain;
+pub mod scheduler;
 
 pub use lm::{LmExample, LmTrainer, TrainConfig};

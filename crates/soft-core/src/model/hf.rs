@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::model::tokenizer::{check_vocab_fits, load_tokenizer};
 use crate::model::weights::{RawTensor, WeightMap};
+use crate::model::config::LlamaConfig;
 use crate::{Error, Result};
 
 /// The hyper-parameters of a Llama-architecture model, whatever file they came from.
@@ -34,35 +35,16 @@ impl LlamaParams {
     }
 
     /// Rejects values the attention layout cannot use; `path` is the file they came from.
+    /// The head dimension is derived here, so it must divide evenly; the rest is the model
+    /// config's own check.
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let sizes = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-        ];
-        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::format(path, format!("{name} is 0")));
-        }
-        if !self.hidden_size.is_multiple_of(self.n_heads) {
+        if self.n_heads == 0 || !self.hidden_size.is_multiple_of(self.n_heads) {
             return Err(Error::format(
                 path,
                 format!("hidden size {} is not a multiple of {} heads", self.hidden_size, self.n_heads),
             ));
         }
-        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(Error::format(
-                path,
-                format!("{} heads is not a multiple of {} key/value heads", self.n_heads, self.n_kv_heads),
-            ));
-        }
-        // RoPE rotates pairs of dimensions.
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(Error::format(path, format!("head dimension {} is odd", self.head_dim())));
-        }
-        Ok(())
+        LlamaConfig::from(self).validate().map_err(|e| Error::format(path, e.to_string()))
     }
 
     /// Every tensor the model needs, by HF name, with its shape. Optional extras (Qwen2's q/k/v
@@ -449,5 +431,24 @@ mod tests {
         std::fs::write(&config, r#"{"hidden_size": 8"#).unwrap();
         assert!(read_config(&config).unwrap_err().to_string().contains("config.json"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+impl From<&LlamaParams> for LlamaConfig {
+    fn from(p: &LlamaParams) -> Self {
+        Self {
+            vocab_size: p.vocab_size,
+            hidden_size: p.hidden_size,
+            intermediate_size: p.intermediate_size,
+            n_layers: p.n_layers,
+            n_heads: p.n_heads,
+            n_kv_heads: p.n_kv_heads,
+            head_dim: p.head_dim(),
+            rope_theta: p.rope_theta as f64,
+            rms_eps: p.rms_eps as f64,
+            max_seq_len: p.context_length,
+            tie_embeddings: p.tied_embeddings,
+            attention_bias: false,
+        }
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
 use crate::model::config::LlamaConfig;
-use crate::model::hf::{load_hf_checkpoint, LlamaParams};
+use crate::model::hf::load_hf_checkpoint;
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, tokenizer_from_gguf, SpecialIds};
 use crate::model::gguf::load_llama_gguf;
@@ -25,25 +25,6 @@ pub struct Pretrained {
     pub special: SpecialIds,
     /// Where it came from, for reports.
     pub source: String,
-}
-
-impl From<&LlamaParams> for LlamaConfig {
-    fn from(p: &LlamaParams) -> Self {
-        Self {
-            vocab_size: p.vocab_size,
-            hidden_size: p.hidden_size,
-            intermediate_size: p.intermediate_size,
-            n_layers: p.n_layers,
-            n_heads: p.n_heads,
-            n_kv_heads: p.n_kv_heads,
-            head_dim: p.head_dim(),
-            rope_theta: p.rope_theta as f64,
-            rms_eps: p.rms_eps as f64,
-            max_seq_len: p.context_length,
-            tie_embeddings: p.tied_embeddings,
-            attention_bias: false,
-        }
-    }
 }
 
 /// Writes a model directory: config, weights (burnpack) and tokenizer.

@@ -28,7 +28,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["prepare", "baseline", "eval", "pretrain", "generate"] {
+    for sub in ["prepare", "baseline", "eval", "pretrain", "generate", "sft"] {
         let o = run(&[sub, "--help"]);
         assert!(o.status.success(), "{sub}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("--"), "{sub}");
@@ -141,6 +141,25 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let out = String::from_utf8_lossy(&o.stdout);
     let ids = out.lines().last().unwrap();
     assert!(ids.split_whitespace().count() <= 5 && ids.split_whitespace().all(|t| t.parse::<u32>().is_ok()), "{out}");
+
+    // SFT (stage 1) on a handful of examples, then the run evaluates like any other.
+    let sft = dir.join("sft");
+    let o = run(&["sft", "--model", model.to_str().unwrap(), "--out", sft.to_str().unwrap(), "--train-size", "16", "--valid-size", "4", "--epochs", "1", "--max-new-tokens", "8", "--beams", "2", "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
+        assert!(sft.join(f).exists(), "{f}");
+    }
+    let seqs = dir.join("two.csv");
+    std::fs::write(&seqs, "user_id,item_ids,timestamp\na,\"[1948, 1807, 1702]\",1\nb,\"[5, 6]\",2\n").unwrap();
+    let out = dir.join("sft-eval");
+    let o = run(&["eval", "--run", sft.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0]["generated"].is_string());
+    assert_eq!(lines[1]["target"], 6);
+    assert_eq!(lines[1]["ranked"].as_array().unwrap().len(), 50);
 
     // A vocabulary that does not fit the model is named, not a panic.
     let tok = std::fs::read_to_string(model.join("tokenizer.json")).unwrap();

@@ -27,6 +27,8 @@ enum Command {
     Pretrain(cmd::pretrain::Args),
     /// Continue a prompt with a language model (greedy or beam search).
     Generate(cmd::generate::Args),
+    /// SOFT stage 1, "Tuning-Only": LoRA fine-tuning on the real targets.
+    Sft(cmd::sft::Args),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Generate(args) => cmd::generate::run(args),
+        Command::Sft(args) => cmd::sft::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

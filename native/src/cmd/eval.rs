@@ -10,7 +10,13 @@ use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
+use soft_core::eval::llm::{Grounder, LlmRecommender};
+use soft_core::model::pretrained::load_path;
+use soft_core::train::sft::SftConfig;
+
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
+use super::generate::resolve;
+use super::sft::ADAPTER_DIR;
 use crate::backend::{choose, BackendChoice};
 use crate::run_dir::{write_files, RunInfo};
 
@@ -38,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     let examples = load_sequences(&args.sequences, &catalog)?;
     let histories: Vec<&[u32]> = examples.iter().map(Window::history).collect();
 
+    let targets: Vec<u32> = examples.iter().map(Window::target).collect();
     let ranked: Vec<Vec<u32>> = match info.method.as_str() {
         "popularity" => {
             let path = args.run.join(POPULARITY_FILE);
@@ -56,15 +63,41 @@ pub fn run(args: Args) -> Result<()> {
                 .map_err(|e| anyhow!("{}: cannot load SASRec weights: {e}", path.display()))?;
             model.rank(&catalog, &histories, RANKED_LEN)
         }
+        "sft" => {
+            let predictions = llm_predictions(&args, &info, &catalog, &histories, &targets)?;
+            return finish(&args, &info, &catalog, predictions);
+        }
         other => bail!("{}: unknown method `{other}`", args.run.join("run.json").display()),
     };
 
-    let predictions: Vec<Prediction> = examples
-        .iter()
-        .zip(ranked)
-        .map(|(w, ranked)| Prediction { target: w.target(), generated: None, ranked })
-        .collect();
-    let metrics = evaluate(&catalog, &predictions);
+    let predictions: Vec<Prediction> =
+        targets.iter().zip(ranked).map(|(&target, ranked)| Prediction { target, generated: None, ranked }).collect();
+    finish(&args, &info, &catalog, predictions)
+}
+
+/// A language-model run: base model + adapter write answers, the base model grounds them.
+fn llm_predictions(args: &Args, info: &RunInfo, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
+    let backend = choose(args.backend)?;
+    let config: SftConfig = serde_json::from_value(info.details["config"].clone())
+        .with_context(|| format!("{}: missing SFT config", args.run.join("run.json").display()))?;
+    let base_name = info.details["base_model"].as_str().ok_or_else(|| anyhow!("run.json: missing base_model"))?;
+    let pre = load_path(&resolve(base_name)?, &backend.device)?;
+    let tuned = pre.model.clone().load_adapter(&args.run.join(ADAPTER_DIR))?;
+    let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, catalog)?;
+    let rec = LlmRecommender {
+        tuned: &tuned,
+        base: &pre.model,
+        tokenizer: &pre.tokenizer,
+        special: &pre.special,
+        grounder: &grounder,
+        domain: info.dataset.domain,
+        beam: config.beam(pre.special.eos),
+    };
+    Ok(rec.recommend(catalog, histories, targets)?)
+}
+
+fn finish(args: &Args, info: &RunInfo, catalog: &Catalog, predictions: Vec<Prediction>) -> Result<()> {
+    let metrics = evaluate(catalog, &predictions);
     let lines: Vec<String> = predictions.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
     write_files(&args.out, &[
         ("predictions.jsonl".into(), lines.join("\n") + "\n"),

@@ -4,3 +4,4 @@ pub mod eval;
 pub mod generate;
 pub mod pretrain;
 pub mod prepare;
+pub mod sft;

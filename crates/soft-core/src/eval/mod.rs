@@ -2,6 +2,7 @@
 //! grounding a generated answer, or from a classic model's scores), then HR@K and NDCG@K.
 
 pub mod grounding;
+pub mod llm;
 pub mod metrics;
 
 use serde::{Deserialize, Serialize};

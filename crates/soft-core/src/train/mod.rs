@@ -4,5 +4,6 @@
 pub mod lm;
 pub mod pretrain;
 pub mod scheduler;
+pub mod sft;
 
 pub use lm::{LmExample, LmTrainer, TrainConfig};

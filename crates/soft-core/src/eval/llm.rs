@@ -1,0 +1,107 @@
+//! The language model as a recommender (BIGRec style): it writes an answer for each prompt,
+//! the answer is embedded with the BASE model (last-layer hidden state at its last token) and
+//! every item is ranked by the L2 distance between that embedding and its title's.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use tokenizers::Tokenizer;
+
+use crate::data::{prompt, Catalog, Domain};
+use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
+use crate::model::generate::{beam_search, embed_last_token, BeamConfig};
+use crate::model::llama::Llama;
+use crate::model::tokenizer::SpecialIds;
+use crate::{Error, Result};
+
+/// Texts embedded per forward pass.
+const EMBED_BATCH: usize = 64;
+/// Prompts decoded per beam-search batch.
+const GENERATE_BATCH: usize = 32;
+
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
+}
+
+/// Prompt token ids, with BOS first when the model's tokenizer config asks for it.
+pub fn encode_prompt(tokenizer: &Tokenizer, special: &SpecialIds, text: &str) -> Result<Vec<u32>> {
+    let mut ids = encode(tokenizer, text)?;
+    if special.add_bos {
+        ids.insert(0, special.bos.unwrap_or(special.eos));
+    }
+    Ok(ids)
+}
+
+/// The prompt of a history, titles from the catalog.
+pub fn history_prompt(catalog: &Catalog, domain: Domain, history: &[u32]) -> String {
+    let titles: Vec<&str> = history.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
+    prompt::prompt(domain, &titles)
+}
+
+/// Item embeddings of every grounding item, computed once with the base model.
+pub struct Grounder {
+    pub ids: Vec<u32>,
+    pub table: Tensor<2>,
+}
+
+/// Last-token embeddings of texts; an empty text is embedded as the EOS token alone.
+pub fn embed_texts(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, texts: &[&str]) -> Result<Tensor<2>> {
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| encode(tokenizer, t).map(|ids| if ids.is_empty() { vec![special.eos] } else { ids }))
+        .collect::<Result<_>>()?;
+    embed_last_token(&base.valid(), &ids, EMBED_BATCH)
+}
+
+impl Grounder {
+    pub fn new(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<Self> {
+        let ids = catalog.grounding_ids();
+        let titles: Vec<&str> = ids.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
+        Ok(Self { table: embed_texts(base, tokenizer, special, &titles)?, ids })
+    }
+
+    /// The `k` nearest items to each answer, nearest first.
+    pub fn rank(&self, base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, answers: &[String], k: usize) -> Result<Vec<Vec<u32>>> {
+        let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
+        let queries = embed_texts(base, tokenizer, special, &stripped)?;
+        Ok(rank_by_l2(queries, self.table.clone(), k).into_iter().map(|r| r.into_iter().map(|i| self.ids[i]).collect()).collect())
+    }
+}
+
+/// The top beam's text for every prompt.
+pub fn generate_answers(model: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, prompts: &[String], beam: &BeamConfig) -> Result<Vec<String>> {
+    let model = model.valid();
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(GENERATE_BATCH) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| encode_prompt(tokenizer, special, p)).collect::<Result<_>>()?;
+        for hyps in beam_search(&model, &ids, beam)? {
+            let best = hyps.first().map(|h| h.tokens.as_slice()).unwrap_or_default();
+            out.push(tokenizer.decode(best, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a recommendation needs: the tuned model writes, the base model grounds.
+pub struct LlmRecommender<'a> {
+    pub tuned: &'a Llama,
+    pub base: &'a Llama,
+    pub tokenizer: &'a Tokenizer,
+    pub special: &'a SpecialIds,
+    pub grounder: &'a Grounder,
+    pub domain: Domain,
+    pub beam: BeamConfig,
+}
+
+impl LlmRecommender<'_> {
+    pub fn recommend(&self, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
+        let prompts: Vec<String> = histories.iter().map(|h| history_prompt(catalog, self.domain, h)).collect();
+        let answers = generate_answers(self.tuned, self.tokenizer, self.special, &prompts, &self.beam)?;
+        let ranked = self.grounder.rank(self.base, self.tokenizer, self.special, &answers, RANKED_LEN)?;
+        Ok(answers
+            .into_iter()
+            .zip(ranked)
+            .zip(targets)
+            .map(|((generated, ranked), &target)| Prediction { target, generated: Some(generated), ranked })
+            .collect())
+    }
+}

@@ -28,7 +28,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["prepare", "baseline", "eval", "pretrain", "generate", "sft"] {
+    for sub in ["prepare", "baseline", "eval", "pretrain", "generate", "sft", "distill", "soft"] {
         let o = run(&[sub, "--help"]);
         assert!(o.status.success(), "{sub}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("--"), "{sub}");
@@ -160,6 +160,29 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     assert!(lines[0]["generated"].is_string());
     assert_eq!(lines[1]["target"], 6);
     assert_eq!(lines[1]["ranked"].as_array().unwrap().len(), 50);
+
+    // Stage 2: one distilled target per training prompt, in order; stage 3 on top of it.
+    let split = ["--train-size", "16", "--valid-size", "4", "--backend", "cpu"];
+    let o = run(&[&["distill", "--run", sft.to_str().unwrap()][..], &split[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let distilled: Vec<serde_json::Value> =
+        std::fs::read_to_string(sft.join("distilled.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(distilled.len(), 16);
+    assert!(distilled.iter().all(|d| d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string()));
+    for bad in ["nan", "-1", "inf"] {
+        let o = run(&[&["soft", "--sft", sft.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap(), "--alpha", bad][..], &split[..]].concat());
+        assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));
+    }
+    let soft = dir.join("soft");
+    let o = run(&[&["soft", "--sft", sft.to_str().unwrap(), "--out", soft.to_str().unwrap(), "--epochs", "1", "--d-samples", "4"][..], &split[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(soft.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["alpha"], 1.0);
+    assert!(report["d0"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["epochs"][0]["lambda"], 1.0);
+    assert!(report["epochs"][0]["d"].as_f64().unwrap() > 0.0);
+    let o = run(&["eval", "--run", soft.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     // A vocabulary that does not fit the model is named, not a panic.
     let tok = std::fs::read_to_string(model.join("tokenizer.json")).unwrap();

@@ -3,6 +3,7 @@
 
 mod backend;
 mod cmd;
+mod llm_run;
 mod progress;
 mod run_dir;
 
@@ -29,6 +30,10 @@ enum Command {
     Generate(cmd::generate::Args),
     /// SOFT stage 1, "Tuning-Only": LoRA fine-tuning on the real targets.
     Sft(cmd::sft::Args),
+    /// SOFT stage 2: the SFT model writes distilled targets for every training prompt.
+    Distill(cmd::distill::Args),
+    /// SOFT stage 3: a fresh LoRA on real + distilled targets with the adaptive curriculum.
+    Soft(cmd::soft::Args),
 }
 
 fn main() {
@@ -41,6 +46,8 @@ fn main() {
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Sft(args) => cmd::sft::run(args),
+        Command::Distill(args) => cmd::distill::run(args),
+        Command::Soft(args) => cmd::soft::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

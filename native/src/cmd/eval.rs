@@ -10,13 +10,9 @@ use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
-use soft_core::eval::llm::{Grounder, LlmRecommender};
-use soft_core::model::pretrained::load_path;
-use soft_core::train::sft::SftConfig;
 
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
-use super::generate::resolve;
-use super::sft::ADAPTER_DIR;
+use crate::llm_run::LoadedRun;
 use crate::backend::{choose, BackendChoice};
 use crate::run_dir::{write_files, RunInfo};
 
@@ -63,8 +59,8 @@ pub fn run(args: Args) -> Result<()> {
                 .map_err(|e| anyhow!("{}: cannot load SASRec weights: {e}", path.display()))?;
             model.rank(&catalog, &histories, RANKED_LEN)
         }
-        "sft" => {
-            let predictions = llm_predictions(&args, &info, &catalog, &histories, &targets)?;
+        "sft" | "soft" => {
+            let predictions = llm_predictions(&args, &catalog, &histories, &targets)?;
             return finish(&args, &info, &catalog, predictions);
         }
         other => bail!("{}: unknown method `{other}`", args.run.join("run.json").display()),
@@ -76,24 +72,10 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// A language-model run: base model + adapter write answers, the base model grounds them.
-fn llm_predictions(args: &Args, info: &RunInfo, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
+fn llm_predictions(args: &Args, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
     let backend = choose(args.backend)?;
-    let config: SftConfig = serde_json::from_value(info.details["config"].clone())
-        .with_context(|| format!("{}: missing SFT config", args.run.join("run.json").display()))?;
-    let base_name = info.details["base_model"].as_str().ok_or_else(|| anyhow!("run.json: missing base_model"))?;
-    let pre = load_path(&resolve(base_name)?, &backend.device)?;
-    let tuned = pre.model.clone().load_adapter(&args.run.join(ADAPTER_DIR))?;
-    let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, catalog)?;
-    let rec = LlmRecommender {
-        tuned: &tuned,
-        base: &pre.model,
-        tokenizer: &pre.tokenizer,
-        special: &pre.special,
-        grounder: &grounder,
-        domain: info.dataset.domain,
-        beam: config.beam(pre.special.eos),
-    };
-    Ok(rec.recommend(catalog, histories, targets)?)
+    let run = LoadedRun::open(&args.run, catalog, &backend.device)?;
+    Ok(run.recommender(run.info.dataset.domain).recommend(catalog, histories, targets)?)
 }
 
 fn finish(args: &Args, info: &RunInfo, catalog: &Catalog, predictions: Vec<Prediction>) -> Result<()> {

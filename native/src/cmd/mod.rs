@@ -1,7 +1,9 @@
 pub mod baseline;
 pub mod data_args;
+pub mod distill;
 pub mod eval;
 pub mod generate;
 pub mod pretrain;
 pub mod prepare;
 pub mod sft;
+pub mod soft;

@@ -13,9 +13,8 @@ use super::data_args::DataArgs;
 use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::progress::Reporter;
+use crate::llm_run::ADAPTER_DIR;
 use crate::run_dir::{git_commit, write_files, RunInfo, RUN_FILE};
-
-pub const ADAPTER_DIR: &str = "adapter";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

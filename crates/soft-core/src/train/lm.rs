@@ -155,6 +155,11 @@ impl LmTrainer {
     /// micro-batches. Returns the micro-batch loss, or an error when it is not finite.
     pub fn micro_step(&mut self, examples: &[&LmExample]) -> Result<Option<f32>> {
         let Some(loss) = lm_loss(&self.model, examples, self.pad) else { return Ok(None) };
+        self.backward(loss).map(Some)
+    }
+
+    /// The same for a loss the caller built from this trainer's model (SOFT's mixed loss).
+    pub fn backward(&mut self, loss: Tensor<1>) -> Result<f32> {
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(Error::Invalid(format!("loss became {value} at optimizer step {}", self.steps + 1)));
@@ -165,7 +170,11 @@ impl LmTrainer {
         if self.pending >= self.config.grad_accum.max(1) {
             self.flush();
         }
-        Ok(Some(value))
+        Ok(value)
+    }
+
+    pub fn pad(&self) -> u32 {
+        self.pad
     }
 
     /// Applies any accumulated gradients (end of an epoch with a partial group).

@@ -1,0 +1,200 @@
+//! Stage 3 of SOFT: a fresh LoRA on the base model, trained on the real and the distilled
+//! targets of the same prompts at once,
+//!     loss = (1 - lambda) * L_real + lambda * L_distilled,
+//! with lambda set before every epoch by the self-adaptive scheduler from d, the mean L2
+//! distance between the grounding embeddings of the model's answers and of the true items over
+//! a fixed sample of training prompts (d0: the base model before any training).
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Window;
+use crate::eval::llm::{embed_texts, encode, encode_prompt, generate_answers, history_prompt};
+use crate::eval::Metrics;
+use crate::model::llama::Llama;
+use crate::progress::{Event, Progress};
+use crate::train::distill::Distilled;
+use crate::train::lm::{lm_loss, LmExample, LmTrainer};
+use crate::train::scheduler::{Schedule, Scheduler};
+use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftConfig {
+    /// LoRA, optimiser, epochs, patience and beam search as in SFT.
+    pub sft: SftConfig,
+    pub schedule: Schedule,
+    pub alpha: f64,
+    /// Training prompts d is measured on (drawn once, seeded).
+    pub d_samples: usize,
+}
+
+impl Default for SoftConfig {
+    fn default() -> Self {
+        Self { sft: SftConfig::default(), schedule: Schedule::Adaptive, alpha: 1.0, d_samples: 256 }
+    }
+}
+
+/// What one epoch did: `lambda` used during it, `d` measured at its end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftEpoch {
+    pub epoch: usize,
+    pub lambda: f64,
+    pub d: f64,
+    pub loss_real: f32,
+    pub loss_distilled: f32,
+    pub valid: Metrics,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftReport {
+    pub alpha: f64,
+    pub schedule: Schedule,
+    pub d0: f64,
+    pub epochs: Vec<SoftEpoch>,
+    pub best_epoch: usize,
+}
+
+/// `(1 - lambda) * real + lambda * distilled`.
+pub fn mixed_loss(real: Tensor<1>, distilled: Tensor<1>, lambda: f64) -> Tensor<1> {
+    real.mul_scalar(1.0 - lambda) + distilled.mul_scalar(lambda)
+}
+
+/// Mean L2 distance between matching rows of two `[N, D]` tensors.
+pub fn mean_l2(a: Tensor<2>, b: Tensor<2>) -> f64 {
+    let d: f32 = (a - b).powf_scalar(2.0).sum_dim(1).sqrt().mean().into_scalar();
+    d as f64
+}
+
+/// d for `model`: its answers to the prompts of `windows`, embedded by the base model, against
+/// the base model's embeddings of the true titles.
+pub fn measure_d(model: &Llama, inputs: &SftInputs, windows: &[Window], beam: &crate::model::generate::BeamConfig) -> Result<f64> {
+    let prompts: Vec<String> = windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
+    let answers = generate_answers(model, inputs.tokenizer, inputs.special, &prompts, beam)?;
+    let stripped: Vec<&str> = answers.iter().map(|a| crate::data::prompt::strip_response(a)).collect();
+    let truth: Vec<&str> = windows.iter().map(|w| inputs.catalog.title(w.target()).unwrap_or_default()).collect();
+    let a = embed_texts(inputs.base, inputs.tokenizer, inputs.special, &stripped)?;
+    let t = embed_texts(inputs.base, inputs.tokenizer, inputs.special, &truth)?;
+    Ok(mean_l2(a, t))
+}
+
+/// Real and distilled examples of the same prompts, index-aligned.
+fn paired_examples(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<(LmExample, LmExample)>> {
+    distilled
+        .iter()
+        .map(|d| {
+            let p = encode_prompt(inputs.tokenizer, inputs.special, &d.prompt)?;
+            let target = |text: &str| -> Result<Vec<u32>> {
+                let mut ids = encode(inputs.tokenizer, text)?;
+                ids.push(inputs.special.eos);
+                Ok(ids)
+            };
+            Ok((LmExample::response_only(&p, &target(&d.real)?), LmExample::response_only(&p, &target(&d.distilled)?)))
+        })
+        .collect()
+}
+
+pub struct SoftResult {
+    pub model: Llama,
+    pub report: SoftReport,
+}
+
+/// `distilled` must be the auxiliary dataset of `inputs.train`, in its order.
+pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], trainable: Llama, progress: Progress) -> Result<SoftResult> {
+    if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target()) {
+        return Err(Error::Invalid(format!(
+            "the distilled dataset ({} examples) does not match the training split ({} examples) example for example",
+            distilled.len(),
+            inputs.train.len()
+        )));
+    }
+    let pairs = paired_examples(inputs, distilled)?;
+    let beam = config.sft.beam(inputs.special.eos);
+    let mut rng = StdRng::seed_from_u64(config.sft.train.seed);
+    let mut probe: Vec<Window> = inputs.train.to_vec();
+    probe.shuffle(&mut rng);
+    probe.truncate(config.d_samples);
+
+    progress(Event::Note(format!("measuring d0 with the base model on {} training prompts", probe.len())));
+    let d0 = measure_d(inputs.base, inputs, &probe, &beam)?;
+    let scheduler = Scheduler::new(config.schedule, config.alpha, d0)?;
+    trainable.device().seed(config.sft.train.seed);
+    let mut trainer = LmTrainer::new(trainable.with_lora(&config.sft.lora)?, config.sft.train.clone(), inputs.special.pad);
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let (mut epochs, mut best, mut d_prev): (Vec<SoftEpoch>, Option<(f64, usize, Llama)>, f64) = (Vec::new(), None, d0);
+
+    for epoch in 1..=config.sft.max_epochs {
+        let started = std::time::Instant::now();
+        let lambda = scheduler.lambda(epoch, config.sft.max_epochs, d_prev);
+        order.shuffle(&mut rng);
+        progress(Event::Begin { what: "soft epoch", total: Some(order.len().div_ceil(config.sft.train.micro_batch) as u64) });
+        let (mut real_sum, mut dist_sum, mut n) = (0.0f32, 0.0f32, 0);
+        for chunk in order.chunks(config.sft.train.micro_batch) {
+            let real: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].0).collect();
+            let dist: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].1).collect();
+            let (Some(lr), Some(ld)) = (lm_loss(&trainer.model, &real, trainer.pad()), lm_loss(&trainer.model, &dist, trainer.pad())) else {
+                continue;
+            };
+            real_sum += lr.clone().into_scalar::<f32>();
+            dist_sum += ld.clone().into_scalar::<f32>();
+            n += 1;
+            let loss = trainer.backward(mixed_loss(lr, ld, lambda))?;
+            progress(Event::Step { loss: Some(loss) });
+        }
+        trainer.flush();
+        progress(Event::End);
+        let tuned = trainer.model.valid();
+        let d = measure_d(&tuned, inputs, &probe, &beam)?;
+        let valid = valid_metrics(inputs, &tuned, &beam)?;
+        let n = n.max(1) as f32;
+        let record = SoftEpoch { epoch, lambda, d, loss_real: real_sum / n, loss_distilled: dist_sum / n, valid, seconds: started.elapsed().as_secs_f64() };
+        progress(Event::Note(format!("epoch {epoch}: lambda {lambda:.3}, d {d:.4} (d0 {d0:.4})")));
+        progress(Event::Epoch { epoch, loss: (1.0 - lambda as f32) * record.loss_real + lambda as f32 * record.loss_distilled, valid });
+        epochs.push(record);
+        d_prev = d;
+        let score = valid.hr_at(10);
+        match &best {
+            Some((s, e, _)) if score <= *s => {
+                if epoch - e >= config.sft.patience {
+                    progress(Event::Note(format!("early stop after epoch {epoch}; best epoch {e}")));
+                    break;
+                }
+            }
+            _ => best = Some((score, epoch, tuned)),
+        }
+    }
+    let (_, best_epoch, model) = best.expect("at least one epoch ran");
+    Ok(SoftResult { model, report: SoftReport { alpha: config.alpha, schedule: config.schedule, d0, epochs, best_epoch } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn mixed_loss_is_the_weighted_sum() {
+        let device = Device::flex();
+        let real = Tensor::<1>::from_data(TensorData::new(vec![2.0f32], [1]), &device);
+        let dist = Tensor::<1>::from_data(TensorData::new(vec![0.5f32], [1]), &device);
+        for lambda in [0.0, 0.3, 1.0] {
+            let got: f32 = mixed_loss(real.clone(), dist.clone(), lambda).into_scalar();
+            let want = (1.0 - lambda) * 2.0 + lambda * 0.5;
+            assert!((got as f64 - want).abs() < 1e-6, "{lambda}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn d_is_the_mean_row_distance() {
+        let device = Device::flex();
+        // Row distances 5 (3-4-5 triangle) and 0: mean 2.5.
+        let a = Tensor::<2>::from_data(TensorData::new(vec![3.0f32, 4.0, 1.0, 1.0], [2, 2]), &device);
+        let b = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 1.0, 1.0], [2, 2]), &device);
+        assert!((mean_l2(a, b) - 2.5).abs() < 1e-6);
+    }
+}

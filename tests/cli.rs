@@ -28,7 +28,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["prepare", "baseline", "eval", "pretrain", "generate", "sft", "distill", "soft"] {
+    for sub in ["prepare", "baseline", "eval", "pretrain", "generate", "sft", "distill", "soft", "run"] {
         let o = run(&[sub, "--help"]);
         assert!(o.status.success(), "{sub}: {}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("--"), "{sub}");

@@ -34,6 +34,8 @@ enum Command {
     Distill(cmd::distill::Args),
     /// SOFT stage 3: a fresh LoRA on real + distilled targets with the adaptive curriculum.
     Soft(cmd::soft::Args),
+    /// Every stage in order, each method evaluated on the test split, then one table.
+    Run(cmd::run::Args),
 }
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
         Command::Sft(args) => cmd::sft::run(args),
         Command::Distill(args) => cmd::distill::run(args),
         Command::Soft(args) => cmd::soft::run(args),
+        Command::Run(args) => cmd::run::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

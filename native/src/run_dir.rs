@@ -23,6 +23,19 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
+    /// A run of `method` that began at `started`, with the commit of the working tree.
+    pub fn new(method: &str, dataset: &DatasetMeta, split: SplitConfig, backend: String, started: std::time::Instant, details: serde_json::Value) -> Self {
+        Self {
+            method: method.into(),
+            dataset: dataset.clone(),
+            split,
+            backend,
+            git_commit: git_commit(),
+            seconds: started.elapsed().as_secs_f64(),
+            details,
+        }
+    }
+
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(RUN_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory", path.display()))?;

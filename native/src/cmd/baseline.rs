@@ -10,7 +10,7 @@ use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
 use super::data_args::DataArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::progress::Reporter;
-use crate::run_dir::{git_commit, temp_beside, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{temp_beside, write_files, RunInfo, RUN_FILE};
 
 pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
 pub const POPULARITY_FILE: &str = "popularity.json";
@@ -46,14 +46,8 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let (dataset, split) = args.data.load()?;
     let train = if args.train_on == "all" { &split.train_all } else { &split.train };
-    let info = |method: &str, backend: String, details: serde_json::Value| RunInfo {
-        method: method.into(),
-        dataset: dataset.meta.clone(),
-        split: args.data.split_config(),
-        backend,
-        git_commit: git_commit(),
-        seconds: started.elapsed().as_secs_f64(),
-        details,
+    let info = |method: &str, backend: String, details: serde_json::Value| {
+        RunInfo::new(method, &dataset.meta, args.data.split_config(), backend, started, details)
     };
     match args.method {
         Method::Popularity => {

@@ -5,5 +5,6 @@ pub mod eval;
 pub mod generate;
 pub mod pretrain;
 pub mod prepare;
+pub mod run;
 pub mod sft;
 pub mod soft;

@@ -14,7 +14,7 @@ use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::progress::Reporter;
 use crate::llm_run::ADAPTER_DIR;
-use crate::run_dir::{git_commit, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{write_files, RunInfo, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,30 +52,13 @@ pub fn run(args: Args) -> Result<()> {
     config.train.seed = args.seed;
     eprintln!("SFT of {} on {} examples (valid {}), backend {}", pre.source, split.train.len(), split.valid.len(), backend.name);
     let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, &dataset.catalog)?;
-    let inputs = SftInputs {
-        base: &pre.model,
-        tokenizer: &pre.tokenizer,
-        special: &pre.special,
-        catalog: &dataset.catalog,
-        domain: dataset.meta.domain,
-        grounder: &grounder,
-        train: &split.train,
-        valid: &split.valid,
-    };
+    let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
     let tuned = sft(&config, &inputs, trainable, &mut |e| reporter.handle(e))?;
     tuned.model.save_adapter(&args.out.join(ADAPTER_DIR), &args.model)?;
-    let run = RunInfo {
-        method: "sft".into(),
-        dataset: dataset.meta.clone(),
-        split: args.data.split_config(),
-        backend: backend.name,
-        git_commit: git_commit(),
-        seconds: started.elapsed().as_secs_f64(),
-        details: serde_json::json!({
+    let run = RunInfo::new("sft", &dataset.meta, args.data.split_config(), backend.name, started, serde_json::json!({
             "base_model": args.model, "config": config, "best_epoch": tuned.best_epoch, "epochs": tuned.epochs,
-        }),
-    };
+        }));
     write_files(&args.out, &[(RUN_FILE.into(), serde_json::to_string_pretty(&run)?)])?;
     let best = &tuned.epochs[tuned.best_epoch - 1];
     println!(

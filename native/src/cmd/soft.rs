@@ -18,7 +18,7 @@ use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::{LoadedRun, ADAPTER_DIR};
 use crate::progress::Reporter;
-use crate::run_dir::{git_commit, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{write_files, RunInfo, RUN_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleArg {
@@ -81,29 +81,12 @@ pub fn run(args: Args) -> Result<()> {
     let config = SoftConfig { sft: sft_config, schedule, alpha: args.alpha, d_samples: args.d_samples };
     let trainable = load_path(&resolve(&base_name)?, &backend.device.clone().autodiff())?.model;
     let pre = &sft_run.base;
-    let inputs = SftInputs {
-        base: &pre.model,
-        tokenizer: &pre.tokenizer,
-        special: &pre.special,
-        catalog: &dataset.catalog,
-        domain: dataset.meta.domain,
-        grounder: &sft_run.grounder,
-        train: &split.train,
-        valid: &split.valid,
-    };
+    let inputs = SftInputs::new(pre, &sft_run.grounder, &dataset, &split);
     eprintln!("SOFT ({:?}, alpha {}) on {} examples, backend {}", schedule, args.alpha, distilled.len(), backend.name);
     let mut reporter = Reporter::new();
     let result = soft(&config, &inputs, &distilled, trainable, &mut |e| reporter.handle(e))?;
     result.model.save_adapter(&args.out.join(ADAPTER_DIR), &base_name)?;
-    let run = RunInfo {
-        method: "soft".into(),
-        dataset: dataset.meta.clone(),
-        split: args.data.split_config(),
-        backend: backend.name,
-        git_commit: git_commit(),
-        seconds: started.elapsed().as_secs_f64(),
-        details: serde_json::json!({ "base_model": base_name, "config": config, "sft_run": args.sft }),
-    };
+    let run = RunInfo::new("soft", &dataset.meta, args.data.split_config(), backend.name, started, serde_json::json!({ "base_model": base_name, "config": config, "sft_run": args.sft }));
     write_files(&args.out, &[
         ("report.json".into(), serde_json::to_string_pretty(&result.report)?),
         (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),

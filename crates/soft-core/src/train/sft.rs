@@ -6,12 +6,13 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::data::{prompt, Catalog, Domain, Window};
+use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
 use crate::eval::llm::{encode, encode_prompt, history_prompt, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
+use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::SpecialIds;
 use crate::progress::{Event, Progress};
 use crate::train::lm::{LmExample, LmTrainer, TrainConfig};
@@ -88,6 +89,22 @@ pub struct SftInputs<'a> {
     pub grounder: &'a Grounder,
     pub train: &'a [Window],
     pub valid: &'a [Window],
+}
+
+impl<'a> SftInputs<'a> {
+    /// The base model of `pre`, the dataset's catalog and domain, the split's train and valid.
+    pub fn new(pre: &'a Pretrained, grounder: &'a Grounder, dataset: &'a Dataset, split: &'a Split) -> Self {
+        Self {
+            base: &pre.model,
+            tokenizer: &pre.tokenizer,
+            special: &pre.special,
+            catalog: &dataset.catalog,
+            domain: dataset.meta.domain,
+            grounder,
+            train: &split.train,
+            valid: &split.valid,
+        }
+    }
 }
 
 pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, beam: &BeamConfig) -> Result<Metrics> {

@@ -50,14 +50,32 @@ fn prepare_then_popularity_then_eval_on_held_out_and_unseen_histories() {
 
     // A hand-written file: histories of 1 and 10 items, one user never seen in training.
     let seqs = dir.join("mine.csv");
-    std::fs::write(&seqs, "user_id,item_ids,timestamp\nnobody,\"[5, 17]\",1\nx,\"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\",2\n").unwrap();
+    std::fs::write(
+        &seqs,
+        "user_id,item_ids,timestamp\nnobody,\"[5, 17]\",1\nx,\"[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]\",2\n",
+    )
+    .unwrap();
     let out = dir.join("eval");
-    let o = run(&["eval", "--run", run_dir.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--sequences",
+        seqs.to_str().unwrap(),
+        "--items",
+        books_items().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics.as_object().unwrap().len(), 10);
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["target"], 17);
     assert_eq!(lines[1]["target"], 11);
@@ -65,7 +83,17 @@ fn prepare_then_popularity_then_eval_on_held_out_and_unseen_histories() {
     assert!(lines[0]["generated"].is_null());
 
     // The prepared test split evaluates too.
-    let o = run(&["eval", "--run", run_dir.to_str().unwrap(), "--sequences", data.join("test.csv").to_str().unwrap(), "--items", data.join("id2name.json").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--sequences",
+        data.join("test.csv").to_str().unwrap(),
+        "--items",
+        data.join("id2name.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("on 200 examples: HR@10"));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -75,7 +103,9 @@ fn prepare_then_popularity_then_eval_on_held_out_and_unseen_histories() {
 fn bad_input_names_file_and_line_and_keeps_existing_outputs() {
     let dir = scratch("bad");
     let run_dir = dir.join("pop");
-    assert!(run(&["baseline", "--method", "popularity", "--out", run_dir.to_str().unwrap(), "--train-on", "sample"]).status.success());
+    assert!(run(&["baseline", "--method", "popularity", "--out", run_dir.to_str().unwrap(), "--train-on", "sample"])
+        .status
+        .success());
     let out = dir.join("eval");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("metrics.json"), "precious").unwrap();
@@ -89,7 +119,17 @@ fn bad_input_names_file_and_line_and_keeps_existing_outputs() {
     for (text, want) in cases {
         let seqs = dir.join("bad.csv");
         std::fs::write(&seqs, text).unwrap();
-        let o = run(&["eval", "--run", run_dir.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let o = run(&[
+            "eval",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--sequences",
+            seqs.to_str().unwrap(),
+            "--items",
+            books_items().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(!o.status.success());
         assert!(stderr(&o).contains(want), "want {want:?}, got {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"));
@@ -111,15 +151,42 @@ fn bad_input_names_file_and_line_and_keeps_existing_outputs() {
 fn sasrec_trains_saves_loads_and_evaluates() {
     let dir = scratch("sasrec");
     let run_dir = dir.join("sasrec");
-    let o = run(&["baseline", "--method", "sasrec", "--out", run_dir.to_str().unwrap(), "--train-on", "sample", "--train-size", "512", "--valid-size", "64", "--epochs", "1", "--backend", "cpu"]);
+    let o = run(&[
+        "baseline",
+        "--method",
+        "sasrec",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--train-on",
+        "sample",
+        "--train-size",
+        "512",
+        "--valid-size",
+        "64",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["method"], "sasrec");
     assert_eq!(info["details"]["epochs"].as_array().unwrap().len(), 1);
     let seqs = dir.join("s.csv");
     std::fs::write(&seqs, "user_id,item_ids,timestamp\nu,\"[1948, 1807, 1702]\",1\n").unwrap();
     let out = dir.join("eval");
-    let o = run(&["eval", "--run", run_dir.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--sequences",
+        seqs.to_str().unwrap(),
+        "--items",
+        books_items().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let p: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -131,12 +198,26 @@ fn sasrec_trains_saves_loads_and_evaluates() {
 fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let dir = scratch("tiny");
     let model = dir.join("tiny");
-    let o = run(&["pretrain", "--steps", "3", "--vocab-size", "600", "--out", model.to_str().unwrap(), "--backend", "cpu"]);
+    let o =
+        run(&["pretrain", "--steps", "3", "--vocab-size", "600", "--out", model.to_str().unwrap(), "--backend", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["llama.json", "model.bpk", "tokenizer.json", "pretrain.json"] {
         assert!(model.join(f).exists(), "{f}");
     }
-    let o = run(&["generate", "--model", model.to_str().unwrap(), "--prompt", "\"The Hobbit\", ", "--max-new-tokens", "5", "--beams", "2", "--print-ids", "--backend", "cpu"]);
+    let o = run(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "\"The Hobbit\", ",
+        "--max-new-tokens",
+        "5",
+        "--beams",
+        "2",
+        "--print-ids",
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let ids = out.lines().last().unwrap();
@@ -144,7 +225,25 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
 
     // SFT (stage 1) on a handful of examples, then the run evaluates like any other.
     let sft = dir.join("sft");
-    let o = run(&["sft", "--model", model.to_str().unwrap(), "--out", sft.to_str().unwrap(), "--train-size", "16", "--valid-size", "4", "--epochs", "1", "--max-new-tokens", "8", "--beams", "2", "--backend", "cpu"]);
+    let o = run(&[
+        "sft",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        sft.to_str().unwrap(),
+        "--train-size",
+        "16",
+        "--valid-size",
+        "4",
+        "--epochs",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--beams",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
         assert!(sft.join(f).exists(), "{f}");
@@ -152,10 +251,25 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let seqs = dir.join("two.csv");
     std::fs::write(&seqs, "user_id,item_ids,timestamp\na,\"[1948, 1807, 1702]\",1\nb,\"[5, 6]\",2\n").unwrap();
     let out = dir.join("sft-eval");
-    let o = run(&["eval", "--run", sft.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+    let o = run(&[
+        "eval",
+        "--run",
+        sft.to_str().unwrap(),
+        "--sequences",
+        seqs.to_str().unwrap(),
+        "--items",
+        books_items().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[0]["generated"].is_string());
     assert_eq!(lines[1]["target"], 6);
@@ -165,28 +279,56 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let split = ["--train-size", "16", "--valid-size", "4", "--backend", "cpu"];
     let o = run(&[&["distill", "--run", sft.to_str().unwrap()][..], &split[..]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    let distilled: Vec<serde_json::Value> =
-        std::fs::read_to_string(sft.join("distilled.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let distilled: Vec<serde_json::Value> = std::fs::read_to_string(sft.join("distilled.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(distilled.len(), 16);
-    assert!(distilled.iter().all(|d| d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string()));
+    assert!(distilled
+        .iter()
+        .all(|d| d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string()));
     for bad in ["nan", "-1", "inf"] {
-        let o = run(&[&["soft", "--sft", sft.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap(), "--alpha", bad][..], &split[..]].concat());
+        let o = run(&[
+            &["soft", "--sft", sft.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap(), "--alpha", bad][..],
+            &split[..],
+        ]
+        .concat());
         assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));
     }
     let soft = dir.join("soft");
-    let o = run(&[&["soft", "--sft", sft.to_str().unwrap(), "--out", soft.to_str().unwrap(), "--epochs", "1", "--d-samples", "4"][..], &split[..]].concat());
+    let o = run(&[
+        &["soft", "--sft", sft.to_str().unwrap(), "--out", soft.to_str().unwrap(), "--epochs", "1", "--d-samples", "4"]
+            [..],
+        &split[..],
+    ]
+    .concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(soft.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(soft.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["alpha"], 1.0);
     assert!(report["d0"].as_f64().unwrap() > 0.0);
     assert_eq!(report["epochs"][0]["lambda"], 1.0);
     assert!(report["epochs"][0]["d"].as_f64().unwrap() > 0.0);
-    let o = run(&["eval", "--run", soft.to_str().unwrap(), "--sequences", seqs.to_str().unwrap(), "--items", books_items().to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "cpu"]);
+    let o = run(&[
+        "eval",
+        "--run",
+        soft.to_str().unwrap(),
+        "--sequences",
+        seqs.to_str().unwrap(),
+        "--items",
+        books_items().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // A vocabulary that does not fit the model is named, not a panic.
     let tok = std::fs::read_to_string(model.join("tokenizer.json")).unwrap();
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("llama.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("llama.json")).unwrap()).unwrap();
     cfg["vocab_size"] = 100.into();
     std::fs::write(model.join("llama.json"), cfg.to_string()).unwrap();
     let o = run(&["generate", "--model", model.to_str().unwrap(), "--prompt", "x", "--backend", "cpu"]);

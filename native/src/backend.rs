@@ -23,7 +23,8 @@ fn cpu() -> Chosen {
 }
 
 fn wgpu(kind: DeviceKind) -> Result<Chosen> {
-    let (device, setup) = Device::wgpu_options().device_kind(kind).init_with_setup().map_err(|e| anyhow!("no wgpu adapter: {e}"))?;
+    let (device, setup) =
+        Device::wgpu_options().device_kind(kind).init_with_setup().map_err(|e| anyhow!("no wgpu adapter: {e}"))?;
     let info = setup.adapter.get_info();
     Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type) })
 }
@@ -32,6 +33,8 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
     match choice {
         BackendChoice::Cpu => Ok(cpu()),
         BackendChoice::Wgpu => wgpu(DeviceKind::DefaultDevice),
-        BackendChoice::Auto => Ok(wgpu(DeviceKind::DiscreteGpu(0)).or_else(|_| wgpu(DeviceKind::IntegratedGpu(0))).unwrap_or_else(|_| cpu())),
+        BackendChoice::Auto => Ok(wgpu(DeviceKind::DiscreteGpu(0))
+            .or_else(|_| wgpu(DeviceKind::IntegratedGpu(0)))
+            .unwrap_or_else(|_| cpu())),
     }
 }

@@ -33,7 +33,8 @@ impl LoadedRun {
         let config: SftConfig = serde_json::from_value(info.details["config"]["sft"].clone())
             .or_else(|_| serde_json::from_value(info.details["config"].clone()))
             .with_context(|| format!("{}: no language-model training config", run_file.display()))?;
-        let base_name = info.details["base_model"].as_str().ok_or_else(|| anyhow!("{}: missing base_model", run_file.display()))?;
+        let base_name =
+            info.details["base_model"].as_str().ok_or_else(|| anyhow!("{}: missing base_model", run_file.display()))?;
         let base = load_path(&resolve(base_name)?, device)?;
         let tuned = base.model.clone().load_adapter(&dir.join(ADAPTER_DIR))?;
         let grounder = Grounder::new(&base.model, &base.tokenizer, &base.special, catalog)?;

@@ -66,7 +66,10 @@ impl Reporter {
                     self.last_line = Instant::now();
                     let secs = self.started.elapsed().as_secs_f64();
                     let rate = self.steps as f64 / secs.max(1e-9);
-                    let eta = self.total.map(|t| format!(", ETA {:.0} s", t.saturating_sub(self.steps) as f64 / rate.max(1e-9))).unwrap_or_default();
+                    let eta = self
+                        .total
+                        .map(|t| format!(", ETA {:.0} s", t.saturating_sub(self.steps) as f64 / rate.max(1e-9)))
+                        .unwrap_or_default();
                     let total = self.total.map(|t| format!("/{t}")).unwrap_or_default();
                     let loss = self.last_loss.map(|l| format!(" loss {l:.4}")).unwrap_or_default();
                     eprintln!("{}: step {}{total}{loss} ({rate:.2} steps/s{eta})", self.phase, self.steps);
@@ -78,11 +81,20 @@ impl Reporter {
                     bar.finish_and_clear();
                 }
                 if !self.terminal {
-                    eprintln!("{}: {} steps in {secs:.1} s ({:.2} steps/s)", self.phase, self.steps, self.steps as f64 / secs.max(1e-9));
+                    eprintln!(
+                        "{}: {} steps in {secs:.1} s ({:.2} steps/s)",
+                        self.phase,
+                        self.steps,
+                        self.steps as f64 / secs.max(1e-9)
+                    );
                 }
             }
             Event::Epoch { epoch, loss, valid } => {
-                eprintln!("epoch {epoch}: loss {loss:.4}  valid HR@10 {:.4}  NDCG@10 {:.4}", valid.hr_at(10), valid.ndcg_at(10));
+                eprintln!(
+                    "epoch {epoch}: loss {loss:.4}  valid HR@10 {:.4}  NDCG@10 {:.4}",
+                    valid.hr_at(10),
+                    valid.ndcg_at(10)
+                );
             }
             Event::Note(text) => eprintln!("{text}"),
         }

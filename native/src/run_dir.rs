@@ -24,7 +24,14 @@ pub struct RunInfo {
 
 impl RunInfo {
     /// A run of `method` that began at `started`, with the commit of the working tree.
-    pub fn new(method: &str, dataset: &DatasetMeta, split: SplitConfig, backend: String, started: std::time::Instant, details: serde_json::Value) -> Self {
+    pub fn new(
+        method: &str,
+        dataset: &DatasetMeta,
+        split: SplitConfig,
+        backend: String,
+        started: std::time::Instant,
+        details: serde_json::Value,
+    ) -> Self {
         Self {
             method: method.into(),
             dataset: dataset.clone(),
@@ -38,7 +45,8 @@ impl RunInfo {
 
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(RUN_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{}: malformed run description", path.display()))
     }
 }

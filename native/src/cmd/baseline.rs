@@ -52,11 +52,18 @@ pub fn run(args: Args) -> Result<()> {
     match args.method {
         Method::Popularity => {
             let pop = Popularity::fit(train);
-            let run = info("popularity", "none".into(), serde_json::json!({ "train_on": args.train_on, "train_windows": train.len() }));
-            write_files(&args.out, &[
-                (POPULARITY_FILE.into(), serde_json::to_string(&pop)?),
-                (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
-            ])?;
+            let run = info(
+                "popularity",
+                "none".into(),
+                serde_json::json!({ "train_on": args.train_on, "train_windows": train.len() }),
+            );
+            write_files(
+                &args.out,
+                &[
+                    (POPULARITY_FILE.into(), serde_json::to_string(&pop)?),
+                    (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
+                ],
+            )?;
         }
         Method::Sasrec => {
             let backend = choose(args.backend)?;
@@ -64,7 +71,9 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("SASRec on {} training windows, backend {}", train.len(), backend.name);
             let mut reporter = Reporter::new();
             let (model, epochs, best) =
-                sasrec::train(&config, &dataset.catalog, train, &split.valid, &backend.device, &mut |e| reporter.handle(e))?;
+                sasrec::train(&config, &dataset.catalog, train, &split.valid, &backend.device, &mut |e| {
+                    reporter.handle(e)
+                })?;
             let details = serde_json::json!({
                 "config": config, "train_on": args.train_on, "train_windows": train.len(),
                 "max_item": model.max_item(), "best_epoch": best, "epochs": epochs,

@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use soft_core::train::distill::{distill, to_jsonl};
 
 use super::data_args::DataArgs;
-use crate::llm_run::LoadedRun;
 use crate::backend::{choose, BackendChoice};
+use crate::llm_run::LoadedRun;
 use crate::run_dir::write_files;
 
 pub const DISTILLED_FILE: &str = "distilled.jsonl";
@@ -32,7 +32,12 @@ pub fn run(args: Args) -> Result<()> {
     if loaded.info.split != args.data.split_config() {
         bail!("{}: trained on split {:?}, not {:?}", args.run.display(), loaded.info.split, args.data.split_config());
     }
-    eprintln!("distilling {} training prompts with {}, backend {}", split.train.len(), args.run.display(), backend.name);
+    eprintln!(
+        "distilling {} training prompts with {}, backend {}",
+        split.train.len(),
+        args.run.display(),
+        backend.name
+    );
     let rows = distill(&loaded.recommender(dataset.meta.domain), &dataset.catalog, &split.train)?;
     let grounded = rows.iter().filter(|r| r.grounds_to_target).count();
     write_files(&args.run, &[(DISTILLED_FILE.into(), to_jsonl(&rows))])?;

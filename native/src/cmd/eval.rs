@@ -10,10 +10,9 @@ use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
-
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
-use crate::llm_run::LoadedRun;
 use crate::backend::{choose, BackendChoice};
+use crate::llm_run::LoadedRun;
 use crate::run_dir::{write_files, RunInfo};
 
 #[derive(clap::Args, Debug)]
@@ -45,14 +44,16 @@ pub fn run(args: Args) -> Result<()> {
         "popularity" => {
             let path = args.run.join(POPULARITY_FILE);
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let pop: Popularity = serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
+            let pop: Popularity =
+                serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
             vec![pop.rank(&catalog, RANKED_LEN); examples.len()]
         }
         "sasrec" => {
             let backend = choose(args.backend)?;
             let config: SasRecConfig = serde_json::from_value(info.details["config"].clone())
                 .with_context(|| format!("{}: missing SASRec config", args.run.join("run.json").display()))?;
-            let max_item = info.details["max_item"].as_u64().ok_or_else(|| anyhow!("run.json: missing max_item"))? as u32;
+            let max_item =
+                info.details["max_item"].as_u64().ok_or_else(|| anyhow!("run.json: missing max_item"))? as u32;
             let path = args.run.join(SASREC_WEIGHTS);
             let model = SasRec::new(&config, max_item, &backend.device)
                 .try_load_file(&path)
@@ -81,10 +82,13 @@ fn llm_predictions(args: &Args, catalog: &Catalog, histories: &[&[u32]], targets
 fn finish(args: &Args, info: &RunInfo, catalog: &Catalog, predictions: Vec<Prediction>) -> Result<()> {
     let metrics = evaluate(catalog, &predictions);
     let lines: Vec<String> = predictions.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
-    write_files(&args.out, &[
-        ("predictions.jsonl".into(), lines.join("\n") + "\n"),
-        ("metrics.json".into(), serde_json::to_string_pretty(&metrics.to_map())?),
-    ])?;
+    write_files(
+        &args.out,
+        &[
+            ("predictions.jsonl".into(), lines.join("\n") + "\n"),
+            ("metrics.json".into(), serde_json::to_string_pretty(&metrics.to_map())?),
+        ],
+    )?;
     println!(
         "{} on {} examples: HR@10 {:.4}  NDCG@10 {:.4}  (HR@5 {:.4} HR@20 {:.4} NDCG@5 {:.4} NDCG@20 {:.4})",
         info.method,

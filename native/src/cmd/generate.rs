@@ -44,7 +44,10 @@ pub fn resolve(name: &str) -> Result<PathBuf> {
             if !path.exists() {
                 let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2.sh");
                 eprintln!("fetching SmolLM2 with {}", script.display());
-                let status = std::process::Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+                let status = std::process::Command::new("bash")
+                    .arg(&script)
+                    .status()
+                    .with_context(|| format!("running {}", script.display()))?;
                 if !status.success() || !path.exists() {
                     bail!("{} did not produce {}", script.display(), path.display());
                 }
@@ -59,14 +62,23 @@ pub fn run(args: Args) -> Result<()> {
     let backend = choose(args.backend)?;
     let Pretrained { model, tokenizer, special, source } = load_path(&resolve(&args.model)?, &backend.device)?;
     eprintln!("model {source}, backend {}", backend.name);
-    let mut ids = tokenizer.encode(args.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?.get_ids().to_vec();
+    let mut ids = tokenizer
+        .encode(args.prompt.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?
+        .get_ids()
+        .to_vec();
     if special.add_bos {
         ids.insert(0, special.bos.unwrap_or(special.eos));
     }
     let out = if args.beams <= 1 {
         greedy(&model, &[ids], args.max_new_tokens, special.eos)?.remove(0)
     } else {
-        let config = BeamConfig { num_beams: args.beams, num_return_sequences: 1, max_new_tokens: args.max_new_tokens, ..BeamConfig::new(special.eos) };
+        let config = BeamConfig {
+            num_beams: args.beams,
+            num_return_sequences: 1,
+            max_new_tokens: args.max_new_tokens,
+            ..BeamConfig::new(special.eos)
+        };
         beam_search(&model, &[ids], &config)?.remove(0).remove(0).tokens
     };
     let text = tokenizer.decode(&out, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;

@@ -19,7 +19,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let (dataset, split) = args.data.load()?;
-    let mut files: Vec<(String, String)> = dataset.processed_files().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+    let mut files: Vec<(String, String)> =
+        dataset.processed_files().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
     files.push(("train.csv".into(), sequences_csv(&split.train)));
     files.push(("valid.csv".into(), sequences_csv(&split.valid)));
     files.push(("test.csv".into(), sequences_csv(&split.test)));

@@ -36,7 +36,8 @@ pub fn run(args: Args) -> Result<()> {
     config.train.seed = args.seed;
     eprintln!("pre-training tiny on {} ({} items), backend {}", dataset.meta.name, dataset.catalog.len(), backend.name);
     let mut reporter = Reporter::new();
-    let (model, tokenizer, report) = pretrain(&config, &dataset.catalog, &split.train_all, &backend.device, &mut |e| reporter.handle(e))?;
+    let (model, tokenizer, report) =
+        pretrain(&config, &dataset.catalog, &split.train_all, &backend.device, &mut |e| reporter.handle(e))?;
     let out = args.out.unwrap_or_else(tiny_dir);
     save_dir(&out, &model, &tokenizer)?;
     let mut record = serde_json::to_value(&report)?;
@@ -45,7 +46,12 @@ pub fn run(args: Args) -> Result<()> {
     write_files(&out, &[("pretrain.json".into(), serde_json::to_string_pretty(&record)?)])?;
     println!(
         "tiny: {} parameters, title perplexity {:.1} -> {:.1}, {:.0} tokens/s, {:.0} s; saved to {}",
-        report.parameters, report.title_ppl_before, report.title_ppl_after, report.tokens_per_second, report.seconds, out.display()
+        report.parameters,
+        report.title_ppl_before,
+        report.title_ppl_after,
+        report.tokens_per_second,
+        report.seconds,
+        out.display()
     );
     Ok(())
 }

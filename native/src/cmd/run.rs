@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use soft_core::model::pretrained::tiny_dir;
 
 use super::data_args::DataArgs;
-use super::{baseline, distill, eval, pretrain, prepare, sft, soft};
+use super::{baseline, distill, eval, prepare, pretrain, sft, soft};
 use crate::backend::BackendChoice;
 
 #[derive(clap::Args, Debug)]
@@ -104,7 +104,9 @@ pub fn run(args: Args) -> Result<()> {
     eval_on_test(&args, "sft")?;
     stage("distill");
     distill::run(distill::Args { run: args.out.join("sft"), data: args.data.clone(), backend: args.backend })?;
-    for (name, schedule) in [("soft", soft::ScheduleArg::Adaptive), ("soft-distilled-only", soft::ScheduleArg::DistilledOnly)] {
+    for (name, schedule) in
+        [("soft", soft::ScheduleArg::Adaptive), ("soft-distilled-only", soft::ScheduleArg::DistilledOnly)]
+    {
         stage(name);
         soft::run(soft::Args {
             sft: args.out.join("sft"),
@@ -124,14 +126,21 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     for (dir, label) in METHODS {
         let m = metrics(&args.out.join(dir))?;
-        table += &format!("| {label} | {} |\n", keys.iter().map(|k| format!("{:.4}", m[k].as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(" | "));
+        table += &format!(
+            "| {label} | {} |\n",
+            keys.iter().map(|k| format!("{:.4}", m[k].as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(" | ")
+        );
         rows.push(m);
     }
     let gains: Vec<String> = keys
         .iter()
         .map(|k| {
             let (sft, soft) = (rows[2][k].as_f64().unwrap_or(0.0), rows[3][k].as_f64().unwrap_or(0.0));
-            if sft > 0.0 { format!("{:+.1} %", 100.0 * (soft / sft - 1.0)) } else { "n/a".into() }
+            if sft > 0.0 {
+                format!("{:+.1} %", 100.0 * (soft / sft - 1.0))
+            } else {
+                "n/a".into()
+            }
         })
         .collect();
     table += &format!("| SOFT vs SFT | {} |\n", gains.join(" | "));

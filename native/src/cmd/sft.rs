@@ -12,8 +12,8 @@ use soft_core::train::sft::{sft, SftConfig, SftInputs};
 use super::data_args::DataArgs;
 use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
-use crate::progress::Reporter;
 use crate::llm_run::ADAPTER_DIR;
+use crate::progress::Reporter;
 use crate::run_dir::{write_files, RunInfo, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
@@ -47,18 +47,36 @@ pub fn run(args: Args) -> Result<()> {
     let path = resolve(&args.model)?;
     let pre = load_path(&path, &backend.device)?;
     let trainable = load_path(&path, &backend.device.clone().autodiff())?.model;
-    let mut config = SftConfig { max_epochs: args.epochs, beams: args.beams, max_new_tokens: args.max_new_tokens, ..Default::default() };
+    let mut config = SftConfig {
+        max_epochs: args.epochs,
+        beams: args.beams,
+        max_new_tokens: args.max_new_tokens,
+        ..Default::default()
+    };
     config.train.lr = args.lr;
     config.train.seed = args.seed;
-    eprintln!("SFT of {} on {} examples (valid {}), backend {}", pre.source, split.train.len(), split.valid.len(), backend.name);
+    eprintln!(
+        "SFT of {} on {} examples (valid {}), backend {}",
+        pre.source,
+        split.train.len(),
+        split.valid.len(),
+        backend.name
+    );
     let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, &dataset.catalog)?;
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
     let tuned = sft(&config, &inputs, trainable, &mut |e| reporter.handle(e))?;
     tuned.model.save_adapter(&args.out.join(ADAPTER_DIR), &args.model)?;
-    let run = RunInfo::new("sft", &dataset.meta, args.data.split_config(), backend.name, started, serde_json::json!({
+    let run = RunInfo::new(
+        "sft",
+        &dataset.meta,
+        args.data.split_config(),
+        backend.name,
+        started,
+        serde_json::json!({
             "base_model": args.model, "config": config, "best_epoch": tuned.best_epoch, "epochs": tuned.epochs,
-        }));
+        }),
+    );
     write_files(&args.out, &[(RUN_FILE.into(), serde_json::to_string_pretty(&run)?)])?;
     let best = &tuned.epochs[tuned.best_epoch - 1];
     println!(

@@ -74,7 +74,8 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: trained on split {:?}, not {:?}", args.sft.display(), sft_run.info.split, args.data.split_config());
     }
     let base_name = sft_run.info.details["base_model"].as_str().unwrap_or("tiny").to_string();
-    let mut sft_config: SftConfig = serde_json::from_value(sft_run.info.details["config"].clone()).context("SFT run config")?;
+    let mut sft_config: SftConfig =
+        serde_json::from_value(sft_run.info.details["config"].clone()).context("SFT run config")?;
     if let Some(e) = args.epochs {
         sft_config.max_epochs = e;
     }
@@ -86,11 +87,21 @@ pub fn run(args: Args) -> Result<()> {
     let mut reporter = Reporter::new();
     let result = soft(&config, &inputs, &distilled, trainable, &mut |e| reporter.handle(e))?;
     result.model.save_adapter(&args.out.join(ADAPTER_DIR), &base_name)?;
-    let run = RunInfo::new("soft", &dataset.meta, args.data.split_config(), backend.name, started, serde_json::json!({ "base_model": base_name, "config": config, "sft_run": args.sft }));
-    write_files(&args.out, &[
-        ("report.json".into(), serde_json::to_string_pretty(&result.report)?),
-        (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
-    ])?;
+    let run = RunInfo::new(
+        "soft",
+        &dataset.meta,
+        args.data.split_config(),
+        backend.name,
+        started,
+        serde_json::json!({ "base_model": base_name, "config": config, "sft_run": args.sft }),
+    );
+    write_files(
+        &args.out,
+        &[
+            ("report.json".into(), serde_json::to_string_pretty(&result.report)?),
+            (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
+        ],
+    )?;
     let first = &result.report.epochs[0];
     println!(
         "d0 {:.4}; first epoch loss: distilled {:.4} vs real {:.4} ({:.0} %); best epoch {}; wrote {}",

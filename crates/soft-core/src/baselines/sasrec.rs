@@ -3,7 +3,9 @@
 //! Trained with full-softmax cross-entropy, early-stopped on valid NDCG@10.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -89,7 +91,9 @@ impl Block {
         let ctx = attention(heads(0), heads(1), heads(2), Some(pad), None, options);
         let ctx = ctx.swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.dropout.forward(self.out.forward(ctx));
-        let ffn = self.ffn_out.forward(self.dropout.forward(activation::gelu(self.ffn_in.forward(self.ffn_norm.forward(x.clone())))));
+        let ffn = self
+            .ffn_out
+            .forward(self.dropout.forward(activation::gelu(self.ffn_in.forward(self.ffn_norm.forward(x.clone())))));
         x + self.dropout.forward(ffn)
     }
 }
@@ -109,7 +113,9 @@ impl SasRec {
     pub fn new(config: &SasRecConfig, max_item: u32, device: &Device) -> Self {
         let init = Initializer::Normal { mean: 0.0, std: 0.02 };
         Self {
-            item_emb: EmbeddingConfig::new(max_item as usize + 1, config.d_model).with_initializer(init.clone()).init(device),
+            item_emb: EmbeddingConfig::new(max_item as usize + 1, config.d_model)
+                .with_initializer(init.clone())
+                .init(device),
             pos_emb: EmbeddingConfig::new(config.max_len, config.d_model).with_initializer(init).init(device),
             blocks: (0..config.n_blocks).map(|_| Block::new(config, device)).collect(),
             norm: LayerNormConfig::new(config.d_model).init(device),
@@ -165,11 +171,14 @@ impl SasRec {
         let mut out = Vec::with_capacity(histories.len());
         for chunk in histories.chunks(256) {
             let seq = self.batch(chunk.iter().copied(), &device);
-            let scores = self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose()).into_data().convert::<f32>();
+            let scores =
+                self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose()).into_data().convert::<f32>();
             let scores = scores.as_slice::<f32>().expect("f32 scores");
             for row in scores.chunks(n) {
-                let cost: Vec<f32> = row.iter().zip(&allowed).map(|(s, &ok)| if ok { -s } else { f32::INFINITY }).collect();
-                let mut ranked: Vec<u32> = top_k(&cost, k).into_iter().filter(|&i| allowed[i]).map(|i| i as u32).collect();
+                let cost: Vec<f32> =
+                    row.iter().zip(&allowed).map(|(s, &ok)| if ok { -s } else { f32::INFINITY }).collect();
+                let mut ranked: Vec<u32> =
+                    top_k(&cost, k).into_iter().filter(|&i| allowed[i]).map(|i| i as u32).collect();
                 // Fill with unseen candidates so the ranking is over the whole catalog.
                 ranked.extend(candidates.iter().filter(|&&id| id as usize >= n).take(k.saturating_sub(ranked.len())));
                 out.push(ranked);
@@ -281,11 +290,25 @@ mod tests {
         let windows: Vec<Window> = (0..400)
             .map(|s| {
                 let len = 2 + s % 9;
-                Window { user: s.to_string(), items: (0..len).map(|j| ((s + j) % 20) as u32 + 1).collect(), timestamp: s as i64 }
+                Window {
+                    user: s.to_string(),
+                    items: (0..len).map(|j| ((s + j) % 20) as u32 + 1).collect(),
+                    timestamp: s as i64,
+                }
             })
             .collect();
-        let config = SasRecConfig { max_epochs: 8, patience: 8, d_model: 32, batch_size: 64, lr: 5e-3, dropout: 0.0, ..Default::default() };
-        let (model, logs, _) = train(&config, &catalog, &windows[..300], &windows[300..], &Device::flex(), &mut crate::progress::silent).unwrap();
+        let config = SasRecConfig {
+            max_epochs: 8,
+            patience: 8,
+            d_model: 32,
+            batch_size: 64,
+            lr: 5e-3,
+            dropout: 0.0,
+            ..Default::default()
+        };
+        let (model, logs, _) =
+            train(&config, &catalog, &windows[..300], &windows[300..], &Device::flex(), &mut crate::progress::silent)
+                .unwrap();
         assert!(logs.last().unwrap().loss < logs[0].loss);
         assert!(logs.iter().map(|l| l.valid.hr_at(1)).fold(0.0, f64::max) > 0.9, "{logs:?}");
         let ranked = model.rank(&catalog, &[&[3, 4, 5]], 3);

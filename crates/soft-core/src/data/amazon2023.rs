@@ -41,10 +41,15 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>> {
     let header = reader.byte_headers().map_err(|e| Error::parse(path, 1, e.to_string()))?.clone();
     let find = |names: &[&str]| {
         header.iter().position(|h| names.iter().any(|n| h == n.as_bytes())).ok_or_else(|| {
-            Error::parse(path, 1, format!("missing column `{}` (header must name user_id, parent_asin, timestamp)", names[0]))
+            Error::parse(
+                path,
+                1,
+                format!("missing column `{}` (header must name user_id, parent_asin, timestamp)", names[0]),
+            )
         })
     };
-    let (u, i, t) = (find(&["user_id", "user"])?, find(&["parent_asin", "item_id", "asin", "item"])?, find(&["timestamp"])?);
+    let (u, i, t) =
+        (find(&["user_id", "user"])?, find(&["parent_asin", "item_id", "asin", "item"])?, find(&["timestamp"])?);
     let mut rows = Vec::new();
     for record in reader.byte_records() {
         let record = record.map_err(|e| {
@@ -53,7 +58,8 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>> {
         })?;
         let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
         let field = |c: usize| {
-            std::str::from_utf8(record.get(c).unwrap_or_default()).map_err(|_| Error::parse(path, line, "invalid UTF-8"))
+            std::str::from_utf8(record.get(c).unwrap_or_default())
+                .map_err(|_| Error::parse(path, line, "invalid UTF-8"))
         };
         let ts = field(t)?;
         let timestamp: f64 = ts
@@ -80,7 +86,10 @@ pub fn load_dir(dir: &Path, k: usize) -> Result<(Catalog, Vec<Window>)> {
     }
     let rows = k_core(rows, k);
     if rows.is_empty() {
-        return Err(Error::format(dir.join(INTERACTIONS_FILE), format!("no interactions left after dropping untitled items and {k}-core filtering")));
+        return Err(Error::format(
+            dir.join(INTERACTIONS_FILE),
+            format!("no interactions left after dropping untitled items and {k}-core filtering"),
+        ));
     }
     let (ids, catalog) = number_items(&rows, &titles);
     Ok((catalog, windows(&rows, &ids)))

@@ -48,12 +48,9 @@ impl Catalog {
         };
         let mut items = Vec::with_capacity(raw.len());
         for (key, title) in raw {
-            let id: u32 = key
-                .trim()
-                .parse()
-                .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| Error::parse(path, line_of(&key), format!("item id `{key}` is not a positive integer")))?;
+            let id: u32 = key.trim().parse().ok().filter(|&id| id > 0).ok_or_else(|| {
+                Error::parse(path, line_of(&key), format!("item id `{key}` is not a positive integer"))
+            })?;
             items.push((id, title));
         }
         if items.is_empty() {
@@ -115,7 +112,11 @@ mod tests {
     #[test]
     fn decodes_entities_and_resolves_duplicates_to_smallest_id() {
         let path = Path::new("id2name.json");
-        let cat = Catalog::parse(path, r#"{"3": "Tom &amp; Jerry", "1": "A", "7": "Tom & Jerry ", "2": "&quot;Star Trek&quot; Memories"}"#).unwrap();
+        let cat = Catalog::parse(
+            path,
+            r#"{"3": "Tom &amp; Jerry", "1": "A", "7": "Tom & Jerry ", "2": "&quot;Star Trek&quot; Memories"}"#,
+        )
+        .unwrap();
         assert_eq!(cat.title(3), Some("Tom & Jerry"));
         assert_eq!(cat.title(2), Some("\"Star Trek\" Memories"));
         assert_eq!(cat.canonical_id(7), 3);

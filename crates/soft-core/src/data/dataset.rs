@@ -55,7 +55,10 @@ impl Dataset {
             Source::AmazonBooks => Self::embedded_books()?,
             Source::Ml100k(dir) => {
                 let (inter, item) = recbole::find_files(dir).ok_or_else(|| {
-                    Error::Invalid(format!("MovieLens-100k not found in {}: run scripts/fetch-ml100k.sh", dir.display()))
+                    Error::Invalid(format!(
+                        "MovieLens-100k not found in {}: run scripts/fetch-ml100k.sh",
+                        dir.display()
+                    ))
                 })?;
                 let (catalog, windows) = recbole::load(&inter, &item, k)?;
                 Self { meta: DatasetMeta { name: "ml-100k".into(), domain: Domain::Movies }, catalog, windows }
@@ -70,7 +73,11 @@ impl Dataset {
 
     pub fn embedded_books() -> Result<Self> {
         let catalog = Catalog::parse(Path::new("data/amazon-books/id2name.json"), embedded::AMAZON_BOOKS_ITEMS)?;
-        let windows = parse_sequences(Path::new("data/amazon-books/sequences.csv"), embedded::AMAZON_BOOKS_SEQUENCES.as_bytes(), &catalog)?;
+        let windows = parse_sequences(
+            Path::new("data/amazon-books/sequences.csv"),
+            embedded::AMAZON_BOOKS_SEQUENCES.as_bytes(),
+            &catalog,
+        )?;
         Ok(Self { meta: DatasetMeta { name: "amazon-books".into(), domain: Domain::Books }, catalog, windows })
     }
 

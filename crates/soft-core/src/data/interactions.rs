@@ -87,8 +87,14 @@ mod tests {
         // With k = 2: item "z" has one interaction; removing it leaves user "c" with one,
         // whose removal leaves item "y" with one, and so on: only the a/b x/w block survives.
         let rows = vec![
-            row("a", "x", 1.0), row("a", "w", 2.0), row("b", "x", 3.0), row("b", "w", 4.0),
-            row("c", "y", 5.0), row("c", "z", 6.0), row("d", "y", 7.0), row("d", "x", 8.0),
+            row("a", "x", 1.0),
+            row("a", "w", 2.0),
+            row("b", "x", 3.0),
+            row("b", "w", 4.0),
+            row("c", "y", 5.0),
+            row("c", "z", 6.0),
+            row("d", "y", 7.0),
+            row("d", "x", 8.0),
         ];
         let kept = k_core(rows, 2);
         let mut users: Vec<&str> = kept.iter().map(|r| r.user.as_str()).collect();

@@ -92,7 +92,8 @@ mod tests {
     #[test]
     fn domains_differ_only_in_their_phrases() {
         let movies = prompt(Domain::Movies, &["Heat"]);
-        assert!(movies.contains("\n### Input:\nThe user has watched the following movies before: \"Heat\"\n\n### Response:\n"));
+        assert!(movies
+            .contains("\n### Input:\nThe user has watched the following movies before: \"Heat\"\n\n### Response:\n"));
         assert!(prompt(Domain::Games, &["Doom"]).contains("recommend a new video game"));
         assert!(prompt(Domain::Generic, &["X"]).contains("interacted with the following items"));
         for d in ["books", "movies", "games", "generic"] {

@@ -21,19 +21,30 @@ impl<'a> Atomic<'a> {
     fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<Self> {
         let mut lines = utf8_lines(path, bytes);
         let (_, header) = lines.next().transpose()?.ok_or_else(|| Error::format(path, "empty file"))?;
-        let columns = header.split('\t').enumerate().map(|(i, h)| (h.split(':').next().unwrap_or(h).trim().to_string(), i)).collect();
+        let columns = header
+            .split('\t')
+            .enumerate()
+            .map(|(i, h)| (h.split(':').next().unwrap_or(h).trim().to_string(), i))
+            .collect();
         let lines = lines.map(|l| l.map(|(n, text)| (n, text.split('\t').collect()))).collect::<Result<_>>()?;
         Ok(Self { path, columns, lines })
     }
 
     fn column(&self, names: &[&str]) -> Result<usize> {
-        names.iter().find_map(|n| self.columns.get(*n).copied()).ok_or_else(|| {
-            Error::parse(self.path, 1, format!("missing column `{}`", names[0]))
-        })
+        names
+            .iter()
+            .find_map(|n| self.columns.get(*n).copied())
+            .ok_or_else(|| Error::parse(self.path, 1, format!("missing column `{}`", names[0])))
     }
 
     fn field(&self, n: usize, fields: &[&'a str], col: usize) -> Result<&'a str> {
-        fields.get(col).copied().ok_or_else(|| Error::parse(self.path, n, format!("expected at least {} tab-separated fields, found {}", col + 1, fields.len())))
+        fields.get(col).copied().ok_or_else(|| {
+            Error::parse(
+                self.path,
+                n,
+                format!("expected at least {} tab-separated fields, found {}", col + 1, fields.len()),
+            )
+        })
     }
 }
 
@@ -74,8 +85,17 @@ pub fn load_inter(path: &Path) -> Result<Vec<Interaction>> {
         .iter()
         .map(|(n, fields)| {
             let ts = file.field(*n, fields, t)?;
-            let timestamp = ts.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| Error::parse(path, *n, format!("timestamp `{ts}` is not a number")))?;
-            Ok(Interaction { user: file.field(*n, fields, u)?.trim().to_string(), item: file.field(*n, fields, i)?.trim().to_string(), timestamp })
+            let timestamp = ts
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| Error::parse(path, *n, format!("timestamp `{ts}` is not a number")))?;
+            Ok(Interaction {
+                user: file.field(*n, fields, u)?.trim().to_string(),
+                item: file.field(*n, fields, i)?.trim().to_string(),
+                timestamp,
+            })
         })
         .collect()
 }
@@ -110,7 +130,11 @@ mod tests {
         let item = dir.join("toy.item");
         let inter = dir.join("toy.inter");
         std::fs::write(&item, "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n1\tUsual Suspects, The\t1995\tCrime\n2\tHeat\t1995\tCrime\n").unwrap();
-        std::fs::write(&inter, "user_id:token\titem_id:token\trating:float\ttimestamp:float\n7\t2\t4\t881250950\n7\t1\t3\t881250949\n").unwrap();
+        std::fs::write(
+            &inter,
+            "user_id:token\titem_id:token\trating:float\ttimestamp:float\n7\t2\t4\t881250950\n7\t1\t3\t881250949\n",
+        )
+        .unwrap();
         let (cat, w) = load(&inter, &item, 1).unwrap();
         assert_eq!(cat.title(1), Some("The Usual Suspects (1995)"));
         assert_eq!(w[0].items, vec![1, 2]);
@@ -119,7 +143,10 @@ mod tests {
         std::fs::write(&inter, "user_id:token\trating:float\ttimestamp:float\n7\t4\t1\n").unwrap();
         assert!(load(&inter, &item, 1).unwrap_err().to_string().ends_with("toy.inter:1: missing column `item_id`"));
         std::fs::write(&inter, "user_id:token\titem_id:token\trating:float\ttimestamp:float\n7\t2\n").unwrap();
-        assert!(load(&inter, &item, 1).unwrap_err().to_string().ends_with("toy.inter:2: expected at least 4 tab-separated fields, found 2"));
+        assert!(load(&inter, &item, 1)
+            .unwrap_err()
+            .to_string()
+            .ends_with("toy.inter:2: expected at least 4 tab-separated fields, found 2"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -43,7 +43,11 @@ fn parse_id_list(field: &str) -> std::result::Result<Vec<u32>, String> {
     }
     inner
         .split(',')
-        .map(|s| s.trim().parse::<u32>().map_err(|_| format!("item id `{}` in `{field}` is not a non-negative integer", s.trim())))
+        .map(|s| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("item id `{}` in `{field}` is not a non-negative integer", s.trim()))
+        })
         .collect()
 }
 
@@ -58,10 +62,9 @@ pub fn parse_sequences(path: &Path, bytes: &[u8], catalog: &Catalog) -> Result<V
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
     let header = reader.byte_headers().map_err(|e| csv_error(path, e))?.clone();
     let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name.as_bytes())
-            .ok_or_else(|| Error::parse(path, 1, format!("missing column `{name}` (expected user_id,item_ids,timestamp)")))
+        header.iter().position(|h| h == name.as_bytes()).ok_or_else(|| {
+            Error::parse(path, 1, format!("missing column `{name}` (expected user_id,item_ids,timestamp)"))
+        })
     };
     let (user_col, items_col, ts_col) = (column("user_id")?, column("item_ids")?, column("timestamp")?);
 
@@ -75,7 +78,11 @@ pub fn parse_sequences(path: &Path, bytes: &[u8], catalog: &Catalog) -> Result<V
         };
         let items = parse_id_list(field(items_col)?).map_err(|m| Error::parse(path, line, m))?;
         if items.len() < 2 {
-            return Err(Error::parse(path, line, "empty history: a window needs at least one history item and a target"));
+            return Err(Error::parse(
+                path,
+                line,
+                "empty history: a window needs at least one history item and a target",
+            ));
         }
         if let Some(bad) = items.iter().find(|&&id| !catalog.contains(id)) {
             return Err(Error::parse(path, line, format!("item id {bad} is not in the item catalog")));
@@ -97,7 +104,9 @@ pub fn parse_sequences(path: &Path, bytes: &[u8], catalog: &Catalog) -> Result<V
 fn csv_error(path: &Path, e: csv::Error) -> Error {
     let line = e.position().map(|p| p.line() as usize).unwrap_or(1);
     let msg = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("expected {expected_len} fields, found {len}"),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("expected {expected_len} fields, found {len}")
+        }
         csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".to_string(),
         _ => e.to_string(),
     };
@@ -109,7 +118,11 @@ pub fn sequences_csv(windows: &[Window]) -> String {
     let mut out = String::from("user_id,item_ids,timestamp\n");
     for w in windows {
         let ids: Vec<String> = w.items.iter().map(u32::to_string).collect();
-        let user = if w.user.contains([',', '"', '\n']) { format!("\"{}\"", w.user.replace('"', "\"\"")) } else { w.user.clone() };
+        let user = if w.user.contains([',', '"', '\n']) {
+            format!("\"{}\"", w.user.replace('"', "\"\""))
+        } else {
+            w.user.clone()
+        };
         out.push_str(&format!("{user},\"[{}]\",{}\n", ids.join(", "), w.timestamp));
     }
     out
@@ -127,7 +140,8 @@ mod tests {
     #[test]
     fn parses_the_embedded_books_file() {
         let cat = books();
-        let windows = parse_sequences(Path::new("sequences.csv"), embedded::AMAZON_BOOKS_SEQUENCES.as_bytes(), &cat).unwrap();
+        let windows =
+            parse_sequences(Path::new("sequences.csv"), embedded::AMAZON_BOOKS_SEQUENCES.as_bytes(), &cat).unwrap();
         assert_eq!(windows.len(), 35_060);
         assert_eq!(windows[0].items, vec![1948, 1807, 1702, 1307, 1600]);
         assert_eq!(windows[0].target(), 1600);

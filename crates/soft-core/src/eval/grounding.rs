@@ -54,7 +54,8 @@ mod tests {
         let device = Device::flex();
         // Items on a line and one off it; distances from query (1, 0):
         // item0 (0,0) -> 1, item1 (1,0) -> 0, item2 (3,0) -> 4, item3 (1,1.5) -> 2.25.
-        let table = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 1.5], [4, 2]), &device);
+        let table =
+            Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 1.5], [4, 2]), &device);
         let queries = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 3.0, 0.1], [2, 2]), &device);
         let d = squared_l2(queries.clone(), table.clone()).into_data().convert::<f32>();
         let d = d.as_slice::<f32>().unwrap();

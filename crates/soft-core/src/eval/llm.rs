@@ -60,15 +60,31 @@ impl Grounder {
     }
 
     /// The `k` nearest items to each answer, nearest first.
-    pub fn rank(&self, base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, answers: &[String], k: usize) -> Result<Vec<Vec<u32>>> {
+    pub fn rank(
+        &self,
+        base: &Llama,
+        tokenizer: &Tokenizer,
+        special: &SpecialIds,
+        answers: &[String],
+        k: usize,
+    ) -> Result<Vec<Vec<u32>>> {
         let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
         let queries = embed_texts(base, tokenizer, special, &stripped)?;
-        Ok(rank_by_l2(queries, self.table.clone(), k).into_iter().map(|r| r.into_iter().map(|i| self.ids[i]).collect()).collect())
+        Ok(rank_by_l2(queries, self.table.clone(), k)
+            .into_iter()
+            .map(|r| r.into_iter().map(|i| self.ids[i]).collect())
+            .collect())
     }
 }
 
 /// The top beam's text for every prompt.
-pub fn generate_answers(model: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, prompts: &[String], beam: &BeamConfig) -> Result<Vec<String>> {
+pub fn generate_answers(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    special: &SpecialIds,
+    prompts: &[String],
+    beam: &BeamConfig,
+) -> Result<Vec<String>> {
     let model = model.valid();
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(GENERATE_BATCH) {

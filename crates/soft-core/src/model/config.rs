@@ -96,24 +96,14 @@ impl LlamaConfig {
             )));
         }
         if !(self.rope_theta > 0.0 && self.rms_eps > 0.0) {
-            return Err(Error::Invalid(
-                "model config: rope_theta and rms_eps must be positive".into(),
-            ));
+            return Err(Error::Invalid("model config: rope_theta and rms_eps must be positive".into()));
         }
         Ok(())
     }
 }
 
 /// The projections LoRA can adapt, by their Hugging Face module names.
-pub const LORA_TARGETS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 /// LoRA hyper-parameters; the defaults are the SOFT reference's (r 8, alpha 16, dropout 0.05 on
 /// q_proj and v_proj). Missing JSON fields take these defaults.
@@ -129,12 +119,7 @@ pub struct LoraConfig {
 
 impl Default for LoraConfig {
     fn default() -> Self {
-        Self {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.05,
-            target_modules: vec!["q_proj".into(), "v_proj".into()],
-        }
+        Self { r: 8, alpha: 16.0, dropout: 0.05, target_modules: vec!["q_proj".into(), "v_proj".into()] }
     }
 }
 
@@ -154,19 +139,12 @@ impl LoraConfig {
             return Err(Error::Invalid("LoRA config: r must be positive".into()));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Invalid(format!(
-                "LoRA config: dropout {} is not in [0, 1)",
-                self.dropout
-            )));
+            return Err(Error::Invalid(format!("LoRA config: dropout {} is not in [0, 1)", self.dropout)));
         }
         if self.target_modules.is_empty() {
             return Err(Error::Invalid("LoRA config: no target_modules".into()));
         }
-        if let Some(t) = self
-            .target_modules
-            .iter()
-            .find(|t| !LORA_TARGETS.contains(&t.as_str()))
-        {
+        if let Some(t) = self.target_modules.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
             return Err(Error::Invalid(format!(
                 "LoRA config: unknown target module `{t}` (expected one of {})",
                 LORA_TARGETS.join(", ")
@@ -192,15 +170,9 @@ mod tests {
 
     #[test]
     fn impossible_shapes_are_refused() {
-        let config = LlamaConfig {
-            n_kv_heads: 3,
-            ..LlamaConfig::tiny(100)
-        };
+        let config = LlamaConfig { n_kv_heads: 3, ..LlamaConfig::tiny(100) };
         assert!(config.validate().unwrap_err().to_string().contains("n_kv_heads"));
-        let config = LlamaConfig {
-            head_dim: 63,
-            ..LlamaConfig::tiny(100)
-        };
+        let config = LlamaConfig { head_dim: 63, ..LlamaConfig::tiny(100) };
         assert!(config.validate().is_err());
     }
 
@@ -210,10 +182,7 @@ mod tests {
         assert_eq!((config.r, config.alpha, config.dropout), (16, 16.0, 0.05));
         assert_eq!(config.target_modules, ["q_proj", "v_proj"]);
         assert_eq!(config.scale(), 1.0);
-        let bad = LoraConfig {
-            target_modules: vec!["qkv".into()],
-            ..LoraConfig::default()
-        };
+        let bad = LoraConfig { target_modules: vec!["qkv".into()], ..LoraConfig::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("qkv"));
     }
 }

@@ -29,20 +29,12 @@ pub struct BeamConfig {
 
 impl BeamConfig {
     pub fn new(eos_token_id: u32) -> Self {
-        Self {
-            num_beams: 4,
-            num_return_sequences: 4,
-            max_new_tokens: 64,
-            eos_token_id,
-            length_penalty: 1.0,
-        }
+        Self { num_beams: 4, num_return_sequences: 4, max_new_tokens: 64, eos_token_id, length_penalty: 1.0 }
     }
 
     fn validate(&self) -> Result<()> {
         if self.num_beams == 0 || self.max_new_tokens == 0 {
-            return Err(Error::Invalid(
-                "beam search: num_beams and max_new_tokens must be positive".into(),
-            ));
+            return Err(Error::Invalid("beam search: num_beams and max_new_tokens must be positive".into()));
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
             return Err(Error::Invalid(format!(
@@ -70,11 +62,7 @@ pub struct Hypothesis {
 /// Left-pads `rows` into `(tokens, attention_mask)`, both `[B, longest]`, on the model's device.
 pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
     let vocab = model.config().vocab_size;
-    let width = rows
-        .iter()
-        .map(|r| r.as_ref().len())
-        .max()
-        .ok_or_else(|| Error::Invalid("empty batch".into()))?;
+    let width = rows.iter().map(|r| r.as_ref().len()).max().ok_or_else(|| Error::Invalid("empty batch".into()))?;
     let mut tokens = Vec::with_capacity(rows.len() * width);
     let mut mask = Vec::with_capacity(rows.len() * width);
     for (i, row) in rows.iter().enumerate() {
@@ -83,9 +71,7 @@ pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2,
             return Err(Error::Invalid(format!("sequence {i} of the batch is empty")));
         }
         if let Some(&t) = row.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {t} is outside the vocabulary ({vocab})"
-            )));
+            return Err(Error::Invalid(format!("token id {t} is outside the vocabulary ({vocab})")));
         }
         let pad = width - row.len();
         tokens.extend(std::iter::repeat_n(0, pad).chain(row.iter().map(|&t| t as i64)));
@@ -141,62 +127,39 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// finished hypotheses and its best running beam, scored at its current length, cannot beat the
 /// worst of them (HF's `early_stopping=False` heuristic); at `max_new_tokens` the running beams
 /// join the finished ones. With one beam this is greedy decoding.
-pub fn beam_search<S: AsRef<[u32]>>(
-    model: &Llama,
-    prompts: &[S],
-    config: &BeamConfig,
-) -> Result<Vec<Vec<Hypothesis>>> {
+pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
     config.validate()?;
     let k = config.num_beams;
     let vocab = model.config().vocab_size;
     if 2 * k > vocab {
-        return Err(Error::Invalid(format!(
-            "beam search: {k} beams need a vocabulary of at least {}",
-            2 * k
-        )));
+        return Err(Error::Invalid(format!("beam search: {k} beams need a vocabulary of at least {}", 2 * k)));
     }
     let (tokens, mask) = left_pad(model, prompts)?;
     let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
-    let mut finished: Vec<Finished> = prompts
-        .iter()
-        .map(|_| Finished::new(k, config.length_penalty))
-        .collect();
+    let mut finished: Vec<Finished> = prompts.iter().map(|_| Finished::new(k, config.length_penalty)).collect();
     // Running beams per prompt; before the first step each prompt has one, the prompt itself.
-    let mut running: Vec<Vec<Beam>> = prompts
-        .iter()
-        .map(|_| {
-            vec![Beam {
-                tokens: Vec::new(),
-                sum_logprob: 0.0,
-            }]
-        })
-        .collect();
+    let mut running: Vec<Vec<Beam>> =
+        prompts.iter().map(|_| vec![Beam { tokens: Vec::new(), sum_logprob: 0.0 }]).collect();
     // Prompts still searching, in cache order: prompt `active[a]` owns rows a·width .. (a+1)·width.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
 
     for generated in 1..=config.max_new_tokens {
         let width = running[active[0]].len();
-        let beam_scores: Vec<f32> = active
-            .iter()
-            .flat_map(|&p| running[p].iter().map(|b| b.sum_logprob))
-            .collect();
+        let beam_scores: Vec<f32> = active.iter().flat_map(|&p| running[p].iter().map(|b| b.sum_logprob)).collect();
         let rows = beam_scores.len();
         let beam_scores = Tensor::<2>::from_data(TensorData::new(beam_scores, [rows, 1]), &logprobs.device());
         // Every continuation of every beam of a prompt, in one row per prompt.
         let totals = (logprobs + beam_scores).reshape([active.len(), width * vocab]);
         let (values, indices) = totals.topk_with_indices(2 * k, 1);
-        let values = values
-            .try_into_vec_as::<f32>()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
         let indices = read_ints(indices)?;
 
         let last = generated == config.max_new_tokens;
         let (mut next_active, mut next_rows, mut next_tokens) = (Vec::new(), Vec::new(), Vec::new());
         for (a, &p) in active.iter().enumerate() {
-            let mut candidates: Vec<(f32, usize)> = (a * 2 * k..(a + 1) * 2 * k)
-                .map(|j| (values[j], indices[j] as usize))
-                .collect();
+            let mut candidates: Vec<(f32, usize)> =
+                (a * 2 * k..(a + 1) * 2 * k).map(|j| (values[j], indices[j] as usize)).collect();
             candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
             let mut beams = Vec::with_capacity(k);
             for (rank, &(score, index)) in candidates.iter().enumerate() {
@@ -208,14 +171,7 @@ pub fn beam_search<S: AsRef<[u32]>>(
                     }
                 } else {
                     let tokens = parent.tokens.iter().copied().chain([token]).collect();
-                    beams.push((
-                        Beam {
-                            tokens,
-                            sum_logprob: score,
-                        },
-                        a * width + index / vocab,
-                        token,
-                    ));
+                    beams.push((Beam { tokens, sum_logprob: score }, a * width + index / vocab, token));
                     if beams.len() == k {
                         break;
                     }
@@ -238,10 +194,7 @@ pub fn beam_search<S: AsRef<[u32]>>(
         active = next_active;
         logprobs = log_softmax(decode_step(model, &mut cache, &next_rows, &next_tokens), 1);
     }
-    Ok(finished
-        .into_iter()
-        .map(|f| f.best(config.num_return_sequences))
-        .collect())
+    Ok(finished.into_iter().map(|f| f.best(config.num_return_sequences)).collect())
 }
 
 /// The last-layer hidden state (after the final norm) at the last token of each text,
@@ -249,9 +202,7 @@ pub fn beam_search<S: AsRef<[u32]>>(
 /// that little padding is computed; rows come back in input order.
 pub fn embed_last_token<S: AsRef<[u32]>>(model: &Llama, texts: &[S], batch_size: usize) -> Result<Tensor<2>> {
     if texts.is_empty() || batch_size == 0 {
-        return Err(Error::Invalid(
-            "embed_last_token: no texts, or batch_size 0".into(),
-        ));
+        return Err(Error::Invalid("embed_last_token: no texts, or batch_size 0".into()));
     }
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| Reverse(texts[i].as_ref().len()));
@@ -275,19 +226,12 @@ pub fn embed_last_token<S: AsRef<[u32]>>(model: &Llama, texts: &[S], batch_size:
 
 /// Runs `tokens` through the model, extending `cache`, and returns the logits of the last
 /// column, `[B, vocab]` (with left padding, every row's latest token).
-fn last_logits(
-    model: &Llama,
-    tokens: Tensor<2, Int>,
-    mask: Tensor<2, Int>,
-    cache: &mut KvCache,
-) -> Tensor<2> {
+fn last_logits(model: &Llama, tokens: Tensor<2, Int>, mask: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
     let hidden = model.hidden_states(tokens, mask, Some(cache));
     let [b, t, _] = hidden.dims();
     // Only the last column goes through the LM head: vocab-wide logits for the whole prompt
     // would cost more than the rest of the model.
-    model
-        .logits(hidden.narrow(1, t - 1, 1))
-        .reshape([b, model.config().vocab_size])
+    model.logits(hidden.narrow(1, t - 1, 1)).reshape([b, model.config().vocab_size])
 }
 
 /// Keeps cache rows `rows` (in that order) and feeds each its next token; returns the new
@@ -306,8 +250,7 @@ fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32
 }
 
 fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.try_into_vec_as::<i64>()
-        .map_err(|e| Error::Invalid(e.to_string()))
+    t.try_into_vec_as::<i64>().map_err(|e| Error::Invalid(e.to_string()))
 }
 
 struct Beam {
@@ -324,11 +267,7 @@ struct Finished {
 
 impl Finished {
     fn new(capacity: usize, length_penalty: f64) -> Self {
-        Self {
-            capacity,
-            length_penalty,
-            hypotheses: Vec::with_capacity(capacity + 1),
-        }
+        Self { capacity, length_penalty, hypotheses: Vec::with_capacity(capacity + 1) }
     }
 
     fn normalise(&self, sum_logprob: f32, len: usize) -> f32 {
@@ -339,22 +278,14 @@ impl Finished {
     /// capacity.
     fn add(&mut self, tokens: Vec<u32>, sum_logprob: f32, len: usize, finished: bool) {
         let score = self.normalise(sum_logprob, len);
-        self.hypotheses.push(Hypothesis {
-            tokens,
-            sum_logprob,
-            score,
-            finished,
-        });
+        self.hypotheses.push(Hypothesis { tokens, sum_logprob, score, finished });
         self.hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
         self.hypotheses.truncate(self.capacity);
     }
 
     fn is_done(&self, best_running_sum: f32, len: usize) -> bool {
         self.hypotheses.len() >= self.capacity
-            && self
-                .hypotheses
-                .last()
-                .is_some_and(|worst| worst.score >= self.normalise(best_running_sum, len))
+            && self.hypotheses.last().is_some_and(|worst| worst.score >= self.normalise(best_running_sum, len))
     }
 
     fn best(mut self, n: usize) -> Vec<Hypothesis> {
@@ -411,41 +342,23 @@ mod tests {
         let device = model.device();
         for (prompt, hyps) in prompts().iter().zip(&results) {
             assert_eq!(hyps.len(), 3);
-            assert!(
-                hyps.windows(2).all(|w| w[0].score >= w[1].score),
-                "not sorted: {hyps:?}"
-            );
+            assert!(hyps.windows(2).all(|w| w[0].score >= w[1].score), "not sorted: {hyps:?}");
             for h in hyps {
-                let generated: Vec<u32> = h
-                    .tokens
-                    .iter()
-                    .copied()
-                    .chain(h.finished.then_some(eos))
-                    .collect();
+                let generated: Vec<u32> = h.tokens.iter().copied().chain(h.finished.then_some(eos)).collect();
                 assert_eq!(h.score, h.sum_logprob / generated.len() as f32);
                 // Recompute the log-probability of the generated tokens with one full forward.
                 let seq: Vec<i64> = prompt.iter().chain(&generated).map(|&t| t as i64).collect();
                 let n = seq.len();
                 let logprobs = log_softmax(
-                    model.forward(
-                        int_tensor(seq.clone(), [1, n], &device),
-                        Tensor::ones([1, n], &device),
-                        None,
-                    ),
+                    model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None),
                     2,
                 )
                 .reshape([n, model.config().vocab_size])
                 .try_into_vec_as::<f32>()
                 .unwrap();
                 let vocab = model.config().vocab_size;
-                let sum: f32 = (prompt.len()..n)
-                    .map(|i| logprobs[(i - 1) * vocab + seq[i] as usize])
-                    .sum();
-                assert!(
-                    (sum - h.sum_logprob).abs() < 1e-3,
-                    "recomputed {sum}, beam search said {}",
-                    h.sum_logprob
-                );
+                let sum: f32 = (prompt.len()..n).map(|i| logprobs[(i - 1) * vocab + seq[i] as usize]).sum();
+                assert!((sum - h.sum_logprob).abs() < 1e-3, "recomputed {sum}, beam search said {}", h.sum_logprob);
             }
         }
     }
@@ -460,16 +373,9 @@ mod tests {
         for (i, text) in texts.iter().enumerate() {
             let n = text.len();
             let ids = text.iter().map(|&t| t as i64).collect();
-            let hidden = model.hidden_states(
-                int_tensor(ids, [1, n], &device),
-                Tensor::ones([1, n], &device),
-                None,
-            );
+            let hidden = model.hidden_states(int_tensor(ids, [1, n], &device), Tensor::ones([1, n], &device), None);
             let alone = hidden.narrow(1, n - 1, 1).reshape([1, 64]);
-            assert!(
-                max_abs_diff(embedded.clone().narrow(0, i, 1), alone) < 1e-4,
-                "text {i}"
-            );
+            assert!(max_abs_diff(embedded.clone().narrow(0, i, 1), alone) < 1e-4, "text {i}");
         }
     }
 
@@ -478,15 +384,9 @@ mod tests {
         let model = small_model(41);
         assert!(greedy(&model, &[vec![1u32], vec![]], 3, 0).is_err());
         assert!(greedy(&model, &[vec![1_000u32]], 3, 0).is_err());
-        assert!(beam_search(
-            &model,
-            &[vec![1u32]],
-            &BeamConfig {
-                num_return_sequences: 5,
-                ..BeamConfig::new(0)
-            }
-        )
-        .is_err());
+        assert!(
+            beam_search(&model, &[vec![1u32]], &BeamConfig { num_return_sequences: 5, ..BeamConfig::new(0) }).is_err()
+        );
         assert!(embed_last_token(&model, &[vec![1u32]], 0).is_err());
     }
 
@@ -513,20 +413,13 @@ mod tests {
             return;
         };
         let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
-        let prompt = tokenizer
-            .encode("The capital of France is", false)
-            .unwrap()
-            .get_ids()
-            .to_vec();
+        let prompt = tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
 
         let greedy_ids = greedy(&model, &[prompt.clone()], 2, 2).unwrap();
         let text = tokenizer.decode(&greedy_ids[0], false).unwrap();
         assert!(text.starts_with(" Paris"), "greedy continuation: {text:?}");
 
-        let config = BeamConfig {
-            max_new_tokens: 2,
-            ..BeamConfig::new(2)
-        };
+        let config = BeamConfig { max_new_tokens: 2, ..BeamConfig::new(2) };
         let beams = beam_search(&model, &[prompt], &config).unwrap();
         let best = tokenizer.decode(&beams[0][0].tokens, false).unwrap();
         assert!(best.starts_with(" Paris"), "best beam: {best:?}");
@@ -541,30 +434,17 @@ mod tests {
     fn smollm2_logits_match_the_numpy_reference_if_present() {
         // "The capital of France is", then the chat-formatted question.
         let plain: Vec<u32> = vec![504, 3575, 282, 4649, 314];
-        let chat: Vec<u32> =
-            vec![1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
+        let chat: Vec<u32> = vec![1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
         let cases: [(&str, &[u32], [(u32, f32); 5]); 2] = [
             (
                 "plain",
                 &plain,
-                [
-                    (7042, 17.371259),
-                    (260, 14.888589),
-                    (4528, 13.244974),
-                    (2250, 13.009467),
-                    (1315, 12.951514),
-                ],
+                [(7042, 17.371259), (260, 14.888589), (4528, 13.244974), (2250, 13.009467), (1315, 12.951514)],
             ),
             (
                 "chat",
                 &chat,
-                [
-                    (504, 27.858752),
-                    (60, 26.129504),
-                    (38634, 26.101527),
-                    (15319, 25.962279),
-                    (7026, 25.18138),
-                ],
+                [(504, 27.858752), (60, 26.129504), (38634, 26.101527), (15319, 25.962279), (7026, 25.18138)],
             ),
         ];
         const TOLERANCE: f32 = 2e-2;
@@ -586,10 +466,7 @@ mod tests {
             order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             let top5: Vec<(u32, f32)> = order[..5].iter().map(|&i| (i as u32, logits[i])).collect();
             // The reference's ids, at whatever rank they have here.
-            let diffs: Vec<f32> = reference
-                .iter()
-                .map(|&(id, want)| (logits[id as usize] - want).abs())
-                .collect();
+            let diffs: Vec<f32> = reference.iter().map(|&(id, want)| (logits[id as usize] - want).abs()).collect();
             let max_diff = diffs.iter().copied().fold(0.0, f32::max);
             println!("{name}: rust top5 {top5:?}");
             println!("{name}: |rust - numpy| at the reference's top5 {diffs:?}, max {max_diff:.3e}");

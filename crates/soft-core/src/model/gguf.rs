@@ -139,17 +139,10 @@ impl Metadata {
         Error::format(&self.path, format!("metadata key `{key}`: {msg}"))
     }
 
-    fn typed<'a, T>(
-        &'a self,
-        key: &str,
-        want: &str,
-        read: impl Fn(&'a MetaValue) -> Option<T>,
-    ) -> Result<Option<T>> {
+    fn typed<'a, T>(&'a self, key: &str, want: &str, read: impl Fn(&'a MetaValue) -> Option<T>) -> Result<Option<T>> {
         match self.entries.get(key) {
             None => Ok(None),
-            Some(v) => {
-                read(v).map(Some).ok_or_else(|| self.invalid(key, format!("expected {want}, found {v:?}")))
-            }
+            Some(v) => read(v).map(Some).ok_or_else(|| self.invalid(key, format!("expected {want}, found {v:?}"))),
         }
     }
 }
@@ -267,11 +260,7 @@ impl GgufFile {
             .filter(|&s| s <= bytes.len() || tensors.is_empty())
             .ok_or_else(|| Error::format(path, "truncated before the tensor data"))?;
         if let Some((name, _)) = tensors.iter().find(|(_, t)| !t.offset.is_multiple_of(alignment)) {
-            return Err(Error::tensor(
-                path,
-                name,
-                format!("offset is not a multiple of the alignment {alignment}"),
-            ));
+            return Err(Error::tensor(path, name, format!("offset is not a multiple of the alignment {alignment}")));
         }
         Ok(Self { version, metadata, tensors, bytes, data_start })
     }
@@ -307,9 +296,9 @@ impl GgufFile {
         }
         let n_bytes = numel / block_elems * block_bytes;
         let start = usize::try_from(info.offset).ok().and_then(|o| o.checked_add(self.data_start));
-        let data = start.and_then(|s| self.bytes.get(s..s.checked_add(n_bytes)?)).ok_or_else(|| {
-            err(format!("data ({n_bytes} bytes at offset {}) past the end of the file", info.offset))
-        })?;
+        let data = start
+            .and_then(|s| self.bytes.get(s..s.checked_add(n_bytes)?))
+            .ok_or_else(|| err(format!("data ({n_bytes} bytes at offset {}) past the end of the file", info.offset)))?;
         Ok(RawTensor::new(shape, dequantize(info.ggml_type, data)))
     }
 }
@@ -372,17 +361,12 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let slice =
-            self.pos.checked_add(n).and_then(|end| self.bytes.get(self.pos..end)).ok_or_else(|| {
-                Error::format(
-                    self.path,
-                    format!(
-                        "truncated: {what} needs {n} bytes at offset {}, file has {}",
-                        self.pos,
-                        self.bytes.len()
-                    ),
-                )
-            })?;
+        let slice = self.pos.checked_add(n).and_then(|end| self.bytes.get(self.pos..end)).ok_or_else(|| {
+            Error::format(
+                self.path,
+                format!("truncated: {what} needs {n} bytes at offset {}, file has {}", self.pos, self.bytes.len()),
+            )
+        })?;
         self.pos += n;
         Ok(slice)
     }
@@ -431,10 +415,7 @@ impl<'a> Reader<'a> {
             8 => MetaValue::Str(self.string(what)?),
             9 => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(Error::format(
-                        self.path,
-                        format!("metadata key `{what}`: arrays nested too deep"),
-                    ));
+                    return Err(Error::format(self.path, format!("metadata key `{what}`: arrays nested too deep")));
                 }
                 let elem_ty = self.u32(what)?;
                 let n = self.len(what)?;
@@ -450,10 +431,7 @@ impl<'a> Reader<'a> {
             11 => MetaValue::I64(i64::from_le_bytes(self.array(what)?)),
             12 => MetaValue::F64(f64::from_le_bytes(self.array(what)?)),
             other => {
-                return Err(Error::format(
-                    self.path,
-                    format!("metadata key `{what}`: unknown value type {other}"),
-                ))
+                return Err(Error::format(self.path, format!("metadata key `{what}`: unknown value type {other}")))
             }
         })
     }
@@ -585,11 +563,7 @@ pub fn load_llama_gguf(path: &Path) -> Result<(LlamaParams, Metadata, WeightMap)
         };
         if let Some(heads) = heads {
             tensor = unpermute_rows(&tensor, heads).ok_or_else(|| {
-                Error::tensor(
-                    path,
-                    gguf_name,
-                    format!("shape {:?} does not split into {heads} heads", tensor.shape),
-                )
+                Error::tensor(path, gguf_name, format!("shape {:?} does not split into {heads} heads", tensor.shape))
             })?;
         }
         weights.insert(name, tensor);
@@ -739,8 +713,7 @@ mod tests {
     fn q8_0_block() {
         // d = 0.25 (f16 0x3400), q = 0, 1, -1, 2, -2, ... , 127 at the end.
         let mut block = vec![0x00, 0x34];
-        let qs: Vec<i8> =
-            (0..31).map(|i: i8| if i % 2 == 1 { i / 2 + 1 } else { -(i / 2) }).chain([127]).collect();
+        let qs: Vec<i8> = (0..31).map(|i: i8| if i % 2 == 1 { i / 2 + 1 } else { -(i / 2) }).chain([127]).collect();
         block.extend(qs.iter().map(|&q| q as u8));
         let got = dequantize(GgmlType::Q8_0, &block);
         assert_eq!(&got[..5], &[0.0, 0.25, -0.25, 0.5, -0.5]);
@@ -793,10 +766,7 @@ mod tests {
             ("llama.attention.head_count_kv", MetaValue::I32(KV_HEADS as i32)),
             ("llama.rope.freq_base", MetaValue::F32(100_000.0)),
             ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
-            (
-                "tokenizer.ggml.tokens",
-                MetaValue::Array(vec![MetaValue::Str("a".into()), MetaValue::Str("b".into())]),
-            ),
+            ("tokenizer.ggml.tokens", MetaValue::Array(vec![MetaValue::Str("a".into()), MetaValue::Str("b".into())])),
             (
                 "test.nested",
                 MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I16(-3)]), MetaValue::Array(vec![])]),
@@ -831,20 +801,18 @@ mod tests {
             let n: usize = shape.iter().product();
             let data: Vec<f32> = (0..n).map(|i| ((i * 7 + t) % 29) as f32 * 0.5 - 7.0).collect();
             let tensor = RawTensor::new(shape.clone(), data);
-            let gguf_name = [
-                ("model.embed_tokens.weight", "token_embd.weight"),
-                ("model.norm.weight", "output_norm.weight"),
-            ]
-            .iter()
-            .find(|(hf, _)| *hf == name)
-            .map(|(_, g)| g.to_string())
-            .unwrap_or_else(|| {
-                let rest = name.strip_prefix("model.layers.").unwrap();
-                let (layer, rest) = rest.split_once('.').unwrap();
-                let part = rest.strip_suffix(".weight").unwrap();
-                let (g, _) = LAYER_TENSORS.iter().find(|(_, hf)| *hf == part).unwrap();
-                format!("blk.{layer}.{g}.weight")
-            });
+            let gguf_name =
+                [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight")]
+                    .iter()
+                    .find(|(hf, _)| *hf == name)
+                    .map(|(_, g)| g.to_string())
+                    .unwrap_or_else(|| {
+                        let rest = name.strip_prefix("model.layers.").unwrap();
+                        let (layer, rest) = rest.split_once('.').unwrap();
+                        let part = rest.strip_suffix(".weight").unwrap();
+                        let (g, _) = LAYER_TENSORS.iter().find(|(_, hf)| *hf == part).unwrap();
+                        format!("blk.{layer}.{g}.weight")
+                    });
             assert_eq!(hf_name(&gguf_name).as_deref(), Some(name.as_str()));
             let stored = if name.contains("q_proj") {
                 permute_rows(&tensor, HEADS)

@@ -8,9 +8,9 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
+use crate::model::config::LlamaConfig;
 use crate::model::tokenizer::{check_vocab_fits, load_tokenizer};
 use crate::model::weights::{RawTensor, WeightMap};
-use crate::model::config::LlamaConfig;
 use crate::{Error, Result};
 
 /// The hyper-parameters of a Llama-architecture model, whatever file they came from.
@@ -52,10 +52,8 @@ impl LlamaParams {
     pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (h, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let kv = self.n_kv_heads * self.head_dim();
-        let mut shapes = vec![
-            ("model.embed_tokens.weight".to_string(), vec![v, h]),
-            ("model.norm.weight".to_string(), vec![h]),
-        ];
+        let mut shapes =
+            vec![("model.embed_tokens.weight".to_string(), vec![v, h]), ("model.norm.weight".to_string(), vec![h])];
         if !self.tied_embeddings {
             shapes.push(("lm_head.weight".to_string(), vec![v, h]));
         }
@@ -82,11 +80,7 @@ impl LlamaParams {
             match weights.get(&name) {
                 None => return Err(Error::tensor(path, name, "missing")),
                 Some(t) if t.shape != shape => {
-                    return Err(Error::tensor(
-                        path,
-                        name,
-                        format!("shape {:?}, expected {:?}", t.shape, shape),
-                    ))
+                    return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", t.shape, shape)))
                 }
                 Some(_) => {}
             }
@@ -133,8 +127,7 @@ fn default_rms_eps() -> f32 {
 /// Reads the hyper-parameters from a `config.json`.
 pub fn read_config(path: &Path) -> Result<LlamaParams> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let config: HfConfig =
-        serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
+    let config: HfConfig = serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
     if !config.architectures.is_empty()
         && !config.architectures.iter().any(|a| SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
     {
@@ -166,10 +159,7 @@ pub fn read_config(path: &Path) -> Result<LlamaParams> {
     if let Some(head_dim) = config.head_dim.filter(|&d| d != params.head_dim()) {
         return Err(Error::format(
             path,
-            format!(
-                "head_dim {head_dim} differs from hidden_size / num_attention_heads = {}",
-                params.head_dim()
-            ),
+            format!("head_dim {head_dim} differs from hidden_size / num_attention_heads = {}", params.head_dim()),
         ));
     }
     Ok(params)
@@ -181,9 +171,8 @@ pub fn load_safetensors(path: &Path) -> Result<WeightMap> {
     let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     file.iter()
         .map(|(name, view)| {
-            let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
-                Error::tensor(path, name, format!("dtype {} is not a float type", view.dtype()))
-            })?;
+            let data = to_f32(view.dtype(), view.data())
+                .ok_or_else(|| Error::tensor(path, name, format!("dtype {} is not a float type", view.dtype())))?;
             Ok((name.to_string(), RawTensor::new(view.shape().to_vec(), data)))
         })
         .collect()
@@ -194,12 +183,8 @@ pub fn load_safetensors(path: &Path) -> Result<WeightMap> {
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     match dtype {
         Dtype::F32 => Some(bytes.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect()),
-        Dtype::F16 => {
-            Some(bytes.as_chunks::<2>().0.iter().map(|b| half::f16::from_le_bytes(*b).to_f32()).collect())
-        }
-        Dtype::BF16 => {
-            Some(bytes.as_chunks::<2>().0.iter().map(|b| half::bf16::from_le_bytes(*b).to_f32()).collect())
-        }
+        Dtype::F16 => Some(bytes.as_chunks::<2>().0.iter().map(|b| half::f16::from_le_bytes(*b).to_f32()).collect()),
+        Dtype::BF16 => Some(bytes.as_chunks::<2>().0.iter().map(|b| half::bf16::from_le_bytes(*b).to_f32()).collect()),
         _ => None,
     }
 }
@@ -332,9 +317,9 @@ mod tests {
                 ((*name).clone(), dtype, t.shape.clone(), encode(dtype, &t.data))
             })
             .collect();
-        let views = bytes.iter().map(|(name, dtype, shape, data)| {
-            (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap())
-        });
+        let views = bytes
+            .iter()
+            .map(|(name, dtype, shape, data)| (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()));
         std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
     }
 
@@ -372,11 +357,8 @@ mod tests {
         let shard_names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
         write_safetensors(&dir.join(shard_names[0]), &weights, first);
         write_safetensors(&dir.join(shard_names[1]), &weights, second);
-        let weight_map: BTreeMap<&String, &str> = first
-            .iter()
-            .map(|n| (*n, shard_names[0]))
-            .chain(second.iter().map(|n| (*n, shard_names[1])))
-            .collect();
+        let weight_map: BTreeMap<&String, &str> =
+            first.iter().map(|n| (*n, shard_names[0])).chain(second.iter().map(|n| (*n, shard_names[1]))).collect();
         let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
         std::fs::write(dir.join(INDEX_FILE), index.to_string()).unwrap();
         write_tokenizer(&dir);

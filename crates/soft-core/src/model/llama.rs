@@ -112,10 +112,7 @@ impl Llama {
         let loader = Loader { weights, device };
         let (d, q, kv, ffn) = dims(config);
         let norm = |name: &str| -> Result<RmsNorm> {
-            Ok(rms_norm(
-                loader.tensor::<1>(name, [config.hidden_size])?,
-                config.rms_eps,
-            ))
+            Ok(rms_norm(loader.tensor::<1>(name, [config.hidden_size])?, config.rms_eps))
         };
         let embed_tokens = frozen(loader.tensor("model.embed_tokens.weight", [config.vocab_size, d])?);
         let mut layers = Vec::with_capacity(config.n_layers);
@@ -144,20 +141,9 @@ impl Llama {
         }
         let lm_head = match config.tie_embeddings {
             true => None,
-            false => Some(frozen(loader.linear_weight(
-                "lm_head.weight",
-                d,
-                config.vocab_size,
-            )?)),
+            false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
         };
-        Ok(Self {
-            embed_tokens,
-            layers,
-            norm: norm("model.norm.weight")?,
-            lm_head,
-            config: config.clone(),
-            lora: None,
-        })
+        Ok(Self { embed_tokens, layers, norm: norm("model.norm.weight")?, lm_head, config: config.clone(), lora: None })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -217,9 +203,7 @@ impl Llama {
 
 impl Block {
     fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let attended = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), ctx, cache);
+        let attended = self.self_attn.forward(self.input_layernorm.forward(x.clone()), ctx, cache);
         let x = x + attended;
         let transformed = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
         x + transformed
@@ -289,10 +273,7 @@ impl StepContext {
         let (past, positions, key_bias) = match cache {
             Some(cache) => {
                 let past = cache.len;
-                let start = cache
-                    .next_position
-                    .take()
-                    .unwrap_or_else(|| Tensor::zeros([b, 1], &device));
+                let start = cache.next_position.take().unwrap_or_else(|| Tensor::zeros([b, 1], &device));
                 let positions = (start.clone() + steps).sub_scalar(1);
                 cache.next_position = Some(start + mask.sum_dim(1));
                 let key_bias = match cache.key_bias.take() {
@@ -307,15 +288,11 @@ impl StepContext {
         };
         let s = past + t;
         // Query i sits at index past + i of the key sequence and sees keys up to it.
-        let causal: Vec<f32> = (0..t)
-            .flat_map(|i| (0..s).map(move |j| if j > past + i { MASKED } else { 0.0 }))
-            .collect();
+        let causal: Vec<f32> =
+            (0..t).flat_map(|i| (0..s).map(move |j| if j > past + i { MASKED } else { 0.0 })).collect();
         let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, s]), &device);
         let bias = key_bias.reshape([b, 1, 1, 1, s]) + causal.reshape([1, 1, 1, t, s]);
-        Self {
-            rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta),
-            bias,
-        }
+        Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta), bias }
     }
 }
 
@@ -334,25 +311,18 @@ impl Rope {
     pub(crate) fn new(positions: Tensor<2, Int>, head_dim: usize, theta: f64) -> Self {
         let [b, t] = positions.dims();
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
         let inv_freq = Tensor::<1>::from_data(TensorData::new(inv_freq, [half]), &positions.device());
         let angles = positions.float().reshape([b, t, 1, 1]) * inv_freq.reshape([1, 1, 1, half]);
         let (cos, sin) = (angles.clone().cos(), angles.sin());
-        Self {
-            cos: Tensor::cat(vec![cos.clone(), cos], 3),
-            sin_signed: Tensor::cat(vec![sin.clone().neg(), sin], 3),
-        }
+        Self { cos: Tensor::cat(vec![cos.clone(), cos], 3), sin_signed: Tensor::cat(vec![sin.clone().neg(), sin], 3) }
     }
 
     /// Rotates `x` `[B, T, heads, D]`.
     pub(crate) fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let half = x.dims()[3] / 2;
-        let swapped = Tensor::cat(
-            vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)],
-            3,
-        );
+        let swapped = Tensor::cat(vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)], 3);
         x * self.cos.clone() + swapped * self.sin_signed.clone()
     }
 }
@@ -382,18 +352,8 @@ struct LayerCache {
 
 impl KvCache {
     pub fn new(n_layers: usize, capacity: usize) -> Self {
-        let layer = || LayerCache {
-            keys: None,
-            values: None,
-            len: 0,
-            capacity: capacity.max(1),
-        };
-        Self {
-            layers: (0..n_layers).map(|_| layer()).collect(),
-            key_bias: None,
-            next_position: None,
-            len: 0,
-        }
+        let layer = || LayerCache { keys: None, values: None, len: 0, capacity: capacity.max(1) };
+        Self { layers: (0..n_layers).map(|_| layer()).collect(), key_bias: None, next_position: None, len: 0 }
     }
 
     /// Number of cached positions (padding included).
@@ -436,19 +396,14 @@ impl LayerCache {
             for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
                 let device = buf.device();
                 buf.inplace(|buf| {
-                    Tensor::cat(
-                        vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)],
-                        2,
-                    )
+                    Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)], 2)
                 });
             }
             self.capacity = capacity;
         }
         let (start, capacity) = (self.len, self.capacity);
         let write = |buf: &mut Option<Tensor<4>>, new: Tensor<4>| {
-            let mut full = buf
-                .take()
-                .unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
+            let mut full = buf.take().unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
             full.inplace(|full| full.slice_assign([0..b, 0..hkv, start..end, 0..d], new));
             let seen = full.clone().narrow(2, 0, end);
             *buf = Some(full);
@@ -472,10 +427,7 @@ fn dims(config: &LlamaConfig) -> (usize, usize, usize, usize) {
 }
 
 fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
-    RmsNorm {
-        gamma: frozen(weight),
-        epsilon: eps,
-    }
+    RmsNorm { gamma: frozen(weight), epsilon: eps }
 }
 
 /// Base-model weights never train: only LoRA adapters do.
@@ -502,20 +454,12 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn raw(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
-        let raw = self
-            .weights
-            .get(name)
-            .ok_or_else(|| Error::tensor("weights", name, "missing"))?;
+        let raw = self.weights.get(name).ok_or_else(|| Error::tensor("weights", name, "missing"))?;
         if raw.shape != shape || raw.data.len() != shape.iter().product::<usize>() {
             return Err(Error::tensor(
                 "weights",
                 name,
-                format!(
-                    "shape {:?} (with {} values), expected {:?}",
-                    raw.shape,
-                    raw.data.len(),
-                    shape
-                ),
+                format!("shape {:?} (with {} values), expected {:?}", raw.shape, raw.data.len(), shape),
             ));
         }
         Ok(&raw.data)
@@ -530,10 +474,7 @@ impl Loader<'_> {
     /// `linear` multiplies it.
     fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
         let data = transpose(self.raw(name, &[d_out, d_in])?, d_out, d_in);
-        Ok(Tensor::from_data(
-            TensorData::new(data, [d_in, d_out]),
-            self.device,
-        ))
+        Ok(Tensor::from_data(TensorData::new(data, [d_in, d_out]), self.device))
     }
 
     /// `{prefix}.weight` and, with `bias`, `{prefix}.bias`.
@@ -557,13 +498,7 @@ pub(crate) mod tests {
 
     /// Two layers, four query heads over two key/value heads: fast, and still grouped-query.
     pub(crate) fn small_config() -> LlamaConfig {
-        LlamaConfig {
-            hidden_size: 64,
-            intermediate_size: 96,
-            n_layers: 2,
-            head_dim: 16,
-            ..LlamaConfig::tiny(VOCAB)
-        }
+        LlamaConfig { hidden_size: 64, intermediate_size: 96, n_layers: 2, head_dim: 16, ..LlamaConfig::tiny(VOCAB) }
     }
 
     /// Every tensor `config` calls for, Hugging Face-named, filled with seeded noise large enough
@@ -572,28 +507,17 @@ pub(crate) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut map = WeightMap::new();
         let mut add = |name: String, shape: Vec<usize>, centre: f32, spread: f32| {
-            let data = (0..shape.iter().product::<usize>())
-                .map(|_| centre + rng.random_range(-spread..spread))
-                .collect();
+            let data =
+                (0..shape.iter().product::<usize>()).map(|_| centre + rng.random_range(-spread..spread)).collect();
             map.insert(name, RawTensor::new(shape, data));
         };
         let (d, q, kv, ffn) = dims(config);
-        add(
-            "model.embed_tokens.weight".into(),
-            vec![config.vocab_size, d],
-            0.0,
-            1.0,
-        );
+        add("model.embed_tokens.weight".into(), vec![config.vocab_size, d], 0.0, 1.0);
         for i in 0..config.n_layers {
             let l = format!("model.layers.{i}");
             add(format!("{l}.input_layernorm.weight"), vec![d], 1.0, 0.2);
             add(format!("{l}.post_attention_layernorm.weight"), vec![d], 1.0, 0.2);
-            for (name, out, inp) in [
-                ("q_proj", q, d),
-                ("k_proj", kv, d),
-                ("v_proj", kv, d),
-                ("o_proj", d, q),
-            ] {
+            for (name, out, inp) in [("q_proj", q, d), ("k_proj", kv, d), ("v_proj", kv, d), ("o_proj", d, q)] {
                 add(format!("{l}.self_attn.{name}.weight"), vec![out, inp], 0.0, 0.3);
             }
             if config.attention_bias {
@@ -622,11 +546,7 @@ pub(crate) mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
-    pub(crate) fn int_tensor<const D: usize>(
-        data: Vec<i64>,
-        shape: [usize; D],
-        device: &Device,
-    ) -> Tensor<D, Int> {
+    pub(crate) fn int_tensor<const D: usize>(data: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
         Tensor::from_data(TensorData::new(data, shape), device)
     }
 
@@ -640,9 +560,7 @@ pub(crate) mod tests {
         // head_dim 4, theta 10000: frequencies 1 and 1/100; dims 0 and 2 rotate together by p,
         // dims 1 and 3 by p/100. x = (1, 2, 3, 4) at positions 0, 1 and 2.
         let rope = Rope::new(int_tensor(vec![0, 1, 2], [1, 3], &device), 4, 10_000.0);
-        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device)
-            .reshape([1, 1, 1, 4])
-            .repeat_dim(1, 3);
+        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device).reshape([1, 1, 1, 4]).repeat_dim(1, 3);
         let got = rope.apply(x).reshape([12]).try_into_vec_as::<f32>().unwrap();
         #[rustfmt::skip]
         let expected = [
@@ -662,32 +580,20 @@ pub(crate) mod tests {
         let device = Device::flex();
         let (b, h, hkv, t, s, d) = (2, 6, 2, 3, 5, 8);
         let normal = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let (q, k, v) = (
-            normal([b, h, t, d]),
-            normal([b, hkv, s, d]),
-            normal([b, hkv, s, d]),
-        );
+        let (q, k, v) = (normal([b, h, t, d]), normal([b, hkv, s, d]), normal([b, hkv, s, d]));
         // Row 1 has its last two keys padded; every query sees at least one key.
-        let pad = Tensor::<2>::from_floats(
-            [[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, MASKED, MASKED]],
-            &device,
-        );
+        let pad = Tensor::<2>::from_floats([[0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, MASKED, MASKED]], &device);
         let bias = pad.clone().reshape([b, 1, 1, 1, s]);
 
         // HF's repeat_kv: key/value head j serves query heads j·g .. (j+1)·g.
-        let repeat = |x: Tensor<4>| {
-            x.reshape([b, hkv, 1, s, d])
-                .repeat_dim(2, h / hkv)
-                .reshape([b, h, s, d])
-        };
+        let repeat = |x: Tensor<4>| x.reshape([b, hkv, 1, s, d]).repeat_dim(2, h / hkv).reshape([b, h, s, d]);
         let grouped = attend(q.clone(), k.clone(), v.clone(), bias.clone());
         let repeated = attend(q.clone(), repeat(k.clone()), repeat(v.clone()), bias);
         assert!(max_abs_diff(grouped.clone(), repeated) < 1e-5);
 
         // And burn's own attention on the repeated heads, masking the same keys.
         let mask = pad.lower_elem(-1.0).reshape([b, 1, 1, s]).expand([b, h, t, s]);
-        let reference =
-            burn::tensor::module::attention(q, repeat(k), repeat(v), Some(mask), None, Default::default());
+        let reference = burn::tensor::module::attention(q, repeat(k), repeat(v), Some(mask), None, Default::default());
         assert!(max_abs_diff(grouped, reference) < 1e-5);
     }
 
@@ -697,10 +603,7 @@ pub(crate) mod tests {
         let mut weights = random_weights(&config, 1);
         weights.remove("model.layers.1.mlp.up_proj.weight");
         let err = Llama::from_weights(&config, &weights, &Device::flex()).unwrap_err();
-        assert!(
-            matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.1.mlp.up_proj.weight"),
-            "{err}"
-        );
+        assert!(matches!(&err, Error::Tensor { tensor, .. } if tensor == "model.layers.1.mlp.up_proj.weight"), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
@@ -720,26 +623,16 @@ pub(crate) mod tests {
 
     #[test]
     fn untied_head_and_attention_bias_load() {
-        let config = LlamaConfig {
-            tie_embeddings: false,
-            attention_bias: true,
-            ..small_config()
-        };
+        let config = LlamaConfig { tie_embeddings: false, attention_bias: true, ..small_config() };
         let weights = random_weights(&config, 3);
         let model = Llama::from_weights(&config, &weights, &Device::flex()).unwrap();
-        let logits = model.forward(
-            int_tensor(vec![1, 2, 3], [1, 3], &Device::flex()),
-            ones_mask(1, 3, &Device::flex()),
-            None,
-        );
+        let logits =
+            model.forward(int_tensor(vec![1, 2, 3], [1, 3], &Device::flex()), ones_mask(1, 3, &Device::flex()), None);
         assert_eq!(logits.dims(), [1, 3, VOCAB]);
         let mut without_bias = weights.clone();
         without_bias.remove("model.layers.0.self_attn.v_proj.bias");
         let err = Llama::from_weights(&config, &without_bias, &Device::flex()).unwrap_err();
-        assert!(
-            err.to_string().contains("model.layers.0.self_attn.v_proj.bias"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("model.layers.0.self_attn.v_proj.bias"), "{err}");
     }
 
     #[test]
@@ -747,11 +640,7 @@ pub(crate) mod tests {
         let model = small_model(7);
         let device = Device::flex();
         let seq: Vec<i64> = vec![5, 17, 3, 88, 42, 9, 61, 30, 2];
-        let full = model.forward(
-            int_tensor(seq.clone(), [1, 9], &device),
-            ones_mask(1, 9, &device),
-            None,
-        );
+        let full = model.forward(int_tensor(seq.clone(), [1, 9], &device), ones_mask(1, 9, &device), None);
 
         // Prefill four tokens into a cache too small for the sequence (it must grow), then one
         // token at a time.
@@ -800,15 +689,9 @@ pub(crate) mod tests {
             let alone = model.forward(int_tensor(seq, [1, n], &device), ones_mask(1, n, &device), None);
             let p = prompts[row].len();
             let padded_prompt = prefill.clone().narrow(0, row, 1).narrow(1, 5 - p, p);
-            assert!(
-                max_abs_diff(padded_prompt, alone.clone().narrow(1, 0, p)) < 1e-4,
-                "row {row} prompt"
-            );
+            assert!(max_abs_diff(padded_prompt, alone.clone().narrow(1, 0, p)) < 1e-4, "row {row} prompt");
             let cached = steps.clone().narrow(0, row, 1);
-            assert!(
-                max_abs_diff(cached, alone.narrow(1, p, 3)) < 1e-4,
-                "row {row} steps"
-            );
+            assert!(max_abs_diff(cached, alone.narrow(1, p, 3)) < 1e-4, "row {row} steps");
         }
     }
 
@@ -819,17 +702,9 @@ pub(crate) mod tests {
         let tokens = int_tensor(vec![4, 8, 15, 0, 0, 16, 23, 42, 7, 1], [2, 5], &device);
         let mask = int_tensor(vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1], [2, 5], &device);
         let batched = model.forward(tokens, mask, None);
-        let short = model.forward(
-            int_tensor(vec![4, 8, 15], [1, 3], &device),
-            ones_mask(1, 3, &device),
-            None,
-        );
+        let short = model.forward(int_tensor(vec![4, 8, 15], [1, 3], &device), ones_mask(1, 3, &device), None);
         assert!(max_abs_diff(batched.clone().narrow(0, 0, 1).narrow(1, 0, 3), short) < 1e-4);
-        let long = model.forward(
-            int_tensor(vec![16, 23, 42, 7, 1], [1, 5], &device),
-            ones_mask(1, 5, &device),
-            None,
-        );
+        let long = model.forward(int_tensor(vec![16, 23, 42, 7, 1], [1, 5], &device), ones_mask(1, 5, &device), None);
         assert!(max_abs_diff(batched.narrow(0, 1, 1), long) < 1e-4);
     }
 
@@ -842,15 +717,10 @@ pub(crate) mod tests {
         model.forward(tokens, ones_mask(2, 3, &device), Some(&mut cache));
         // Three rows: second sequence, then the first twice.
         cache.reorder(int_tensor(vec![1, 0, 0], [3], &device));
-        let next = model.forward(
-            int_tensor(vec![9, 9, 10], [3, 1], &device),
-            ones_mask(3, 1, &device),
-            Some(&mut cache),
-        );
+        let next =
+            model.forward(int_tensor(vec![9, 9, 10], [3, 1], &device), ones_mask(3, 1, &device), Some(&mut cache));
         let alone = |seq: Vec<i64>| {
-            model
-                .forward(int_tensor(seq, [1, 4], &device), ones_mask(1, 4, &device), None)
-                .narrow(1, 3, 1)
+            model.forward(int_tensor(seq, [1, 4], &device), ones_mask(1, 4, &device), None).narrow(1, 3, 1)
         };
         assert!(max_abs_diff(next.clone().narrow(0, 0, 1), alone(vec![6, 7, 8, 9])) < 1e-4);
         assert!(max_abs_diff(next.clone().narrow(0, 1, 1), alone(vec![3, 4, 5, 9])) < 1e-4);
@@ -896,9 +766,6 @@ pub(crate) mod tests {
         let diff = max_abs_diff(on_flex.clone(), on_wgpu);
         let scale = on_flex.abs().max().into_scalar::<f32>();
         eprintln!("wgpu_matches_flex on {wgpu:?}: max |flex - wgpu| = {diff}, logit scale {scale}");
-        assert!(
-            diff < 1e-3 * scale.max(1.0),
-            "max |flex - wgpu| = {diff} (logit scale {scale})"
-        );
+        assert!(diff < 1e-3 * scale.max(1.0), "max |flex - wgpu| = {diff} (logit scale {scale})");
     }
 }

@@ -44,11 +44,7 @@ pub struct LoraAdapter {
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub(crate) fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self {
-            weight: frozen(weight),
-            bias: bias.map(frozen),
-            adapter: None,
-        }
+        Self { weight: frozen(weight), bias: bias.map(frozen), adapter: None }
     }
 
     /// `(in, out)`.
@@ -157,19 +153,13 @@ impl Llama {
     /// Every projection with its Hugging Face path (`model.layers.3.mlp.up_proj`).
     fn projections(&self) -> impl Iterator<Item = (String, &LoraLinear)> {
         self.layers.iter().enumerate().flat_map(|(i, block)| {
-            block
-                .projections()
-                .into_iter()
-                .map(move |(p, lin)| (format!("model.layers.{i}.{p}"), lin))
+            block.projections().into_iter().map(move |(p, lin)| (format!("model.layers.{i}.{p}"), lin))
         })
     }
 
     fn projections_mut(&mut self) -> impl Iterator<Item = (String, &mut LoraLinear)> {
         self.layers.iter_mut().enumerate().flat_map(|(i, block)| {
-            block
-                .projections_mut()
-                .into_iter()
-                .map(move |(p, lin)| (format!("model.layers.{i}.{p}"), lin))
+            block.projections_mut().into_iter().map(move |(p, lin)| (format!("model.layers.{i}.{p}"), lin))
         })
     }
 
@@ -205,10 +195,8 @@ impl Llama {
     /// Writes the adapters as a PEFT adapter directory: `adapter_model.safetensors` (f32) and
     /// `adapter_config.json` naming `base_model` as `base_model_name_or_path`.
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
-        let config = self
-            .lora
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("the model has no LoRA adapters to save".into()))?;
+        let config =
+            self.lora.as_ref().ok_or_else(|| Error::Invalid("the model has no LoRA adapters to save".into()))?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(ADAPTER_WEIGHTS);
 
@@ -219,9 +207,7 @@ impl Llama {
             for (factor, value) in [('A', adapter.a.val()), ('B', adapter.b.val())] {
                 let value = value.transpose();
                 let shape = value.dims().to_vec();
-                let data = value
-                    .try_into_vec_as::<f32>()
-                    .map_err(|e| Error::format(&path, e.to_string()))?;
+                let data = value.try_into_vec_as::<f32>().map_err(|e| Error::format(&path, e.to_string()))?;
                 let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
                 tensors.push((peft_name(&proj, factor), shape, bytes));
             }
@@ -229,13 +215,11 @@ impl Llama {
         let views = tensors
             .iter()
             .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.as_str(), v))
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.as_str(), v))
             })
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::format(&path, e.to_string()))?;
-        safetensors::serialize_to_file(views, None, &path)
-            .map_err(|e| Error::format(&path, e.to_string()))?;
+        safetensors::serialize_to_file(views, None, &path).map_err(|e| Error::format(&path, e.to_string()))?;
 
         // PEFT reads lora_alpha as a number; write integral values as integers, as PEFT does.
         let alpha = match config.alpha.fract() == 0.0 {
@@ -260,8 +244,7 @@ impl Llama {
             "layers_pattern": null,
         });
         let config_path = dir.join(ADAPTER_CONFIG);
-        let text =
-            serde_json::to_string_pretty(&json).map_err(|e| Error::format(&config_path, e.to_string()))?;
+        let text = serde_json::to_string_pretty(&json).map_err(|e| Error::format(&config_path, e.to_string()))?;
         std::fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))
     }
 
@@ -293,11 +276,7 @@ impl Llama {
             lin.adapter = Some(LoraAdapter::from_factors(a, b, &config));
         }
         if let Some(name) = unused.first() {
-            return Err(Error::tensor(
-                &path,
-                name,
-                "not a LoRA factor of a target projection of this model",
-            ));
+            return Err(Error::tensor(&path, name, "not a LoRA factor of a target projection of this model"));
         }
         self.lora = Some(config);
         Ok(self)
@@ -305,9 +284,7 @@ impl Llama {
 
     fn refuse_second_adapter(&self) -> Result<()> {
         match self.lora {
-            Some(_) => Err(Error::Invalid(
-                "the model already has LoRA adapters; merge them first".into(),
-            )),
+            Some(_) => Err(Error::Invalid("the model already has LoRA adapters; merge them first".into())),
             None => Ok(()),
         }
     }
@@ -315,23 +292,14 @@ impl Llama {
 
 /// One tensor of an adapter file as f32, checking its shape.
 fn read_f32(file: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let view = file
-        .tensor(name)
-        .map_err(|_| Error::tensor(path, name, "missing"))?;
+    let view = file.tensor(name).map_err(|_| Error::tensor(path, name, "missing"))?;
     if view.shape() != shape {
-        return Err(Error::tensor(
-            path,
-            name,
-            format!("shape {:?}, expected {:?}", view.shape(), shape),
-        ));
+        return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", view.shape(), shape)));
     }
     let data = view.data();
     let halves = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     match view.dtype() {
-        Dtype::F32 => Ok(data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()),
+        Dtype::F32 => Ok(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
         Dtype::F16 => Ok(halves().map(|h| half::f16::from_bits(h).to_f32()).collect()),
         Dtype::BF16 => Ok(halves().map(|h| half::bf16::from_bits(h).to_f32()).collect()),
         other => Err(Error::tensor(path, name, format!("unsupported dtype {other:?}"))),
@@ -342,8 +310,7 @@ fn read_f32(file: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Res
 /// reproduce (rsLoRA, DoRA, per-layer ranks, trained biases).
 fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
     let bad = |msg: String| Error::format(path, msg);
 
     if let Some(kind) = json.get("peft_type").and_then(|v| v.as_str()) {
@@ -373,42 +340,21 @@ fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
         }
     }
 
-    let r = json
-        .get("r")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| bad("missing integer `r`".into()))? as usize;
-    let alpha = json
-        .get("lora_alpha")
-        .and_then(|v| v.as_f64())
-        .ok_or_else(|| bad("missing `lora_alpha`".into()))?;
+    let r = json.get("r").and_then(|v| v.as_u64()).ok_or_else(|| bad("missing integer `r`".into()))? as usize;
+    let alpha = json.get("lora_alpha").and_then(|v| v.as_f64()).ok_or_else(|| bad("missing `lora_alpha`".into()))?;
     let dropout = json.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
     let target_modules = match json.get("target_modules") {
         Some(serde_json::Value::Array(items)) => items
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| bad("target_modules holds a non-string".into()))
-            })
+            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad("target_modules holds a non-string".into())))
             .collect::<Result<Vec<_>>>()?,
         // PEFT's shorthand for every linear layer but the LM head: exactly our projections.
-        Some(serde_json::Value::String(s)) if s == "all-linear" => {
-            LORA_TARGETS.iter().map(|t| t.to_string()).collect()
-        }
+        Some(serde_json::Value::String(s)) if s == "all-linear" => LORA_TARGETS.iter().map(|t| t.to_string()).collect(),
         Some(serde_json::Value::String(s)) if LORA_TARGETS.contains(&s.as_str()) => vec![s.clone()],
-        Some(other) => {
-            return Err(bad(format!(
-                "target_modules {other} is not supported (use a list of names)"
-            )))
-        }
+        Some(other) => return Err(bad(format!("target_modules {other} is not supported (use a list of names)"))),
         None => return Err(bad("missing `target_modules`".into())),
     };
-    let config = LoraConfig {
-        r,
-        alpha,
-        dropout,
-        target_modules,
-    };
+    let config = LoraConfig { r, alpha, dropout, target_modules };
     config.validate().map_err(|e| bad(e.to_string()))?;
     Ok(config)
 }
@@ -421,10 +367,7 @@ mod tests {
     use burn::tensor::Device;
 
     fn all_targets() -> LoraConfig {
-        LoraConfig {
-            target_modules: LORA_TARGETS.iter().map(|t| t.to_string()).collect(),
-            ..LoraConfig::default()
-        }
+        LoraConfig { target_modules: LORA_TARGETS.iter().map(|t| t.to_string()).collect(), ..LoraConfig::default() }
     }
 
     /// Fresh adapters have B = 0 and change nothing; give B values so that they do.
@@ -433,18 +376,14 @@ mod tests {
             if let Some(adapter) = lin.adapter.as_mut() {
                 let shape = adapter.b.shape().dims::<2>();
                 let device = adapter.b.val().device();
-                adapter.b =
-                    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.1), &device));
+                adapter.b = Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.1), &device));
             }
         }
         model
     }
 
     fn tokens(device: &Device) -> (Tensor<2, burn::tensor::Int>, Tensor<2, burn::tensor::Int>) {
-        (
-            int_tensor(vec![5, 17, 3, 88, 42, 9, 61, 30], [2, 4], device),
-            Tensor::ones([2, 4], device),
-        )
+        (int_tensor(vec![5, 17, 3, 88, 42, 9, 61, 30], [2, 4], device), Tensor::ones([2, 4], device))
     }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -464,12 +403,7 @@ mod tests {
         let w = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]]; // [out 3, in 2]
         let a = vec![vec![0.5, -1.0], vec![2.0, 0.25]]; // [r 2, in 2]
         let b = vec![vec![1.0, 0.0], vec![0.0, 2.0], vec![-1.0, 1.0]]; // [out 3, r 2]
-        let config = LoraConfig {
-            r: 2,
-            alpha: 6.0,
-            dropout: 0.0,
-            ..LoraConfig::default()
-        }; // scale 3
+        let config = LoraConfig { r: 2, alpha: 6.0, dropout: 0.0, ..LoraConfig::default() }; // scale 3
         let mut lin = LoraLinear::new(hf(w), None);
         lin.adapter = Some(LoraAdapter::from_factors(hf(a), hf(b), &config));
 
@@ -492,10 +426,7 @@ mod tests {
         let (t, m) = tokens(&device);
         let adapted = model.forward(t.clone(), m.clone(), None);
         let base = small_model(5).forward(t.clone(), m.clone(), None);
-        assert!(
-            max_abs_diff(adapted.clone(), base) > 1e-2,
-            "the adapters should matter"
-        );
+        assert!(max_abs_diff(adapted.clone(), base) > 1e-2, "the adapters should matter");
         let merged = model.merge_lora();
         assert!(merged.lora_config().is_none());
         assert!(max_abs_diff(merged.forward(t, m, None), adapted) < 1e-4);
@@ -534,20 +465,10 @@ mod tests {
 
         let after = snapshot(&model);
         for (i, (b, a)) in before.iter().zip(&after).take(5).enumerate() {
-            assert_eq!(
-                max_abs_diff(b.clone(), a.clone()),
-                0.0,
-                "frozen tensor {i} changed"
-            );
+            assert_eq!(max_abs_diff(b.clone(), a.clone()), 0.0, "frozen tensor {i} changed");
         }
-        assert!(
-            max_abs_diff(before[5].clone(), after[5].clone()) > 0.0,
-            "LoRA B did not train"
-        );
-        assert!(
-            max_abs_diff(before[6].clone(), after[6].clone()) > 0.0,
-            "LoRA A did not train"
-        );
+        assert!(max_abs_diff(before[5].clone(), after[5].clone()) > 0.0, "LoRA B did not train");
+        assert!(max_abs_diff(before[6].clone(), after[6].clone()) > 0.0, "LoRA A did not train");
     }
 
     #[test]
@@ -555,9 +476,7 @@ mod tests {
         let device = Device::flex();
         let dir = temp_dir("round-trip");
         let model = randomize_b(small_model(5).with_lora(&LoraConfig::default()).unwrap());
-        model
-            .save_adapter(&dir, "HuggingFaceTB/SmolLM2-135M-Instruct")
-            .unwrap();
+        model.save_adapter(&dir, "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
 
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG)).unwrap()).unwrap();
@@ -567,33 +486,21 @@ mod tests {
         assert_eq!(json["lora_alpha"], 16);
         assert_eq!(json["bias"], "none");
         assert_eq!(json["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
-        assert_eq!(
-            json["base_model_name_or_path"],
-            "HuggingFaceTB/SmolLM2-135M-Instruct"
-        );
+        assert_eq!(json["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
 
         let bytes = std::fs::read(dir.join(ADAPTER_WEIGHTS)).unwrap();
         let file = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(file.len(), 2 * 2 * 2);
         // q_proj: in 64, out 4 heads x 16.
-        let a = file
-            .tensor("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight")
-            .unwrap();
+        let a = file.tensor("base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight").unwrap();
         assert_eq!((a.dtype(), a.shape()), (Dtype::F32, &[8, 64][..]));
-        let b = file
-            .tensor("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight")
-            .unwrap();
+        let b = file.tensor("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight").unwrap();
         assert_eq!(b.shape(), &[32, 8]);
 
         let loaded = small_model(5).load_adapter(&dir).unwrap();
         assert_eq!(loaded.lora_config(), model.lora_config());
         let (t, m) = tokens(&device);
-        assert!(
-            max_abs_diff(
-                loaded.forward(t.clone(), m.clone(), None),
-                model.forward(t, m, None)
-            ) < 1e-6
-        );
+        assert!(max_abs_diff(loaded.forward(t.clone(), m.clone(), None), model.forward(t, m, None)) < 1e-6);
 
         // A config that no longer targets v_proj leaves its tensors unexplained.
         let narrowed = json.to_string().replace(r#""q_proj","v_proj""#, r#""q_proj""#);
@@ -606,22 +513,11 @@ mod tests {
     #[test]
     fn adapters_of_another_shape_are_refused() {
         let dir = temp_dir("shape");
-        small_model(5)
-            .with_lora(&LoraConfig::default())
-            .unwrap()
-            .save_adapter(&dir, "tiny")
-            .unwrap();
-        let wider = crate::model::config::LlamaConfig {
-            hidden_size: 96,
-            ..small_config()
-        };
+        small_model(5).with_lora(&LoraConfig::default()).unwrap().save_adapter(&dir, "tiny").unwrap();
+        let wider = crate::model::config::LlamaConfig { hidden_size: 96, ..small_config() };
         let other = Llama::from_weights(&wider, &random_weights(&wider, 1), &Device::flex()).unwrap();
         let err = other.load_adapter(&dir).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("model.layers.0.self_attn.q_proj.lora_A.weight"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("model.layers.0.self_attn.q_proj.lora_A.weight"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,10 +8,10 @@ use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
 use crate::model::config::LlamaConfig;
+use crate::model::gguf::load_llama_gguf;
 use crate::model::hf::load_hf_checkpoint;
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, tokenizer_from_gguf, SpecialIds};
-use crate::model::gguf::load_llama_gguf;
 use crate::{Error, Result};
 
 /// Files of a model directory written by this project.
@@ -41,7 +41,8 @@ pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> 
 fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
+    let config: LlamaConfig =
+        serde_json::from_str(&text).map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
     config.validate()?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
@@ -71,9 +72,11 @@ fn load_hf(dir: &Path, device: &Device) -> Result<Pretrained> {
     let mut config = LlamaConfig::from(&params);
     config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
     let config_path = dir.join("config.json");
-    let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?)
-        .map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
-    let first_id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()));
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?)
+            .map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
+    let first_id =
+        |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()));
     let eos = first_id(&raw["eos_token_id"]).ok_or_else(|| Error::format(&config_path, "missing eos_token_id"))? as u32;
     let add_bos = std::fs::read_to_string(dir.join("tokenizer_config.json"))
         .ok()

@@ -86,10 +86,7 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
     }
     let strings = |key: &str| -> Result<Vec<&str>> {
         let items = meta.array(key)?.ok_or_else(|| meta.missing(key))?;
-        items
-            .iter()
-            .map(|v| v.as_str().ok_or_else(|| meta.invalid(key, format!("non-string item {v:?}"))))
-            .collect()
+        items.iter().map(|v| v.as_str().ok_or_else(|| meta.invalid(key, format!("non-string item {v:?}")))).collect()
     };
 
     let tokens_key = "tokenizer.ggml.tokens";
@@ -97,9 +94,7 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
     let vocab: Vocab = tokens
         .iter()
         .enumerate()
-        .map(|(id, t)| {
-            Ok((t.to_string(), u32::try_from(id).map_err(|_| meta.invalid(tokens_key, "too many tokens"))?))
-        })
+        .map(|(id, t)| Ok((t.to_string(), u32::try_from(id).map_err(|_| meta.invalid(tokens_key, "too many tokens"))?)))
         .collect::<Result<_>>()?;
     let merges_key = "tokenizer.ggml.merges";
     // A merge is "left right": byte-level pieces never contain a plain space.
@@ -111,8 +106,7 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
                 .ok_or_else(|| meta.invalid(merges_key, format!("merge `{m}` is not two pieces")))
         })
         .collect::<Result<_>>()?;
-    let bpe =
-        BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| meta.invalid(merges_key, e))?;
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| meta.invalid(merges_key, e))?;
     let mut tokenizer = byte_level_tokenizer(bpe);
 
     let types_key = "tokenizer.ggml.token_type";
@@ -291,10 +285,7 @@ mod tests {
             assert_eq!(a.get_ids(), b.get_ids(), "{text}");
             assert_eq!(built.decode(b.get_ids(), false).unwrap(), text);
         }
-        assert_eq!(
-            SpecialIds::from_gguf(&meta).unwrap(),
-            SpecialIds { bos: None, eos: 0, pad: 0, add_bos: false }
-        );
+        assert_eq!(SpecialIds::from_gguf(&meta).unwrap(), SpecialIds { bos: None, eos: 0, pad: 0, add_bos: false });
 
         let mut entries = meta.entries().clone();
         entries.insert("tokenizer.ggml.pre".into(), MetaValue::Str("qwen2".into()));

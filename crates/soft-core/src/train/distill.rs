@@ -74,8 +74,20 @@ mod tests {
     #[test]
     fn jsonl_round_trips_and_bad_lines_are_named() {
         let rows = vec![
-            Distilled { prompt: "p1".into(), target: 3, real: "\"A\"".into(), distilled: "\"B\"".into(), grounds_to_target: false },
-            Distilled { prompt: "p2".into(), target: 1, real: "\"C\"".into(), distilled: "\"C\"".into(), grounds_to_target: true },
+            Distilled {
+                prompt: "p1".into(),
+                target: 3,
+                real: "\"A\"".into(),
+                distilled: "\"B\"".into(),
+                grounds_to_target: false,
+            },
+            Distilled {
+                prompt: "p2".into(),
+                target: 1,
+                real: "\"C\"".into(),
+                distilled: "\"C\"".into(),
+                grounds_to_target: true,
+            },
         ];
         let path = std::env::temp_dir().join(format!("soft-distill-{}.jsonl", std::process::id()));
         std::fs::write(&path, to_jsonl(&rows)).unwrap();

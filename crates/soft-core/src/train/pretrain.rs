@@ -34,7 +34,14 @@ impl Default for PretrainConfig {
             block_len: 128,
             steps: 160,
             ppl_titles: 1000,
-            train: TrainConfig { lr: 2e-3, warmup_steps: 30, weight_decay: 0.01, micro_batch: 16, grad_accum: 1, seed: 42 },
+            train: TrainConfig {
+                lr: 2e-3,
+                warmup_steps: 30,
+                weight_decay: 0.01,
+                micro_batch: 16,
+                grad_accum: 1,
+                seed: 42,
+            },
         }
     }
 }
@@ -86,8 +93,14 @@ fn sample(mut items: Vec<LmExample>, n: usize, seed: u64) -> Vec<LmExample> {
 }
 
 /// Documents + EOS packed into one stream, cut into blocks of `block_len + 1` tokens.
-fn packed_blocks(tokenizer: &Tokenizer, docs: &[String], eos: u32, block_len: usize) -> Result<(Vec<LmExample>, usize)> {
-    let encoded = tokenizer.encode_batch(docs.to_vec(), false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+fn packed_blocks(
+    tokenizer: &Tokenizer,
+    docs: &[String],
+    eos: u32,
+    block_len: usize,
+) -> Result<(Vec<LmExample>, usize)> {
+    let encoded =
+        tokenizer.encode_batch(docs.to_vec(), false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
     let mut stream = Vec::new();
     for e in encoded {
         stream.extend_from_slice(e.get_ids());
@@ -138,7 +151,8 @@ pub fn pretrain(
             order.shuffle(&mut rng);
             cursor = 0;
         }
-        let batch: Vec<&LmExample> = order[cursor..cursor + config.train.micro_batch.min(order.len())].iter().map(|&i| &blocks[i]).collect();
+        let batch: Vec<&LmExample> =
+            order[cursor..cursor + config.train.micro_batch.min(order.len())].iter().map(|&i| &blocks[i]).collect();
         cursor += batch.len();
         if let Some(loss) = trainer.micro_step(&batch)? {
             losses.push(loss);
@@ -174,7 +188,13 @@ mod tests {
     #[test]
     fn small_pretraining_lowers_title_perplexity() {
         let catalog = Catalog::from_titles((1..=40).map(|i| (i, format!("The Book of Number {i}"))));
-        let windows: Vec<Window> = (0..60).map(|s| Window { user: s.to_string(), items: (0..5).map(|j| ((s + j) % 40) as u32 + 1).collect(), timestamp: s as i64 }).collect();
+        let windows: Vec<Window> = (0..60)
+            .map(|s| Window {
+                user: s.to_string(),
+                items: (0..5).map(|j| ((s + j) % 40) as u32 + 1).collect(),
+                timestamp: s as i64,
+            })
+            .collect();
         let config = PretrainConfig {
             vocab_size: 300,
             block_len: 32,
@@ -182,8 +202,14 @@ mod tests {
             ppl_titles: 1000,
             train: TrainConfig { lr: 3e-3, warmup_steps: 5, weight_decay: 0.0, micro_batch: 4, grad_accum: 1, seed: 1 },
         };
-        let (_, tok, report) = pretrain(&config, &catalog, &windows, &burn::tensor::Device::flex(), &mut crate::progress::silent).unwrap();
-        assert!(report.title_ppl_after < report.title_ppl_before / 2.0, "{} -> {}", report.title_ppl_before, report.title_ppl_after);
+        let (_, tok, report) =
+            pretrain(&config, &catalog, &windows, &burn::tensor::Device::flex(), &mut crate::progress::silent).unwrap();
+        assert!(
+            report.title_ppl_after < report.title_ppl_before / 2.0,
+            "{} -> {}",
+            report.title_ppl_before,
+            report.title_ppl_after
+        );
         assert_eq!(tok.token_to_id(ENDOFTEXT), Some(0));
         assert_eq!(report.losses.len(), 30);
     }

@@ -36,7 +36,14 @@ impl Default for SftConfig {
     fn default() -> Self {
         Self {
             lora: LoraConfig::default(),
-            train: TrainConfig { lr: 1e-3, warmup_steps: 20, weight_decay: 0.0, micro_batch: 8, grad_accum: 4, seed: 42 },
+            train: TrainConfig {
+                lr: 1e-3,
+                warmup_steps: 20,
+                weight_decay: 0.0,
+                micro_batch: 8,
+                grad_accum: 4,
+                seed: 42,
+            },
             max_epochs: 7,
             patience: 2,
             beams: 4,
@@ -47,12 +54,23 @@ impl Default for SftConfig {
 
 impl SftConfig {
     pub fn beam(&self, eos: u32) -> BeamConfig {
-        BeamConfig { num_beams: self.beams, num_return_sequences: self.beams, max_new_tokens: self.max_new_tokens, ..BeamConfig::new(eos) }
+        BeamConfig {
+            num_beams: self.beams,
+            num_return_sequences: self.beams,
+            max_new_tokens: self.max_new_tokens,
+            ..BeamConfig::new(eos)
+        }
     }
 }
 
 /// Prompt + `"Title"` + EOS, the loss on the response only.
-pub fn examples(tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog, domain: Domain, windows: &[Window]) -> Result<Vec<LmExample>> {
+pub fn examples(
+    tokenizer: &Tokenizer,
+    special: &SpecialIds,
+    catalog: &Catalog,
+    domain: Domain,
+    windows: &[Window],
+) -> Result<Vec<LmExample>> {
     windows
         .iter()
         .map(|w| {
@@ -137,7 +155,10 @@ pub fn sft(config: &SftConfig, inputs: &SftInputs, trainable: Llama, progress: P
     for epoch in 1..=config.max_epochs {
         let started = std::time::Instant::now();
         rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
-        progress(Event::Begin { what: "sft epoch", total: Some(order.len().div_ceil(config.train.micro_batch) as u64) });
+        progress(Event::Begin {
+            what: "sft epoch",
+            total: Some(order.len().div_ceil(config.train.micro_batch) as u64),
+        });
         let (mut sum, mut n) = (0.0f32, 0);
         for chunk in order.chunks(config.train.micro_batch) {
             let batch: Vec<&LmExample> = chunk.iter().map(|&i| &data[i]).collect();
@@ -151,7 +172,8 @@ pub fn sft(config: &SftConfig, inputs: &SftInputs, trainable: Llama, progress: P
         progress(Event::End);
         let tuned = trainer.model.valid();
         let valid = valid_metrics(inputs, &tuned, &beam)?;
-        let record = EpochRecord { epoch, loss: sum / n.max(1) as f32, valid, seconds: started.elapsed().as_secs_f64() };
+        let record =
+            EpochRecord { epoch, loss: sum / n.max(1) as f32, valid, seconds: started.elapsed().as_secs_f64() };
         progress(Event::Epoch { epoch, loss: record.loss, valid });
         epochs.push(record);
         let score = valid.hr_at(10);

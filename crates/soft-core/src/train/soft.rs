@@ -73,8 +73,14 @@ pub fn mean_l2(a: Tensor<2>, b: Tensor<2>) -> f64 {
 
 /// d for `model`: its answers to the prompts of `windows`, embedded by the base model, against
 /// the base model's embeddings of the true titles.
-pub fn measure_d(model: &Llama, inputs: &SftInputs, windows: &[Window], beam: &crate::model::generate::BeamConfig) -> Result<f64> {
-    let prompts: Vec<String> = windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
+pub fn measure_d(
+    model: &Llama,
+    inputs: &SftInputs,
+    windows: &[Window],
+    beam: &crate::model::generate::BeamConfig,
+) -> Result<f64> {
+    let prompts: Vec<String> =
+        windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
     let answers = generate_answers(model, inputs.tokenizer, inputs.special, &prompts, beam)?;
     let stripped: Vec<&str> = answers.iter().map(|a| crate::data::prompt::strip_response(a)).collect();
     let truth: Vec<&str> = windows.iter().map(|w| inputs.catalog.title(w.target()).unwrap_or_default()).collect();
@@ -105,8 +111,15 @@ pub struct SoftResult {
 }
 
 /// `distilled` must be the auxiliary dataset of `inputs.train`, in its order.
-pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], trainable: Llama, progress: Progress) -> Result<SoftResult> {
-    if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target()) {
+pub fn soft(
+    config: &SoftConfig,
+    inputs: &SftInputs,
+    distilled: &[Distilled],
+    trainable: Llama,
+    progress: Progress,
+) -> Result<SoftResult> {
+    if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target())
+    {
         return Err(Error::Invalid(format!(
             "the distilled dataset ({} examples) does not match the training split ({} examples) example for example",
             distilled.len(),
@@ -124,7 +137,8 @@ pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], tr
     let d0 = measure_d(inputs.base, inputs, &probe, &beam)?;
     let scheduler = Scheduler::new(config.schedule, config.alpha, d0)?;
     trainable.device().seed(config.sft.train.seed);
-    let mut trainer = LmTrainer::new(trainable.with_lora(&config.sft.lora)?, config.sft.train.clone(), inputs.special.pad);
+    let mut trainer =
+        LmTrainer::new(trainable.with_lora(&config.sft.lora)?, config.sft.train.clone(), inputs.special.pad);
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     let (mut epochs, mut best, mut d_prev): (Vec<SoftEpoch>, Option<(f64, usize, Llama)>, f64) = (Vec::new(), None, d0);
 
@@ -132,12 +146,17 @@ pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], tr
         let started = std::time::Instant::now();
         let lambda = scheduler.lambda(epoch, config.sft.max_epochs, d_prev);
         order.shuffle(&mut rng);
-        progress(Event::Begin { what: "soft epoch", total: Some(order.len().div_ceil(config.sft.train.micro_batch) as u64) });
+        progress(Event::Begin {
+            what: "soft epoch",
+            total: Some(order.len().div_ceil(config.sft.train.micro_batch) as u64),
+        });
         let (mut real_sum, mut dist_sum, mut n) = (0.0f32, 0.0f32, 0);
         for chunk in order.chunks(config.sft.train.micro_batch) {
             let real: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].0).collect();
             let dist: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].1).collect();
-            let (Some(lr), Some(ld)) = (lm_loss(&trainer.model, &real, trainer.pad()), lm_loss(&trainer.model, &dist, trainer.pad())) else {
+            let (Some(lr), Some(ld)) =
+                (lm_loss(&trainer.model, &real, trainer.pad()), lm_loss(&trainer.model, &dist, trainer.pad()))
+            else {
                 continue;
             };
             real_sum += lr.clone().into_scalar::<f32>();
@@ -152,9 +171,21 @@ pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], tr
         let d = measure_d(&tuned, inputs, &probe, &beam)?;
         let valid = valid_metrics(inputs, &tuned, &beam)?;
         let n = n.max(1) as f32;
-        let record = SoftEpoch { epoch, lambda, d, loss_real: real_sum / n, loss_distilled: dist_sum / n, valid, seconds: started.elapsed().as_secs_f64() };
+        let record = SoftEpoch {
+            epoch,
+            lambda,
+            d,
+            loss_real: real_sum / n,
+            loss_distilled: dist_sum / n,
+            valid,
+            seconds: started.elapsed().as_secs_f64(),
+        };
         progress(Event::Note(format!("epoch {epoch}: lambda {lambda:.3}, d {d:.4} (d0 {d0:.4})")));
-        progress(Event::Epoch { epoch, loss: (1.0 - lambda as f32) * record.loss_real + lambda as f32 * record.loss_distilled, valid });
+        progress(Event::Epoch {
+            epoch,
+            loss: (1.0 - lambda as f32) * record.loss_real + lambda as f32 * record.loss_distilled,
+            valid,
+        });
         epochs.push(record);
         d_prev = d;
         let score = valid.hr_at(10);
@@ -169,7 +200,10 @@ pub fn soft(config: &SoftConfig, inputs: &SftInputs, distilled: &[Distilled], tr
         }
     }
     let (_, best_epoch, model) = best.expect("at least one epoch ran");
-    Ok(SoftResult { model, report: SoftReport { alpha: config.alpha, schedule: config.schedule, d0, epochs, best_epoch } })
+    Ok(SoftResult {
+        model,
+        report: SoftReport { alpha: config.alpha, schedule: config.schedule, d0, epochs, best_epoch },
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("soft-train runs")
 }
 
+/// `soft-train eval` on the CPU backend; paths as the CLI takes them.
+fn eval(run_dir: &str, sequences: &str, items: &str, out: &str) -> Output {
+    run(&["eval", "--run", run_dir, "--sequences", sequences, "--items", items, "--out", out, "--backend", "cpu"])
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("soft-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -56,17 +61,8 @@ fn prepare_then_popularity_then_eval_on_held_out_and_unseen_histories() {
     )
     .unwrap();
     let out = dir.join("eval");
-    let o = run(&[
-        "eval",
-        "--run",
-        run_dir.to_str().unwrap(),
-        "--sequences",
-        seqs.to_str().unwrap(),
-        "--items",
-        books_items().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o =
+        eval(run_dir.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
@@ -83,17 +79,12 @@ fn prepare_then_popularity_then_eval_on_held_out_and_unseen_histories() {
     assert!(lines[0]["generated"].is_null());
 
     // The prepared test split evaluates too.
-    let o = run(&[
-        "eval",
-        "--run",
+    let o = eval(
         run_dir.to_str().unwrap(),
-        "--sequences",
         data.join("test.csv").to_str().unwrap(),
-        "--items",
         data.join("id2name.json").to_str().unwrap(),
-        "--out",
         out.to_str().unwrap(),
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("on 200 examples: HR@10"));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -119,17 +110,12 @@ fn bad_input_names_file_and_line_and_keeps_existing_outputs() {
     for (text, want) in cases {
         let seqs = dir.join("bad.csv");
         std::fs::write(&seqs, text).unwrap();
-        let o = run(&[
-            "eval",
-            "--run",
+        let o = eval(
             run_dir.to_str().unwrap(),
-            "--sequences",
             seqs.to_str().unwrap(),
-            "--items",
             books_items().to_str().unwrap(),
-            "--out",
             out.to_str().unwrap(),
-        ]);
+        );
         assert!(!o.status.success());
         assert!(stderr(&o).contains(want), "want {want:?}, got {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"));
@@ -176,17 +162,8 @@ fn sasrec_trains_saves_loads_and_evaluates() {
     let seqs = dir.join("s.csv");
     std::fs::write(&seqs, "user_id,item_ids,timestamp\nu,\"[1948, 1807, 1702]\",1\n").unwrap();
     let out = dir.join("eval");
-    let o = run(&[
-        "eval",
-        "--run",
-        run_dir.to_str().unwrap(),
-        "--sequences",
-        seqs.to_str().unwrap(),
-        "--items",
-        books_items().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o =
+        eval(run_dir.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let line = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
     let p: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -251,19 +228,7 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let seqs = dir.join("two.csv");
     std::fs::write(&seqs, "user_id,item_ids,timestamp\na,\"[1948, 1807, 1702]\",1\nb,\"[5, 6]\",2\n").unwrap();
     let out = dir.join("sft-eval");
-    let o = run(&[
-        "eval",
-        "--run",
-        sft.to_str().unwrap(),
-        "--sequences",
-        seqs.to_str().unwrap(),
-        "--items",
-        books_items().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
+    let o = eval(sft.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
         .unwrap()
@@ -310,19 +275,8 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     assert!(report["d0"].as_f64().unwrap() > 0.0);
     assert_eq!(report["epochs"][0]["lambda"], 1.0);
     assert!(report["epochs"][0]["d"].as_f64().unwrap() > 0.0);
-    let o = run(&[
-        "eval",
-        "--run",
-        soft.to_str().unwrap(),
-        "--sequences",
-        seqs.to_str().unwrap(),
-        "--items",
-        books_items().to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
+    let o =
+        eval(soft.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
 
     // A vocabulary that does not fit the model is named, not a panic.

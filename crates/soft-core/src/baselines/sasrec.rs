@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Catalog, Window};
 use crate::eval::{evaluate, top_k, Metrics, Prediction};
 use crate::progress::{Event, Progress};
+use crate::train::early_stop::EarlyStop;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,7 +233,7 @@ pub fn train(
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let valid_hist: Vec<&[u32]> = valid.iter().map(|w| w.history()).collect();
-    let (mut logs, mut best, mut best_epoch) = (Vec::new(), None::<(f64, SasRec)>, 0);
+    let (mut logs, mut stop) = (Vec::new(), EarlyStop::new(config.patience));
 
     for epoch in 1..=config.max_epochs {
         let started = std::time::Instant::now();
@@ -266,16 +267,16 @@ pub fn train(
         let loss = sum / steps as f32;
         progress(Event::Epoch { epoch, loss, valid: metrics });
         logs.push(EpochLog { epoch, loss, valid: metrics, seconds: started.elapsed().as_secs_f64() });
-        let score = metrics.ndcg_at(10);
-        if best.as_ref().is_none_or(|(s, _)| score > *s) {
-            best = Some((score, eval_model));
-            best_epoch = epoch;
-        } else if epoch - best_epoch >= config.patience {
-            progress(Event::Note(format!("early stop after epoch {epoch}; best epoch {best_epoch}")));
+        if stop.update(epoch, metrics.ndcg_at(10), eval_model) {
+            progress(Event::Note(format!(
+                "early stop after epoch {epoch}; best epoch {}",
+                stop.best_epoch().unwrap_or(0)
+            )));
             break;
         }
     }
-    let (_, model) = best.expect("at least one epoch ran");
+    let (best_epoch, model) =
+        stop.into_best().ok_or_else(|| Error::Invalid("SASRec needs at least one epoch".into()))?;
     Ok((model, logs, best_epoch))
 }
 

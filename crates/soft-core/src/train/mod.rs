@@ -2,6 +2,7 @@
 //! stages after it) are configurations of them.
 
 pub mod distill;
+pub mod early_stop;
 pub mod lm;
 pub mod pretrain;
 pub mod scheduler;

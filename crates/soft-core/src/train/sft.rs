@@ -15,8 +15,9 @@ use crate::model::llama::Llama;
 use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::SpecialIds;
 use crate::progress::{Event, Progress};
+use crate::train::early_stop::EarlyStop;
 use crate::train::lm::{LmExample, LmTrainer, TrainConfig};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftConfig {
@@ -150,7 +151,7 @@ pub fn sft(config: &SftConfig, inputs: &SftInputs, trainable: Llama, progress: P
     let beam = config.beam(inputs.special.eos);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(config.train.seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let (mut epochs, mut best): (Vec<EpochRecord>, Option<(f64, usize, Llama)>) = (Vec::new(), None);
+    let (mut epochs, mut stop) = (Vec::new(), EarlyStop::new(config.patience));
 
     for epoch in 1..=config.max_epochs {
         let started = std::time::Instant::now();
@@ -176,17 +177,14 @@ pub fn sft(config: &SftConfig, inputs: &SftInputs, trainable: Llama, progress: P
             EpochRecord { epoch, loss: sum / n.max(1) as f32, valid, seconds: started.elapsed().as_secs_f64() };
         progress(Event::Epoch { epoch, loss: record.loss, valid });
         epochs.push(record);
-        let score = valid.hr_at(10);
-        match &best {
-            Some((s, e, _)) if score <= *s => {
-                if epoch - e >= config.patience {
-                    progress(Event::Note(format!("early stop after epoch {epoch}; best epoch {e}")));
-                    break;
-                }
-            }
-            _ => best = Some((score, epoch, tuned)),
+        if stop.update(epoch, valid.hr_at(10), tuned) {
+            progress(Event::Note(format!(
+                "early stop after epoch {epoch}; best epoch {}",
+                stop.best_epoch().unwrap_or(0)
+            )));
+            break;
         }
     }
-    let (_, best_epoch, model) = best.expect("at least one epoch ran");
+    let (best_epoch, model) = stop.into_best().ok_or_else(|| Error::Invalid("SFT needs at least one epoch".into()))?;
     Ok(Tuned { model, epochs, best_epoch })
 }

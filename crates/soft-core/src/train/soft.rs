@@ -18,6 +18,7 @@ use crate::eval::Metrics;
 use crate::model::llama::Llama;
 use crate::progress::{Event, Progress};
 use crate::train::distill::Distilled;
+use crate::train::early_stop::EarlyStop;
 use crate::train::lm::{lm_loss, LmExample, LmTrainer};
 use crate::train::scheduler::{Schedule, Scheduler};
 use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
@@ -140,7 +141,7 @@ pub fn soft(
     let mut trainer =
         LmTrainer::new(trainable.with_lora(&config.sft.lora)?, config.sft.train.clone(), inputs.special.pad);
     let mut order: Vec<usize> = (0..pairs.len()).collect();
-    let (mut epochs, mut best, mut d_prev): (Vec<SoftEpoch>, Option<(f64, usize, Llama)>, f64) = (Vec::new(), None, d0);
+    let (mut epochs, mut stop, mut d_prev) = (Vec::new(), EarlyStop::new(config.sft.patience), d0);
 
     for epoch in 1..=config.sft.max_epochs {
         let started = std::time::Instant::now();
@@ -188,18 +189,15 @@ pub fn soft(
         });
         epochs.push(record);
         d_prev = d;
-        let score = valid.hr_at(10);
-        match &best {
-            Some((s, e, _)) if score <= *s => {
-                if epoch - e >= config.sft.patience {
-                    progress(Event::Note(format!("early stop after epoch {epoch}; best epoch {e}")));
-                    break;
-                }
-            }
-            _ => best = Some((score, epoch, tuned)),
+        if stop.update(epoch, valid.hr_at(10), tuned) {
+            progress(Event::Note(format!(
+                "early stop after epoch {epoch}; best epoch {}",
+                stop.best_epoch().unwrap_or(0)
+            )));
+            break;
         }
     }
-    let (_, best_epoch, model) = best.expect("at least one epoch ran");
+    let (best_epoch, model) = stop.into_best().ok_or_else(|| Error::Invalid("SOFT needs at least one epoch".into()))?;
     Ok(SoftResult {
         model,
         report: SoftReport { alpha: config.alpha, schedule: config.schedule, d0, epochs, best_epoch },

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use soft_core::model::generate::{beam_search, greedy, BeamConfig};
 use soft_core::model::pretrained::{load_path, smollm2_path, tiny_dir, Pretrained};
+use soft_core::model::tokenizer::encode_prompt;
 
 use crate::backend::{choose, BackendChoice};
 
@@ -62,14 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     let backend = choose(args.backend)?;
     let Pretrained { model, tokenizer, special, source } = load_path(&resolve(&args.model)?, &backend.device)?;
     eprintln!("model {source}, backend {}", backend.name);
-    let mut ids = tokenizer
-        .encode(args.prompt.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?
-        .get_ids()
-        .to_vec();
-    if special.add_bos {
-        ids.insert(0, special.bos.unwrap_or(special.eos));
-    }
+    let ids = encode_prompt(&tokenizer, &special, &args.prompt)?;
     let out = if args.beams <= 1 {
         greedy(&model, &[ids], args.max_new_tokens, special.eos)?.remove(0)
     } else {

@@ -10,26 +10,13 @@ use crate::data::{prompt, Catalog, Domain};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::generate::{beam_search, embed_last_token, BeamConfig};
 use crate::model::llama::Llama;
-use crate::model::tokenizer::SpecialIds;
+use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::{Error, Result};
 
 /// Texts embedded per forward pass.
 const EMBED_BATCH: usize = 64;
 /// Prompts decoded per beam-search batch.
 const GENERATE_BATCH: usize = 32;
-
-pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
-}
-
-/// Prompt token ids, with BOS first when the model's tokenizer config asks for it.
-pub fn encode_prompt(tokenizer: &Tokenizer, special: &SpecialIds, text: &str) -> Result<Vec<u32>> {
-    let mut ids = encode(tokenizer, text)?;
-    if special.add_bos {
-        ids.insert(0, special.bos.unwrap_or(special.eos));
-    }
-    Ok(ids)
-}
 
 /// The prompt of a history, titles from the catalog.
 pub fn history_prompt(catalog: &Catalog, domain: Domain, history: &[u32]) -> String {

@@ -181,6 +181,20 @@ pub fn check_vocab_fits(tokenizer: &Tokenizer, model_vocab: usize, path: &Path) 
     Ok(())
 }
 
+/// Token ids of `text` as given: no special tokens added.
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
+}
+
+/// Prompt token ids, with BOS first when the model's tokenizer config asks for it.
+pub fn encode_prompt(tokenizer: &Tokenizer, special: &SpecialIds, text: &str) -> Result<Vec<u32>> {
+    let mut ids = encode(tokenizer, text)?;
+    if special.add_bos {
+        ids.insert(0, special.bos.unwrap_or(special.eos));
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

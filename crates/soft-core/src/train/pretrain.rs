@@ -11,7 +11,7 @@ use tokenizers::Tokenizer;
 use crate::data::{Catalog, Window};
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{train_bpe, SpecialIds};
+use crate::model::tokenizer::{encode, train_bpe, SpecialIds};
 use crate::progress::{Event, Progress};
 use crate::train::lm::{total_nll, LmExample, LmTrainer, TrainConfig};
 use crate::{Error, Result};
@@ -67,10 +67,6 @@ pub fn corpus(catalog: &Catalog, train_windows: &[Window]) -> Vec<String> {
     let mut docs: Vec<String> = catalog.iter().map(|(id, _)| quoted(id)).collect();
     docs.extend(train_windows.iter().map(|w| w.items.iter().map(|&id| quoted(id)).collect::<Vec<_>>().join(", ")));
     docs
-}
-
-fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
 }
 
 /// Every title as its own example, `"Title"` then EOS: what the title perplexity is measured on.

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
-use crate::eval::llm::{encode, encode_prompt, history_prompt, Grounder, LlmRecommender};
+use crate::eval::llm::{history_prompt, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::SpecialIds;
+use crate::model::tokenizer::{encode, encode_prompt};
 use crate::progress::{Event, Progress};
 use crate::train::early_stop::EarlyStop;
 use crate::train::lm::{LmExample, LmTrainer, TrainConfig};
@@ -64,6 +65,19 @@ impl SftConfig {
     }
 }
 
+/// Prompt + response + EOS, the loss on the response (and EOS) only.
+pub fn response_example(
+    tokenizer: &Tokenizer,
+    special: &SpecialIds,
+    prompt: &str,
+    response: &str,
+) -> Result<LmExample> {
+    let p = encode_prompt(tokenizer, special, prompt)?;
+    let mut r = encode(tokenizer, response)?;
+    r.push(special.eos);
+    Ok(LmExample::response_only(&p, &r))
+}
+
 /// Prompt + `"Title"` + EOS, the loss on the response only.
 pub fn examples(
     tokenizer: &Tokenizer,
@@ -75,10 +89,13 @@ pub fn examples(
     windows
         .iter()
         .map(|w| {
-            let p = encode_prompt(tokenizer, special, &history_prompt(catalog, domain, w.history()))?;
-            let mut r = encode(tokenizer, &prompt::response(catalog.title(w.target()).unwrap_or_default()))?;
-            r.push(special.eos);
-            Ok(LmExample::response_only(&p, &r))
+            let title = catalog.title(w.target()).unwrap_or_default();
+            response_example(
+                tokenizer,
+                special,
+                &history_prompt(catalog, domain, w.history()),
+                &prompt::response(title),
+            )
         })
         .collect()
 }

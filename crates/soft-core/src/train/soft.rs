@@ -12,16 +12,18 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::prompt::strip_response;
 use crate::data::Window;
-use crate::eval::llm::{embed_texts, encode, encode_prompt, generate_answers, history_prompt};
+use crate::eval::llm::{embed_texts, generate_answers, history_prompt};
 use crate::eval::Metrics;
+use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::progress::{Event, Progress};
 use crate::train::distill::Distilled;
 use crate::train::early_stop::EarlyStop;
 use crate::train::lm::{lm_loss, LmExample, LmTrainer};
 use crate::train::scheduler::{Schedule, Scheduler};
-use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
+use crate::train::sft::{response_example, valid_metrics, SftConfig, SftInputs};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,38 +74,42 @@ pub fn mean_l2(a: Tensor<2>, b: Tensor<2>) -> f64 {
     d as f64
 }
 
-/// d for `model`: its answers to the prompts of `windows`, embedded by the base model, against
-/// the base model's embeddings of the true titles.
-pub fn measure_d(
-    model: &Llama,
-    inputs: &SftInputs,
-    windows: &[Window],
-    beam: &crate::model::generate::BeamConfig,
-) -> Result<f64> {
-    let prompts: Vec<String> =
-        windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
-    let answers = generate_answers(model, inputs.tokenizer, inputs.special, &prompts, beam)?;
-    let stripped: Vec<&str> = answers.iter().map(|a| crate::data::prompt::strip_response(a)).collect();
-    let truth: Vec<&str> = windows.iter().map(|w| inputs.catalog.title(w.target()).unwrap_or_default()).collect();
-    let a = embed_texts(inputs.base, inputs.tokenizer, inputs.special, &stripped)?;
-    let t = embed_texts(inputs.base, inputs.tokenizer, inputs.special, &truth)?;
-    Ok(mean_l2(a, t))
+/// The fixed sample d is measured on: its prompts and the base model's embeddings of their
+/// true titles, computed once.
+pub struct Probe {
+    prompts: Vec<String>,
+    truth: Tensor<2>,
+}
+
+impl Probe {
+    pub fn new(inputs: &SftInputs, windows: &[Window]) -> Result<Self> {
+        let prompts = windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
+        let titles: Vec<&str> = windows.iter().map(|w| inputs.catalog.title(w.target()).unwrap_or_default()).collect();
+        Ok(Self { prompts, truth: embed_texts(inputs.base, inputs.tokenizer, inputs.special, &titles)? })
+    }
+
+    pub fn len(&self) -> usize {
+        self.prompts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+
+    /// d for `model`: its answers, embedded by the base model, against the true titles.
+    pub fn measure_d(&self, model: &Llama, inputs: &SftInputs, beam: &BeamConfig) -> Result<f64> {
+        let answers = generate_answers(model, inputs.tokenizer, inputs.special, &self.prompts, beam)?;
+        let stripped: Vec<&str> = answers.iter().map(|a| strip_response(a)).collect();
+        let a = embed_texts(inputs.base, inputs.tokenizer, inputs.special, &stripped)?;
+        Ok(mean_l2(a, self.truth.clone()))
+    }
 }
 
 /// Real and distilled examples of the same prompts, index-aligned.
 fn paired_examples(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<(LmExample, LmExample)>> {
-    distilled
-        .iter()
-        .map(|d| {
-            let p = encode_prompt(inputs.tokenizer, inputs.special, &d.prompt)?;
-            let target = |text: &str| -> Result<Vec<u32>> {
-                let mut ids = encode(inputs.tokenizer, text)?;
-                ids.push(inputs.special.eos);
-                Ok(ids)
-            };
-            Ok((LmExample::response_only(&p, &target(&d.real)?), LmExample::response_only(&p, &target(&d.distilled)?)))
-        })
-        .collect()
+    let example =
+        |d: &Distilled, response: &str| response_example(inputs.tokenizer, inputs.special, &d.prompt, response);
+    distilled.iter().map(|d| Ok((example(d, &d.real)?, example(d, &d.distilled)?))).collect()
 }
 
 pub struct SoftResult {
@@ -130,12 +136,13 @@ pub fn soft(
     let pairs = paired_examples(inputs, distilled)?;
     let beam = config.sft.beam(inputs.special.eos);
     let mut rng = StdRng::seed_from_u64(config.sft.train.seed);
-    let mut probe: Vec<Window> = inputs.train.to_vec();
-    probe.shuffle(&mut rng);
-    probe.truncate(config.d_samples);
+    let mut sample: Vec<Window> = inputs.train.to_vec();
+    sample.shuffle(&mut rng);
+    sample.truncate(config.d_samples);
+    let probe = Probe::new(inputs, &sample)?;
 
     progress(Event::Note(format!("measuring d0 with the base model on {} training prompts", probe.len())));
-    let d0 = measure_d(inputs.base, inputs, &probe, &beam)?;
+    let d0 = probe.measure_d(inputs.base, inputs, &beam)?;
     let scheduler = Scheduler::new(config.schedule, config.alpha, d0)?;
     trainable.device().seed(config.sft.train.seed);
     let mut trainer =
@@ -169,7 +176,7 @@ pub fn soft(
         trainer.flush();
         progress(Event::End);
         let tuned = trainer.model.valid();
-        let d = measure_d(&tuned, inputs, &probe, &beam)?;
+        let d = probe.measure_d(&tuned, inputs, &beam)?;
         let valid = valid_metrics(inputs, &tuned, &beam)?;
         let n = n.max(1) as f32;
         let record = SoftEpoch {

@@ -4,6 +4,7 @@
 mod backend;
 mod cmd;
 mod llm_run;
+mod plot;
 mod progress;
 mod run_dir;
 

@@ -51,6 +51,20 @@ impl RunInfo {
     }
 }
 
+/// `report.json`: the run's description with its details (and `extra`) lifted to the top level,
+/// so one file says what was trained, how, on what, how fast and with what result.
+pub fn report(run: &RunInfo, extra: serde_json::Value) -> Result<String> {
+    let mut report = serde_json::to_value(run)?;
+    let obj = report.as_object_mut().expect("RunInfo is an object");
+    let details = obj.remove("details").unwrap_or_default();
+    for source in [details, extra] {
+        if let serde_json::Value::Object(map) = source {
+            obj.extend(map);
+        }
+    }
+    Ok(serde_json::to_string_pretty(&report)?)
+}
+
 /// Writes several files into `dir` atomically, each through a temp file and a rename.
 pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
     for (name, text) in files {
@@ -69,4 +83,14 @@ pub fn git_commit() -> Option<String> {
 pub fn temp_beside(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// The epoch checkpoints of a training run in `out`: kept when resuming, cleared otherwise so
+/// that a new run never continues an old one by accident.
+pub fn checkpoints(out: &Path, base_model: &str, resume: bool) -> Result<soft_core::train::checkpoint::Checkpoints> {
+    let dir = out.join("checkpoints");
+    if !resume && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    Ok(soft_core::train::checkpoint::Checkpoints::new(dir, base_model))
 }

@@ -10,7 +10,7 @@ use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
 use super::data_args::DataArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::progress::Reporter;
-use crate::run_dir::{temp_beside, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{report, temp_beside, write_files, RunInfo, RUN_FILE};
 
 pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
 pub const POPULARITY_FILE: &str = "popularity.json";
@@ -62,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
                 &[
                     (POPULARITY_FILE.into(), serde_json::to_string(&pop)?),
                     (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
+                    ("report.json".into(), report(&run, serde_json::Value::Null)?),
                 ],
             )?;
         }
@@ -84,7 +85,13 @@ pub fn run(args: Args) -> Result<()> {
             let tmp = temp_beside(&weights);
             model.save_file(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &weights).with_context(|| format!("writing {}", weights.display()))?;
-            write_files(&args.out, &[(RUN_FILE.into(), serde_json::to_string_pretty(&run)?)])?;
+            write_files(
+                &args.out,
+                &[
+                    ("report.json".into(), report(&run, serde_json::Value::Null)?),
+                    (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
+                ],
+            )?;
             let b = &epochs[best - 1];
             eprintln!("best epoch {best}: valid HR@10 {:.4} NDCG@10 {:.4}", b.valid.hr_at(10), b.valid.ndcg_at(10));
         }

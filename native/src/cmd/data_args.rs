@@ -17,15 +17,16 @@ pub struct DataArgs {
     /// k of the iterative k-core filter applied to raw formats.
     #[arg(long, default_value_t = 10)]
     pub k_core: usize,
-    /// Training examples sampled from the first 80 % of windows.
-    #[arg(long, default_value_t = SplitConfig::default().train)]
-    pub train_size: usize,
-    /// Validation examples sampled from the next 10 %.
-    #[arg(long, default_value_t = SplitConfig::default().valid)]
-    pub valid_size: usize,
-    /// Test examples sampled from the last 10 %.
-    #[arg(long, default_value_t = SplitConfig::default().test)]
-    pub test_size: usize,
+    /// Training examples sampled from the first 80 % of windows [default: 4096, the reference's;
+    /// `run` picks its own per profile].
+    #[arg(long)]
+    pub train_size: Option<usize>,
+    /// Validation examples sampled from the next 10 % [default: 512].
+    #[arg(long)]
+    pub valid_size: Option<usize>,
+    /// Test examples sampled from the last 10 % [default: 1000].
+    #[arg(long)]
+    pub test_size: Option<usize>,
     /// Seed of the sampling.
     #[arg(long, default_value_t = SplitConfig::default().seed)]
     pub split_seed: u64,
@@ -42,7 +43,23 @@ fn ml100k_dir() -> PathBuf {
 
 impl DataArgs {
     pub fn split_config(&self) -> SplitConfig {
-        SplitConfig { train: self.train_size, valid: self.valid_size, test: self.test_size, seed: self.split_seed }
+        let d = SplitConfig::default();
+        SplitConfig {
+            train: self.train_size.unwrap_or(d.train),
+            valid: self.valid_size.unwrap_or(d.valid),
+            test: self.test_size.unwrap_or(d.test),
+            seed: self.split_seed,
+        }
+    }
+
+    /// These options with `sizes` for every sample size not given.
+    pub fn with_default_sizes(&self, sizes: SplitConfig) -> Self {
+        Self {
+            train_size: Some(self.train_size.unwrap_or(sizes.train)),
+            valid_size: Some(self.valid_size.unwrap_or(sizes.valid)),
+            test_size: Some(self.test_size.unwrap_or(sizes.test)),
+            ..self.clone()
+        }
     }
 
     pub fn load(&self) -> soft_core::Result<(Dataset, Split)> {

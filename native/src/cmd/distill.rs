@@ -28,7 +28,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let backend = choose(args.backend)?;
     let (dataset, split) = args.data.load()?;
-    let loaded = LoadedRun::open(&args.run, &dataset.catalog, &backend.device)?;
+    let loaded = LoadedRun::open(&args.run, &dataset.catalog, &backend.device, None)?;
     if loaded.info.split != args.data.split_config() {
         bail!("{}: trained on split {:?}, not {:?}", args.run.display(), loaded.info.split, args.data.split_config());
     }

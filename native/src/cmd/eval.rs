@@ -12,7 +12,7 @@ use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
 use crate::backend::{choose, BackendChoice};
-use crate::llm_run::LoadedRun;
+use crate::llm_run::{DecodingArg, LoadedRun};
 use crate::run_dir::{write_files, RunInfo};
 
 #[derive(clap::Args, Debug)]
@@ -29,6 +29,9 @@ pub struct Args {
     /// Output directory for metrics.json and predictions.jsonl.
     #[arg(long)]
     pub out: PathBuf,
+    /// Decoding of a language-model run (default: the one it was trained with).
+    #[arg(long, value_enum)]
+    pub decoding: Option<DecodingArg>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -75,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
 /// A language-model run: base model + adapter write answers, the base model grounds them.
 fn llm_predictions(args: &Args, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
     let backend = choose(args.backend)?;
-    let run = LoadedRun::open(&args.run, catalog, &backend.device)?;
+    let run = LoadedRun::open(&args.run, catalog, &backend.device, args.decoding.map(Into::into))?;
     Ok(run.recommender(run.info.dataset.domain).recommend(catalog, histories, targets)?)
 }
 

@@ -5,16 +5,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use soft_core::eval::llm::Grounder;
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
 use super::data_args::DataArgs;
 use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
-use crate::llm_run::ADAPTER_DIR;
+use crate::llm_run::{grounder, DecodingArg, ADAPTER_DIR};
 use crate::progress::Reporter;
-use crate::run_dir::{write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{report, write_files, RunInfo, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,10 +33,22 @@ pub struct Args {
     pub beams: usize,
     #[arg(long, default_value_t = SftConfig::default().max_new_tokens)]
     pub max_new_tokens: usize,
+    /// Micro-batches of 8 per optimizer step.
+    #[arg(long, default_value_t = SftConfig::default().train.grad_accum)]
+    pub grad_accum: usize,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
     pub seed: u64,
+    /// Stop after this many optimizer steps in all (smoke tests of big models on a CPU).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Decoding of validation answers, and later of distillation and SOFT's d.
+    #[arg(long, value_enum, default_value = "free")]
+    pub decoding: DecodingArg,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// Continue from the newest epoch checkpoint in OUT/checkpoints instead of starting over.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -51,8 +62,11 @@ pub fn run(args: Args) -> Result<()> {
         max_epochs: args.epochs,
         beams: args.beams,
         max_new_tokens: args.max_new_tokens,
+        decoding: args.decoding.into(),
         ..Default::default()
     };
+    config.train.max_steps = args.max_steps;
+    config.train.grad_accum = args.grad_accum;
     config.train.lr = args.lr;
     config.train.seed = args.seed;
     eprintln!(
@@ -62,10 +76,11 @@ pub fn run(args: Args) -> Result<()> {
         split.valid.len(),
         backend.name
     );
-    let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, &dataset.catalog)?;
+    let grounder = grounder(&pre, &path, &dataset.catalog)?;
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
-    let tuned = sft(&config, &inputs, trainable, &mut |e| reporter.handle(e))?;
+    let checkpoints = crate::run_dir::checkpoints(&args.out, &args.model, args.resume)?;
+    let tuned = sft(&config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))?;
     tuned.model.save_adapter(&args.out.join(ADAPTER_DIR), &args.model)?;
     let run = RunInfo::new(
         "sft",
@@ -77,7 +92,11 @@ pub fn run(args: Args) -> Result<()> {
             "base_model": args.model, "config": config, "best_epoch": tuned.best_epoch, "epochs": tuned.epochs,
         }),
     );
-    write_files(&args.out, &[(RUN_FILE.into(), serde_json::to_string_pretty(&run)?)])?;
+    let extra = serde_json::json!({ "adapter": ADAPTER_DIR, "seconds_per_epoch": tuned.epochs.iter().map(|e| e.seconds).collect::<Vec<_>>() });
+    write_files(
+        &args.out,
+        &[("report.json".into(), report(&run, extra)?), (RUN_FILE.into(), serde_json::to_string_pretty(&run)?)],
+    )?;
     let best = &tuned.epochs[tuned.best_epoch - 1];
     println!(
         "best epoch {}: valid HR@10 {:.4} NDCG@10 {:.4}; wrote {} in {:.0} s",

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::scheduler::{Schedule, Scheduler};
-use soft_core::train::sft::{SftConfig, SftInputs};
+use soft_core::train::sft::SftInputs;
 use soft_core::train::soft::{soft, SoftConfig};
 
 use super::data_args::DataArgs;
@@ -18,7 +18,7 @@ use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::{LoadedRun, ADAPTER_DIR};
 use crate::progress::Reporter;
-use crate::run_dir::{write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{report, write_files, RunInfo, RUN_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleArg {
@@ -51,6 +51,9 @@ pub struct Args {
     pub data: DataArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// Continue from the newest epoch checkpoint in OUT/checkpoints instead of starting over.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -69,13 +72,12 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: missing; run `soft-train distill --run {}` first", distilled_path.display(), args.sft.display());
     }
     let distilled = load_jsonl(&distilled_path)?;
-    let sft_run = LoadedRun::open(&args.sft, &dataset.catalog, &backend.device)?;
+    let sft_run = LoadedRun::open(&args.sft, &dataset.catalog, &backend.device, None)?;
     if sft_run.info.split != args.data.split_config() {
         bail!("{}: trained on split {:?}, not {:?}", args.sft.display(), sft_run.info.split, args.data.split_config());
     }
     let base_name = sft_run.info.details["base_model"].as_str().unwrap_or("tiny").to_string();
-    let mut sft_config: SftConfig =
-        serde_json::from_value(sft_run.info.details["config"].clone()).context("SFT run config")?;
+    let mut sft_config = sft_run.config.clone();
     if let Some(e) = args.epochs {
         sft_config.max_epochs = e;
     }
@@ -85,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
     let inputs = SftInputs::new(pre, &sft_run.grounder, &dataset, &split);
     eprintln!("SOFT ({:?}, alpha {}) on {} examples, backend {}", schedule, args.alpha, distilled.len(), backend.name);
     let mut reporter = Reporter::new();
-    let result = soft(&config, &inputs, &distilled, trainable, &mut |e| reporter.handle(e))?;
+    let checkpoints = crate::run_dir::checkpoints(&args.out, &base_name, args.resume)?;
+    let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))?;
     result.model.save_adapter(&args.out.join(ADAPTER_DIR), &base_name)?;
     let run = RunInfo::new(
         "soft",
@@ -93,12 +96,16 @@ pub fn run(args: Args) -> Result<()> {
         args.data.split_config(),
         backend.name,
         started,
-        serde_json::json!({ "base_model": base_name, "config": config, "sft_run": args.sft }),
+        serde_json::json!({
+            "base_model": base_name, "config": config, "sft_run": args.sft,
+            "alpha": result.report.alpha, "schedule": result.report.schedule, "d0": result.report.d0,
+            "epochs": result.report.epochs, "best_epoch": result.report.best_epoch,
+        }),
     );
     write_files(
         &args.out,
         &[
-            ("report.json".into(), serde_json::to_string_pretty(&result.report)?),
+            ("report.json".into(), report(&run, serde_json::json!({ "adapter": ADAPTER_DIR }))?),
             (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
         ],
     )?;

@@ -11,6 +11,7 @@ use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::generate::{beam_search, embed_last_token, BeamConfig};
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
+use crate::model::trie::TitleTrie;
 use crate::{Error, Result};
 
 /// Texts embedded per forward pass.
@@ -62,6 +63,18 @@ impl Grounder {
             .map(|r| r.into_iter().map(|i| self.ids[i]).collect())
             .collect())
     }
+}
+
+/// The constraint for decoding only real items: every grounding item's title in the response
+/// form the model is trained to write (`"Title"`, tokenized alone as in SFT's targets), each
+/// complete one followed by EOS.
+pub fn title_trie(tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<TitleTrie> {
+    let sequences = catalog
+        .grounding_ids()
+        .into_iter()
+        .map(|id| encode(tokenizer, &prompt::response(catalog.title(id).unwrap_or_default())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TitleTrie::new(sequences, special.eos))
 }
 
 /// The top beam's text for every prompt.

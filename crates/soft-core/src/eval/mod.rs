@@ -1,6 +1,7 @@
 //! Evaluation shared by every method: each test example gets a ranking of item ids (from
 //! grounding a generated answer, or from a classic model's scores), then HR@K and NDCG@K.
 
+pub mod decoding;
 pub mod grounding;
 pub mod llm;
 pub mod metrics;

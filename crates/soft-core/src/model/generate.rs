@@ -5,15 +5,17 @@
 //! shrinks as sequences end.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::llama::{KvCache, Llama};
+use super::trie::TitleTrie;
 use crate::{Error, Result};
 
 /// Beam-search settings. `new` gives the SOFT reference's: 4 beams, 4 returned sequences, at most
-/// 64 new tokens, length penalty 1.0.
+/// 64 new tokens, length penalty 1.0, free (unconstrained) decoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BeamConfig {
     pub num_beams: usize,
@@ -25,11 +27,22 @@ pub struct BeamConfig {
     /// counting the EOS token, as Hugging Face does (default 1.0: mean log-probability per
     /// token). 0.0 ranks by the raw sum, which favours short answers.
     pub length_penalty: f64,
+    /// Constrained decoding: beams may only follow this trie (whose EOS must be
+    /// `eos_token_id`), so every finished hypothesis is one of its sequences. Shared, as one
+    /// trie of all titles serves every batch.
+    pub constraint: Option<Arc<TitleTrie>>,
 }
 
 impl BeamConfig {
     pub fn new(eos_token_id: u32) -> Self {
-        Self { num_beams: 4, num_return_sequences: 4, max_new_tokens: 64, eos_token_id, length_penalty: 1.0 }
+        Self {
+            num_beams: 4,
+            num_return_sequences: 4,
+            max_new_tokens: 64,
+            eos_token_id,
+            length_penalty: 1.0,
+            constraint: None,
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -41,6 +54,18 @@ impl BeamConfig {
                 "beam search: num_return_sequences ({}) must be between 1 and num_beams ({})",
                 self.num_return_sequences, self.num_beams
             )));
+        }
+        if let Some(trie) = &self.constraint {
+            if trie.eos() != self.eos_token_id {
+                return Err(Error::Invalid(format!(
+                    "beam search: the constraint's EOS ({}) is not eos_token_id ({})",
+                    trie.eos(),
+                    self.eos_token_id
+                )));
+            }
+            if trie.num_sequences() == 0 {
+                return Err(Error::Invalid("beam search: the constraint allows no sequence".into()));
+            }
         }
         Ok(())
     }
@@ -127,6 +152,12 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// finished hypotheses and its best running beam, scored at its current length, cannot beat the
 /// worst of them (HF's `early_stopping=False` heuristic); at `max_new_tokens` the running beams
 /// join the finished ones. With one beam this is greedy decoding.
+///
+/// With a [`BeamConfig::constraint`], only the tokens the trie allows each beam are candidates
+/// (as HF's `prefix_allowed_tokens_fn`, log-probabilities still normalised over the whole
+/// vocabulary), so a finished hypothesis is always one of the trie's sequences and an unfinished
+/// one (cut by `max_new_tokens`) a prefix of one. A prompt with fewer allowed continuations than
+/// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
 pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
     config.validate()?;
     let k = config.num_beams;
@@ -134,35 +165,46 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
     if 2 * k > vocab {
         return Err(Error::Invalid(format!("beam search: {k} beams need a vocabulary of at least {}", 2 * k)));
     }
+    let trie = config.constraint.as_deref();
+    if let Some(trie) = trie {
+        let top = trie.max_token().map_or(trie.eos(), |t| t.max(trie.eos()));
+        if top as usize >= vocab {
+            return Err(Error::Invalid(format!(
+                "beam search: the constraint has token id {top}, outside the vocabulary ({vocab})"
+            )));
+        }
+    }
     let (tokens, mask) = left_pad(model, prompts)?;
     let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
     let mut finished: Vec<Finished> = prompts.iter().map(|_| Finished::new(k, config.length_penalty)).collect();
     // Running beams per prompt; before the first step each prompt has one, the prompt itself.
+    let root = trie.map_or(0, |t| t.root());
     let mut running: Vec<Vec<Beam>> =
-        prompts.iter().map(|_| vec![Beam { tokens: Vec::new(), sum_logprob: 0.0 }]).collect();
-    // Prompts still searching, in cache order: prompt `active[a]` owns rows a·width .. (a+1)·width.
+        prompts.iter().map(|_| vec![Beam { tokens: Vec::new(), sum_logprob: 0.0, node: root }]).collect();
+    // Prompts still searching, in cache order; each prompt's beams own consecutive cache rows.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
 
     for generated in 1..=config.max_new_tokens {
-        let width = running[active[0]].len();
-        let beam_scores: Vec<f32> = active.iter().flat_map(|&p| running[p].iter().map(|b| b.sum_logprob)).collect();
-        let rows = beam_scores.len();
-        let beam_scores = Tensor::<2>::from_data(TensorData::new(beam_scores, [rows, 1]), &logprobs.device());
-        // Every continuation of every beam of a prompt, in one row per prompt.
-        let totals = (logprobs + beam_scores).reshape([active.len(), width * vocab]);
-        let (values, indices) = totals.topk_with_indices(2 * k, 1);
-        let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
-        let indices = read_ints(indices)?;
+        // The first cache row of each active prompt.
+        let starts: Vec<usize> = active
+            .iter()
+            .scan(0, |row, &p| {
+                let start = *row;
+                *row += running[p].len();
+                Some(start)
+            })
+            .collect();
+        let candidates = match trie {
+            None => top_candidates(logprobs, &active, &running, 2 * k, vocab)?,
+            Some(trie) => allowed_candidates(logprobs, &active, &running, trie, 2 * k, vocab)?,
+        };
 
         let last = generated == config.max_new_tokens;
         let (mut next_active, mut next_rows, mut next_tokens) = (Vec::new(), Vec::new(), Vec::new());
         for (a, &p) in active.iter().enumerate() {
-            let mut candidates: Vec<(f32, usize)> =
-                (a * 2 * k..(a + 1) * 2 * k).map(|j| (values[j], indices[j] as usize)).collect();
-            candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
             let mut beams = Vec::with_capacity(k);
-            for (rank, &(score, index)) in candidates.iter().enumerate() {
+            for (rank, &(score, index)) in candidates[a].iter().enumerate() {
                 let (parent, token) = (&running[p][index / vocab], (index % vocab) as u32);
                 if token == config.eos_token_id {
                     // Like HF, EOS only counts when it is among the top num_beams candidates.
@@ -170,8 +212,14 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
                         finished[p].add(parent.tokens.clone(), score, generated, true);
                     }
                 } else {
+                    let node = match trie {
+                        Some(trie) => trie
+                            .child(parent.node, token)
+                            .ok_or_else(|| Error::Invalid(format!("beam search: token {token} left the trie")))?,
+                        None => parent.node,
+                    };
                     let tokens = parent.tokens.iter().copied().chain([token]).collect();
-                    beams.push((Beam { tokens, sum_logprob: score }, a * width + index / vocab, token));
+                    beams.push((Beam { tokens, sum_logprob: score, node }, starts[a] + index / vocab, token));
                     if beams.len() == k {
                         break;
                     }
@@ -181,7 +229,7 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
                 for (beam, _, _) in beams {
                     finished[p].add(beam.tokens, beam.sum_logprob, generated, false);
                 }
-            } else if !finished[p].is_done(beams[0].0.sum_logprob, generated) {
+            } else if beams.first().is_some_and(|best| !finished[p].is_done(best.0.sum_logprob, generated)) {
                 next_active.push(p);
                 next_rows.extend(beams.iter().map(|b| b.1));
                 next_tokens.extend(beams.iter().map(|b| b.2));
@@ -195,6 +243,87 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
         logprobs = log_softmax(decode_step(model, &mut cache, &next_rows, &next_tokens), 1);
     }
     Ok(finished.into_iter().map(|f| f.best(config.num_return_sequences)).collect())
+}
+
+/// Per active prompt, its best `n` continuations, best first, as `(sum_logprob, beam·vocab +
+/// token)`: a top-k over all of its beams' rows at once. Free decoding keeps every prompt at the
+/// same number of beams (a step always finds `num_beams` non-EOS continuations), so the rows
+/// reshape to one per prompt.
+fn top_candidates(
+    logprobs: Tensor<2>,
+    active: &[usize],
+    running: &[Vec<Beam>],
+    n: usize,
+    vocab: usize,
+) -> Result<Vec<Vec<(f32, usize)>>> {
+    let width = running[active[0]].len();
+    let beam_scores: Vec<f32> = active.iter().flat_map(|&p| running[p].iter().map(|b| b.sum_logprob)).collect();
+    let rows = beam_scores.len();
+    let beam_scores = Tensor::<2>::from_data(TensorData::new(beam_scores, [rows, 1]), &logprobs.device());
+    // Every continuation of every beam of a prompt, in one row per prompt.
+    let totals = (logprobs + beam_scores).reshape([active.len(), width * vocab]);
+    let (values, indices) = totals.topk_with_indices(n, 1);
+    let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
+    let indices = read_ints(indices)?;
+    Ok((0..active.len())
+        .map(|a| {
+            let mut candidates: Vec<(f32, usize)> =
+                (a * n..(a + 1) * n).map(|j| (values[j], indices[j] as usize)).collect();
+            candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
+            candidates
+        })
+        .collect())
+}
+
+/// [`top_candidates`] restricted to the tokens `trie` allows each beam. Rather than adding a
+/// vocabulary-wide mask, only the allowed log-probabilities are gathered off the device (a
+/// trie node has few children), so the cost follows the allowed sets, not the vocabulary, and
+/// prompts may have different numbers of beams. A prompt can get fewer than `n` candidates.
+fn allowed_candidates(
+    logprobs: Tensor<2>,
+    active: &[usize],
+    running: &[Vec<Beam>],
+    trie: &TitleTrie,
+    n: usize,
+    vocab: usize,
+) -> Result<Vec<Vec<(f32, usize)>>> {
+    // Flat positions in `logprobs` of every allowed (beam, token), with the prompt-local index
+    // `beam·vocab + token` and the beam's score; the cache row of a beam is its row here.
+    let (mut positions, mut allowed, mut prompt_ends) = (Vec::new(), Vec::new(), Vec::with_capacity(active.len()));
+    let mut row = 0;
+    for &p in active {
+        for (b, beam) in running[p].iter().enumerate() {
+            for token in trie.allowed(beam.node) {
+                positions.push((row * vocab + token as usize) as i64);
+                allowed.push((beam.sum_logprob, b * vocab + token as usize));
+            }
+            row += 1;
+        }
+        prompt_ends.push(allowed.len());
+    }
+    if positions.is_empty() {
+        return Ok(vec![Vec::new(); active.len()]);
+    }
+    let device = logprobs.device();
+    let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [allowed.len()]), &device);
+    let values = logprobs.reshape([row * vocab]).select(0, positions);
+    let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
+    let by_score = |x: &(f32, usize), y: &(f32, usize)| y.0.total_cmp(&x.0);
+    let mut begin = 0;
+    Ok(prompt_ends
+        .into_iter()
+        .map(|end| {
+            let mut candidates: Vec<(f32, usize)> =
+                (begin..end).map(|j| (values[j] + allowed[j].0, allowed[j].1)).collect();
+            begin = end;
+            if candidates.len() > n {
+                candidates.select_nth_unstable_by(n - 1, by_score);
+                candidates.truncate(n);
+            }
+            candidates.sort_by(by_score);
+            candidates
+        })
+        .collect())
 }
 
 /// The last-layer hidden state (after the final norm) at the last token of each text,
@@ -256,6 +385,8 @@ fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
 struct Beam {
     tokens: Vec<u32>,
     sum_logprob: f32,
+    /// The beam's trie node under a constraint (unused without one).
+    node: usize,
 }
 
 /// The best `capacity` hypotheses of one prompt that have ended.
@@ -312,13 +443,7 @@ mod tests {
         let expected = greedy(&model, &prompts(), 10, eos).unwrap();
         assert!(expected[0].len() <= 3);
 
-        let config = BeamConfig {
-            num_beams: 1,
-            num_return_sequences: 1,
-            max_new_tokens: 10,
-            eos_token_id: eos,
-            length_penalty: 1.0,
-        };
+        let config = BeamConfig { num_beams: 1, num_return_sequences: 1, max_new_tokens: 10, ..BeamConfig::new(eos) };
         let beams = beam_search(&model, &prompts(), &config).unwrap();
         for (i, (hyps, greedy)) in beams.iter().zip(&expected).enumerate() {
             assert_eq!(hyps.len(), 1);
@@ -331,35 +456,121 @@ mod tests {
     fn beam_hypotheses_carry_their_own_log_probabilities() {
         let model = small_model(31);
         let eos = greedy(&model, &prompts(), 4, u32::MAX).unwrap()[1][2];
-        let config = BeamConfig {
-            num_beams: 3,
-            num_return_sequences: 3,
-            max_new_tokens: 6,
-            eos_token_id: eos,
-            length_penalty: 1.0,
-        };
+        let config = BeamConfig { num_beams: 3, num_return_sequences: 3, max_new_tokens: 6, ..BeamConfig::new(eos) };
         let results = beam_search(&model, &prompts(), &config).unwrap();
-        let device = model.device();
         for (prompt, hyps) in prompts().iter().zip(&results) {
             assert_eq!(hyps.len(), 3);
             assert!(hyps.windows(2).all(|w| w[0].score >= w[1].score), "not sorted: {hyps:?}");
             for h in hyps {
                 let generated: Vec<u32> = h.tokens.iter().copied().chain(h.finished.then_some(eos)).collect();
                 assert_eq!(h.score, h.sum_logprob / generated.len() as f32);
-                // Recompute the log-probability of the generated tokens with one full forward.
-                let seq: Vec<i64> = prompt.iter().chain(&generated).map(|&t| t as i64).collect();
-                let n = seq.len();
-                let logprobs = log_softmax(
-                    model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None),
-                    2,
-                )
-                .reshape([n, model.config().vocab_size])
-                .try_into_vec_as::<f32>()
-                .unwrap();
-                let vocab = model.config().vocab_size;
-                let sum: f32 = (prompt.len()..n).map(|i| logprobs[(i - 1) * vocab + seq[i] as usize]).sum();
+                let sum = sum_logprob(&model, prompt, &generated);
                 assert!((sum - h.sum_logprob).abs() < 1e-3, "recomputed {sum}, beam search said {}", h.sum_logprob);
             }
+        }
+    }
+
+    /// The log-probability of `generated` after `prompt`, from one full forward (no cache).
+    fn sum_logprob(model: &Llama, prompt: &[u32], generated: &[u32]) -> f32 {
+        let device = model.device();
+        let vocab = model.config().vocab_size;
+        let seq: Vec<i64> = prompt.iter().chain(generated).map(|&t| t as i64).collect();
+        let n = seq.len();
+        let logprobs = log_softmax(
+            model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None),
+            2,
+        )
+        .reshape([n, vocab])
+        .try_into_vec_as::<f32>()
+        .unwrap();
+        (prompt.len()..n).map(|i| logprobs[(i - 1) * vocab + seq[i] as usize]).sum()
+    }
+
+    /// Token 2 is EOS here; no title uses it.
+    const EOS: u32 = 2;
+
+    fn constrained(titles: &[Vec<u32>], num_beams: usize, max_new_tokens: usize) -> BeamConfig {
+        BeamConfig {
+            num_beams,
+            num_return_sequences: num_beams,
+            max_new_tokens,
+            constraint: Some(Arc::new(TitleTrie::new(titles.to_vec(), EOS))),
+            ..BeamConfig::new(EOS)
+        }
+    }
+
+    #[test]
+    fn constrained_beams_write_only_complete_titles() {
+        let model = small_model(43);
+        // Shared prefixes, a title that prefixes others, and more titles than beams.
+        let titles = vec![
+            vec![10, 11, 12],
+            vec![10, 11, 13, 14],
+            vec![10, 11],
+            vec![20, 21, 22, 23, 24],
+            vec![30],
+            vec![10, 40, 41],
+            vec![50, 51],
+            vec![50, 52, 53],
+        ];
+        let config = constrained(&titles, 4, 8);
+        let results = beam_search(&model, &prompts(), &config).unwrap();
+        assert_eq!(results.len(), 3);
+        for (prompt, hyps) in prompts().iter().zip(&results) {
+            assert!(!hyps.is_empty() && hyps.len() <= 4, "{hyps:?}");
+            assert!(hyps.windows(2).all(|w| w[0].score >= w[1].score), "not sorted: {hyps:?}");
+            for (i, h) in hyps.iter().enumerate() {
+                assert!(h.finished && titles.contains(&h.tokens), "not a complete title: {h:?}");
+                assert!(hyps[..i].iter().all(|o| o.tokens != h.tokens), "duplicate: {hyps:?}");
+                let generated: Vec<u32> = h.tokens.iter().copied().chain([EOS]).collect();
+                let sum = sum_logprob(&model, prompt, &generated);
+                assert!((sum - h.sum_logprob).abs() < 1e-3, "recomputed {sum}, beam search said {}", h.sum_logprob);
+            }
+        }
+    }
+
+    /// With more beams than titles no prefix is ever pruned, so the search is exhaustive: it
+    /// returns every title, ranked by its length-normalised log-probability.
+    #[test]
+    fn with_beams_to_spare_constrained_search_ranks_every_title() {
+        let model = small_model(47);
+        let titles = vec![vec![10, 11, 12], vec![10, 11], vec![60, 61, 62, 63]];
+        let results = beam_search(&model, &prompts(), &constrained(&titles, 4, 6)).unwrap();
+        for (prompt, hyps) in prompts().iter().zip(&results) {
+            let mut expected: Vec<(f32, &Vec<u32>)> = titles
+                .iter()
+                .map(|t| {
+                    let generated: Vec<u32> = t.iter().copied().chain([EOS]).collect();
+                    (sum_logprob(&model, prompt, &generated) / generated.len() as f32, t)
+                })
+                .collect();
+            expected.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let got: Vec<&Vec<u32>> = hyps.iter().map(|h| &h.tokens).collect();
+            assert_eq!(got, expected.iter().map(|e| e.1).collect::<Vec<_>>(), "{hyps:?} vs {expected:?}");
+            assert!(hyps.iter().all(|h| h.finished));
+        }
+    }
+
+    #[test]
+    fn a_single_title_is_the_only_answer() {
+        let model = small_model(53);
+        let title = vec![70, 71, 72];
+        let results = beam_search(&model, &prompts(), &constrained(&[title.clone()], 2, 10)).unwrap();
+        for hyps in results {
+            assert_eq!(hyps.len(), 1, "{hyps:?}");
+            assert_eq!((&hyps[0].tokens, hyps[0].finished), (&title, true));
+        }
+    }
+
+    /// `max_new_tokens` shorter than a title: the unfinished hypotheses are still title prefixes.
+    #[test]
+    fn cut_short_constrained_beams_are_title_prefixes() {
+        let model = small_model(59);
+        let titles = vec![vec![10, 11, 12, 13, 14], vec![10, 20, 21, 22], vec![30, 31, 32, 33]];
+        let trie = TitleTrie::new(titles.clone(), EOS);
+        let results = beam_search(&model, &prompts(), &constrained(&titles, 2, 3)).unwrap();
+        for h in results.iter().flatten() {
+            assert!(!h.finished && h.tokens.len() == 3 && trie.walk(&h.tokens).is_some(), "{h:?}");
         }
     }
 
@@ -388,6 +599,10 @@ mod tests {
             beam_search(&model, &[vec![1u32]], &BeamConfig { num_return_sequences: 5, ..BeamConfig::new(0) }).is_err()
         );
         assert!(embed_last_token(&model, &[vec![1u32]], 0).is_err());
+        let trie = |titles: Vec<Vec<u32>>, eos| Some(Arc::new(TitleTrie::new(titles, eos)));
+        for constraint in [trie(vec![vec![5]], 3), trie(vec![], 0), trie(vec![vec![5, 1_000]], 0)] {
+            assert!(beam_search(&model, &[vec![1u32]], &BeamConfig { constraint, ..BeamConfig::new(0) }).is_err());
+        }
     }
 
     /// The real SmolLM2-135M-Instruct and its GGUF metadata, when the GGUF is in `models/`

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::module::linear;
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -81,18 +81,18 @@ impl LoraLinear {
 impl LoraAdapter {
     /// A fresh adapter as PEFT initialises one: A Kaiming-uniform (`a = √5`, which makes the
     /// bound 1/√in) and B zero, so the adapted layer starts out equal to the base layer.
-    fn init(d_in: usize, d_out: usize, config: &LoraConfig, device: &burn::tensor::Device) -> Self {
+    fn init(path: &str, d_in: usize, d_out: usize, config: &LoraConfig, device: &burn::tensor::Device) -> Self {
         let bound = 1.0 / (d_in as f64).sqrt();
         let a = Tensor::random([d_in, config.r], Distribution::Uniform(-bound, bound), device);
         let b = Tensor::zeros([config.r, d_out], device);
-        Self::from_factors(a, b, config)
+        Self::from_factors(path, a, b, config)
     }
 
-    /// An adapter from Aᵀ `[in, r]` and Bᵀ `[r, out]`.
-    fn from_factors(a: Tensor<2>, b: Tensor<2>, config: &LoraConfig) -> Self {
+    /// An adapter from Aᵀ `[in, r]` and Bᵀ `[r, out]` for the projection at `path`.
+    fn from_factors(path: &str, a: Tensor<2>, b: Tensor<2>, config: &LoraConfig) -> Self {
         Self {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
+            a: trainable(&peft_name(path, 'A'), a),
+            b: trainable(&peft_name(path, 'B'), b),
             scale: config.scale(),
             dropout: DropoutConfig::new(config.dropout).init(),
         }
@@ -139,6 +139,17 @@ impl Block {
     }
 }
 
+/// A trainable parameter whose id is derived from its name: an adapter loaded from a checkpoint
+/// then has the ids of the one that was saved, which is what the optimizer's saved state is
+/// keyed by.
+fn trainable(name: &str, value: Tensor<2>) -> Param<Tensor<2>> {
+    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
+    let id = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let mut param = Param::from_tensor(value);
+    param.id = ParamId::from(id);
+    param
+}
+
 /// `model.layers.{i}.self_attn.q_proj` -> `q_proj`.
 fn module_name(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
@@ -177,7 +188,7 @@ impl Llama {
         for (path, lin) in self.projections_mut() {
             if config.targets(module_name(&path)) {
                 let (d_in, d_out) = lin.dims();
-                lin.adapter = Some(LoraAdapter::init(d_in, d_out, config, &device));
+                lin.adapter = Some(LoraAdapter::init(&path, d_in, d_out, config, &device));
             }
         }
         self.lora = Some(config.clone());
@@ -273,7 +284,7 @@ impl Llama {
             unused.remove(&name_b);
             let a = Tensor::from_data(TensorData::new(transpose(&a, r, d_in), [d_in, r]), &device);
             let b = Tensor::from_data(TensorData::new(transpose(&b, d_out, r), [r, d_out]), &device);
-            lin.adapter = Some(LoraAdapter::from_factors(a, b, &config));
+            lin.adapter = Some(LoraAdapter::from_factors(&proj, a, b, &config));
         }
         if let Some(name) = unused.first() {
             return Err(Error::tensor(&path, name, "not a LoRA factor of a target projection of this model"));

@@ -8,4 +8,5 @@ pub mod llama;
 pub mod lora;
 pub mod pretrained;
 pub mod tokenizer;
+pub mod trie;
 pub mod weights;

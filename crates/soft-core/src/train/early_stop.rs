@@ -24,6 +24,21 @@ impl<T> EarlyStop<T> {
         }
     }
 
+    /// Continues from a saved best epoch (a resumed run).
+    pub fn restore(&mut self, epoch: usize, score: f64, model: T) {
+        self.best = Some((score, epoch, model));
+    }
+
+    /// Whether a run that has just finished `epoch` is out of patience.
+    pub fn should_stop(&self, epoch: usize) -> bool {
+        self.best.as_ref().is_some_and(|b| epoch - b.1 >= self.patience)
+    }
+
+    /// The best epoch and its score.
+    pub fn best(&self) -> Option<(usize, f64)> {
+        self.best.as_ref().map(|b| (b.1, b.0))
+    }
+
     pub fn best_epoch(&self) -> Option<usize> {
         self.best.as_ref().map(|b| b.1)
     }

@@ -11,6 +11,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::model::generate::left_pad;
 use crate::model::llama::Llama;
 use crate::{Error, Result};
 
@@ -95,6 +96,71 @@ pub fn lm_loss(model: &Llama, examples: &[&LmExample], pad: u32) -> Option<Tenso
     Some(token_nll(model, b).mean())
 }
 
+/// Mean loss of each response set over prompts it shares with the others: `responses[s][i]` is
+/// set `s`'s response (EOS included) to `prompts[i]`. The prompts go through the model once and
+/// their keys and values serve every set — SOFT trains each prompt on its real and its
+/// distilled target, and a prompt is ~15 times longer than a title, so this nearly halves its
+/// step. Equal to [`lm_loss`] on prompt + response examples, one set at a time.
+pub fn shared_prompt_losses(model: &Llama, prompts: &[&[u32]], responses: &[Vec<&[u32]>]) -> Result<Vec<Tensor<1>>> {
+    let (b, sets) = (prompts.len(), responses.len());
+    if b == 0 || sets == 0 || responses.iter().any(|r| r.len() != b) {
+        return Err(Error::Invalid(format!("shared_prompt_losses: {b} prompts, response sets of other sizes")));
+    }
+    if let Some((s, i)) = (0..sets).flat_map(|s| (0..b).map(move |i| (s, i))).find(|&(s, i)| responses[s][i].is_empty())
+    {
+        return Err(Error::Invalid(format!("response {i} of set {s} is empty")));
+    }
+    let device = model.device();
+    let (tokens, mask) = left_pad(model, prompts)?;
+    let width = responses.iter().flatten().map(|r| r.len()).max().unwrap_or(1);
+    let mut cache = model.new_cache(tokens.dims()[1] + width);
+    let prompt_hidden = model.hidden_states(tokens, mask, Some(&mut cache));
+    let t = prompt_hidden.dims()[1];
+    // Row s·B + i of the continuation batch is set s's response to prompt i.
+    let rows: Vec<i64> = (0..sets).flat_map(|_| 0..b as i64).collect();
+    cache.reorder(Tensor::from_data(TensorData::new(rows, [sets * b]), &device));
+    let last = prompt_hidden.narrow(1, t - 1, 1);
+    let last = Tensor::cat(vec![last; sets], 0);
+
+    let n = sets * b;
+    let (mut cont, mut cont_mask) = (vec![0i64; n * width], vec![0i64; n * width]);
+    let (mut positions, mut targets, mut counts) = (Vec::new(), Vec::new(), vec![0usize; sets]);
+    for (s, set) in responses.iter().enumerate() {
+        for (i, r) in set.iter().enumerate() {
+            let row = s * b + i;
+            for (j, &tok) in r.iter().enumerate() {
+                cont[row * width + j] = tok as i64;
+                cont_mask[row * width + j] = 1;
+                // Token j is predicted from the hidden state before it: the prompt's last for j = 0.
+                positions.push((row * width + j) as i64);
+                targets.push(tok as i64);
+            }
+            counts[s] += r.len();
+        }
+    }
+    // The last response token is fed only to keep the shapes simple; its output is never read.
+    let cont = Tensor::<2, Int>::from_data(TensorData::new(cont, [n, width]), &device);
+    let cont_mask = Tensor::<2, Int>::from_data(TensorData::new(cont_mask, [n, width]), &device);
+    let cont_hidden = model.hidden_states(cont, cont_mask, Some(&mut cache));
+    let hidden = if width > 1 { Tensor::cat(vec![last, cont_hidden.narrow(1, 0, width - 1)], 1) } else { last };
+    let d = hidden.dims()[2];
+    let total = positions.len();
+    let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [total]), &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [total]), &device);
+    let picked = hidden.reshape([n * width, d]).select(0, positions);
+    let logits = model.logits(picked.unsqueeze::<3>()).reshape([total, model.config().vocab_size]);
+    let nll = log_softmax(logits, 1).gather(1, targets.reshape([total, 1])).reshape([total]).neg();
+    let mut start = 0;
+    Ok(counts
+        .into_iter()
+        .map(|c| {
+            let part = nll.clone().narrow(0, start, c).mean();
+            start += c;
+            part
+        })
+        .collect())
+}
+
 /// Summed NLL and token count over `examples`, evaluated `batch_size` at a time without
 /// gradients: perplexity = exp(sum / count).
 pub fn total_nll(model: &Llama, examples: &[LmExample], pad: u32, batch_size: usize) -> (f64, usize) {
@@ -122,6 +188,9 @@ pub struct TrainConfig {
     /// Micro-batches per optimizer step (effective batch = micro_batch x grad_accum).
     pub grad_accum: usize,
     pub seed: u64,
+    /// Stop after this many optimizer steps in all (a smoke test of a large model on a CPU).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
 }
 
 /// A model on an autodiff device, its optimizer and the step count.
@@ -171,6 +240,20 @@ impl LmTrainer {
             self.flush();
         }
         Ok(value)
+    }
+
+    /// Saves the optimizer's state (AdamW moments), keyed by parameter id.
+    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<()> {
+        self.optim.to_record().save(path).map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    /// Restores a state saved by [`LmTrainer::save_optimizer`] for a model with the same
+    /// parameter ids (adapters get ids from their names, see `model/lora.rs`).
+    pub fn load_optimizer(&mut self, path: &std::path::Path) -> Result<()> {
+        let record = burn::optim::OptimizerRecord::load(path).map_err(|e| Error::format(path, e.to_string()))?;
+        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
+        self.optim = optim.load_record(record);
+        Ok(())
     }
 
     pub fn pad(&self) -> u32 {
@@ -237,11 +320,30 @@ mod tests {
     }
 
     #[test]
+    fn shared_prompt_losses_equal_separate_response_losses() {
+        let device = Device::flex();
+        let model = tiny(&device);
+        let prompts: [&[u32]; 2] = [&[3, 4, 5, 6], &[9, 8]];
+        let real: Vec<&[u32]> = vec![&[7, 8, 1], &[2]];
+        let distilled: Vec<&[u32]> = vec![&[10], &[11, 12, 13, 1]];
+        let got = shared_prompt_losses(&model, &prompts, &[real.clone(), distilled.clone()]).unwrap();
+        for (set, loss) in [real, distilled].iter().zip(got) {
+            let examples: Vec<LmExample> =
+                prompts.iter().zip(set).map(|(p, r)| LmExample::response_only(p, r)).collect();
+            let refs: Vec<&LmExample> = examples.iter().collect();
+            let want: f32 = lm_loss(&model, &refs, 0).unwrap().into_scalar();
+            let got: f32 = loss.into_scalar();
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        assert!(shared_prompt_losses(&model, &prompts, &[vec![&[1u32][..]]]).is_err());
+    }
+
+    #[test]
     fn training_lowers_the_loss_and_accumulation_steps_once_per_group() {
         let device = Device::flex().autodiff();
         device.seed(3);
         let config =
-            TrainConfig { lr: 1e-2, warmup_steps: 2, weight_decay: 0.0, micro_batch: 2, grad_accum: 2, seed: 3 };
+            TrainConfig { lr: 1e-2, warmup_steps: 2, weight_decay: 0.0, micro_batch: 2, grad_accum: 2, seed: 3, max_steps: None };
         let mut trainer = LmTrainer::new(tiny(&device).set_require_grad(true), config, 0);
         let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6]), LmExample::full(vec![6, 5, 4, 3, 2, 1])];
         let refs: Vec<&LmExample> = data.iter().collect();

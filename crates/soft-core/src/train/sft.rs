@@ -8,6 +8,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
 use crate::eval::llm::{history_prompt, Grounder, LlmRecommender};
+use crate::eval::decoding::Decoding;
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;
@@ -16,9 +17,9 @@ use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::SpecialIds;
 use crate::model::tokenizer::{encode, encode_prompt};
 use crate::progress::{Event, Progress};
-use crate::train::early_stop::EarlyStop;
+use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
 use crate::train::lm::{LmExample, LmTrainer, TrainConfig};
-use crate::{Error, Result};
+use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftConfig {
@@ -30,6 +31,9 @@ pub struct SftConfig {
     /// Beam search used for validation (and later for evaluation).
     pub beams: usize,
     pub max_new_tokens: usize,
+    /// Decoding of every answer the stage generates (validation; later distillation and d).
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 impl Default for SftConfig {
@@ -45,16 +49,23 @@ impl Default for SftConfig {
                 micro_batch: 8,
                 grad_accum: 4,
                 seed: 42,
+                max_steps: None,
             },
             max_epochs: 7,
             patience: 2,
             beams: 4,
             max_new_tokens: 64,
+            decoding: Decoding::Free,
         }
     }
 }
 
 impl SftConfig {
+    /// The beam search of every answer the stage generates, with its decoding applied.
+    pub fn decoding_beam(&self, inputs: &SftInputs) -> Result<BeamConfig> {
+        self.decoding.apply(self.beam(inputs.special.eos), inputs.tokenizer, inputs.special, inputs.catalog)
+    }
+
     pub fn beam(&self, eos: u32) -> BeamConfig {
         BeamConfig {
             num_beams: self.beams,
@@ -106,6 +117,8 @@ pub struct EpochRecord {
     pub loss: f32,
     pub valid: Metrics,
     pub seconds: f64,
+    /// Training tokens (prompt and response) per second of the epoch's training pass.
+    pub tokens_per_second: f64,
 }
 
 pub struct Tuned {
@@ -158,50 +171,69 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, beam: &BeamConfig) -> Re
     Ok(evaluate(inputs.catalog, &rec.recommend(inputs.catalog, &histories, &targets)?))
 }
 
-/// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`); fresh
-/// adapters are attached to it and only they train.
-pub fn sft(config: &SftConfig, inputs: &SftInputs, trainable: Llama, progress: Progress) -> Result<Tuned> {
-    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, inputs.train)?;
-    trainable.device().seed(config.train.seed);
-    let model = trainable.with_lora(&config.lora)?;
-    let mut trainer = LmTrainer::new(model, config.train.clone(), inputs.special.pad);
-    let beam = config.beam(inputs.special.eos);
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(config.train.seed);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let (mut epochs, mut stop) = (Vec::new(), EarlyStop::new(config.patience));
-
-    for epoch in 1..=config.max_epochs {
-        let started = std::time::Instant::now();
-        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
-        progress(Event::Begin {
-            what: "sft epoch",
-            total: Some(order.len().div_ceil(config.train.micro_batch) as u64),
-        });
-        let (mut sum, mut n) = (0.0f32, 0);
-        for chunk in order.chunks(config.train.micro_batch) {
-            let batch: Vec<&LmExample> = chunk.iter().map(|&i| &data[i]).collect();
-            if let Some(loss) = trainer.micro_step(&batch)? {
-                sum += loss;
-                n += 1;
-                progress(Event::Step { loss: Some(loss) });
-            }
-        }
-        trainer.flush();
-        progress(Event::End);
-        let tuned = trainer.model.valid();
-        let valid = valid_metrics(inputs, &tuned, &beam)?;
-        let record =
-            EpochRecord { epoch, loss: sum / n.max(1) as f32, valid, seconds: started.elapsed().as_secs_f64() };
-        progress(Event::Epoch { epoch, loss: record.loss, valid });
-        epochs.push(record);
-        if stop.update(epoch, valid.hr_at(10), tuned) {
-            progress(Event::Note(format!(
-                "early stop after epoch {epoch}; best epoch {}",
-                stop.best_epoch().unwrap_or(0)
-            )));
+/// Trains one epoch over `data` in `order`, one micro-batch at a time; returns the mean loss
+/// and the tokens per second.
+pub(crate) fn train_pass(
+    trainer: &mut LmTrainer,
+    order: &[usize],
+    what: &'static str,
+    progress: Progress,
+    mut step: impl FnMut(&mut LmTrainer, &[usize]) -> Result<Option<(f32, usize)>>,
+) -> Result<(f32, f64)> {
+    let started = std::time::Instant::now();
+    let micro = trainer.config.micro_batch.max(1);
+    progress(Event::Begin { what, total: Some(order.len().div_ceil(micro) as u64) });
+    let (mut sum, mut n, mut tokens) = (0.0f32, 0usize, 0usize);
+    for chunk in order.chunks(micro) {
+        if trainer.config.max_steps.is_some_and(|max| trainer.steps >= max) {
             break;
         }
+        if let Some((loss, t)) = step(trainer, chunk)? {
+            sum += loss;
+            n += 1;
+            tokens += t;
+            progress(Event::Step { loss: Some(loss) });
+        }
     }
-    let (best_epoch, model) = stop.into_best().ok_or_else(|| Error::Invalid("SFT needs at least one epoch".into()))?;
-    Ok(Tuned { model, epochs, best_epoch })
+    trainer.flush();
+    progress(Event::End);
+    Ok((sum / n.max(1) as f32, tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`); fresh
+/// adapters are attached to it and only they train. With `checkpoints`, every epoch is saved
+/// and a run continues from the newest one found there.
+pub fn sft(
+    config: &SftConfig,
+    inputs: &SftInputs,
+    trainable: Llama,
+    checkpoints: Option<&Checkpoints>,
+    progress: Progress,
+) -> Result<Tuned> {
+    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, inputs.train)?;
+    let beam = config.decoding_beam(inputs)?;
+    let epochs = EpochLoop {
+        lora: &config.lora,
+        train: &config.train,
+        max_epochs: config.max_epochs,
+        patience: config.patience,
+        pad: inputs.special.pad,
+        checkpoints,
+        extra: serde_json::Value::Null,
+        progress,
+    };
+    let trained = epochs.run(trainable, |trainer, epoch, _, progress| {
+        let started = std::time::Instant::now();
+        let order = epoch_order(data.len(), config.train.seed, epoch);
+        let (loss, tokens_per_second) = train_pass(trainer, &order, "sft epoch", progress, |trainer, chunk| {
+            let batch: Vec<&LmExample> = chunk.iter().map(|&i| &data[i]).collect();
+            let tokens = batch.iter().map(|e| e.tokens.len()).sum();
+            Ok(trainer.micro_step(&batch)?.map(|loss| (loss, tokens)))
+        })?;
+        let valid = valid_metrics(inputs, &trainer.model.valid(), &beam)?;
+        progress(Event::Epoch { epoch, loss, valid });
+        let record = EpochRecord { epoch, loss, valid, seconds: started.elapsed().as_secs_f64(), tokens_per_second };
+        Ok(EpochOutcome { record, score: valid.hr_at(10) })
+    })?;
+    Ok(Tuned { model: trained.model, epochs: trained.records, best_epoch: trained.best_epoch })
 }

@@ -20,10 +20,11 @@ use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::progress::{Event, Progress};
 use crate::train::distill::Distilled;
-use crate::train::early_stop::EarlyStop;
-use crate::train::lm::{lm_loss, LmExample, LmTrainer};
+use crate::model::tokenizer::{encode, encode_prompt};
+use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
+use crate::train::lm::shared_prompt_losses;
 use crate::train::scheduler::{Schedule, Scheduler};
-use crate::train::sft::{response_example, valid_metrics, SftConfig, SftInputs};
+use crate::train::sft::{train_pass, valid_metrics, SftConfig, SftInputs};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ pub struct SoftEpoch {
     pub loss_distilled: f32,
     pub valid: Metrics,
     pub seconds: f64,
+    /// Training tokens (the prompt once, both responses) per second of the training pass.
+    pub tokens_per_second: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,11 +108,29 @@ impl Probe {
     }
 }
 
-/// Real and distilled examples of the same prompts, index-aligned.
-fn paired_examples(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<(LmExample, LmExample)>> {
-    let example =
-        |d: &Distilled, response: &str| response_example(inputs.tokenizer, inputs.special, &d.prompt, response);
-    distilled.iter().map(|d| Ok((example(d, &d.real)?, example(d, &d.distilled)?))).collect()
+/// One prompt's tokens and its two responses (EOS included).
+struct Pair {
+    prompt: Vec<u32>,
+    real: Vec<u32>,
+    distilled: Vec<u32>,
+}
+
+fn pairs(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<Pair>> {
+    let response = |text: &str| -> Result<Vec<u32>> {
+        let mut r = encode(inputs.tokenizer, text)?;
+        r.push(inputs.special.eos);
+        Ok(r)
+    };
+    distilled
+        .iter()
+        .map(|d| {
+            Ok(Pair {
+                prompt: encode_prompt(inputs.tokenizer, inputs.special, &d.prompt)?,
+                real: response(&d.real)?,
+                distilled: response(&d.distilled)?,
+            })
+        })
+        .collect()
 }
 
 pub struct SoftResult {
@@ -117,12 +138,14 @@ pub struct SoftResult {
     pub report: SoftReport,
 }
 
-/// `distilled` must be the auxiliary dataset of `inputs.train`, in its order.
+/// `distilled` must be the auxiliary dataset of `inputs.train`, in its order. With
+/// `checkpoints`, every epoch is saved and a run continues from the newest one found there.
 pub fn soft(
     config: &SoftConfig,
     inputs: &SftInputs,
     distilled: &[Distilled],
     trainable: Llama,
+    checkpoints: Option<&Checkpoints>,
     progress: Progress,
 ) -> Result<SoftResult> {
     if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target())
@@ -133,48 +156,54 @@ pub fn soft(
             inputs.train.len()
         )));
     }
-    let pairs = paired_examples(inputs, distilled)?;
-    let beam = config.sft.beam(inputs.special.eos);
-    let mut rng = StdRng::seed_from_u64(config.sft.train.seed);
+    let pairs = pairs(inputs, distilled)?;
+    let beam = config.sft.decoding_beam(inputs)?;
     let mut sample: Vec<Window> = inputs.train.to_vec();
-    sample.shuffle(&mut rng);
+    sample.shuffle(&mut StdRng::seed_from_u64(config.sft.train.seed));
     sample.truncate(config.d_samples);
     let probe = Probe::new(inputs, &sample)?;
 
-    progress(Event::Note(format!("measuring d0 with the base model on {} training prompts", probe.len())));
-    let d0 = probe.measure_d(inputs.base, inputs, &beam)?;
+    // d0 is part of the checkpoint: a resumed run must schedule with the same one.
+    let saved = match checkpoints {
+        Some(c) => c.latest::<SoftEpoch>()?.and_then(|(_, state)| state.extra["d0"].as_f64()),
+        None => None,
+    };
+    let d0 = match saved {
+        Some(d0) => d0,
+        None => {
+            progress(Event::Note(format!("measuring d0 with the base model on {} training prompts", probe.len())));
+            probe.measure_d(inputs.base, inputs, &beam)?
+        }
+    };
     let scheduler = Scheduler::new(config.schedule, config.alpha, d0)?;
-    trainable.device().seed(config.sft.train.seed);
-    let mut trainer =
-        LmTrainer::new(trainable.with_lora(&config.sft.lora)?, config.sft.train.clone(), inputs.special.pad);
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    let (mut epochs, mut stop, mut d_prev) = (Vec::new(), EarlyStop::new(config.sft.patience), d0);
-
-    for epoch in 1..=config.sft.max_epochs {
+    let epochs = EpochLoop {
+        lora: &config.sft.lora,
+        train: &config.sft.train,
+        max_epochs: config.sft.max_epochs,
+        patience: config.sft.patience,
+        pad: inputs.special.pad,
+        checkpoints,
+        extra: serde_json::json!({ "d0": d0 }),
+        progress,
+    };
+    let trained = epochs.run(trainable, |trainer, epoch, done: &[SoftEpoch], progress| {
         let started = std::time::Instant::now();
-        let lambda = scheduler.lambda(epoch, config.sft.max_epochs, d_prev);
-        order.shuffle(&mut rng);
-        progress(Event::Begin {
-            what: "soft epoch",
-            total: Some(order.len().div_ceil(config.sft.train.micro_batch) as u64),
-        });
-        let (mut real_sum, mut dist_sum, mut n) = (0.0f32, 0.0f32, 0);
-        for chunk in order.chunks(config.sft.train.micro_batch) {
-            let real: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].0).collect();
-            let dist: Vec<&LmExample> = chunk.iter().map(|&i| &pairs[i].1).collect();
-            let (Some(lr), Some(ld)) =
-                (lm_loss(&trainer.model, &real, trainer.pad()), lm_loss(&trainer.model, &dist, trainer.pad()))
-            else {
-                continue;
-            };
+        let lambda = scheduler.lambda(epoch, config.sft.max_epochs, done.last().map_or(d0, |e| e.d));
+        let order = epoch_order(pairs.len(), config.sft.train.seed, epoch);
+        let (mut real_sum, mut dist_sum, mut n) = (0.0f32, 0.0f32, 0usize);
+        let (_, tokens_per_second) = train_pass(trainer, &order, "soft epoch", progress, |trainer, chunk| {
+            let batch: Vec<&Pair> = chunk.iter().map(|&i| &pairs[i]).collect();
+            let prompts: Vec<&[u32]> = batch.iter().map(|p| p.prompt.as_slice()).collect();
+            let real: Vec<&[u32]> = batch.iter().map(|p| p.real.as_slice()).collect();
+            let dist: Vec<&[u32]> = batch.iter().map(|p| p.distilled.as_slice()).collect();
+            let tokens = batch.iter().map(|p| p.prompt.len() + p.real.len() + p.distilled.len()).sum();
+            let mut losses = shared_prompt_losses(&trainer.model, &prompts, &[real, dist])?.into_iter();
+            let (lr, ld) = (losses.next().expect("two sets"), losses.next().expect("two sets"));
             real_sum += lr.clone().into_scalar::<f32>();
             dist_sum += ld.clone().into_scalar::<f32>();
             n += 1;
-            let loss = trainer.backward(mixed_loss(lr, ld, lambda))?;
-            progress(Event::Step { loss: Some(loss) });
-        }
-        trainer.flush();
-        progress(Event::End);
+            Ok(Some((trainer.backward(mixed_loss(lr, ld, lambda))?, tokens)))
+        })?;
         let tuned = trainer.model.valid();
         let d = probe.measure_d(&tuned, inputs, &beam)?;
         let valid = valid_metrics(inputs, &tuned, &beam)?;
@@ -187,6 +216,7 @@ pub fn soft(
             loss_distilled: dist_sum / n,
             valid,
             seconds: started.elapsed().as_secs_f64(),
+            tokens_per_second,
         };
         progress(Event::Note(format!("epoch {epoch}: lambda {lambda:.3}, d {d:.4} (d0 {d0:.4})")));
         progress(Event::Epoch {
@@ -194,20 +224,17 @@ pub fn soft(
             loss: (1.0 - lambda as f32) * record.loss_real + lambda as f32 * record.loss_distilled,
             valid,
         });
-        epochs.push(record);
-        d_prev = d;
-        if stop.update(epoch, valid.hr_at(10), tuned) {
-            progress(Event::Note(format!(
-                "early stop after epoch {epoch}; best epoch {}",
-                stop.best_epoch().unwrap_or(0)
-            )));
-            break;
-        }
-    }
-    let (best_epoch, model) = stop.into_best().ok_or_else(|| Error::Invalid("SOFT needs at least one epoch".into()))?;
+        Ok(EpochOutcome { record, score: valid.hr_at(10) })
+    })?;
     Ok(SoftResult {
-        model,
-        report: SoftReport { alpha: config.alpha, schedule: config.schedule, d0, epochs, best_epoch },
+        model: trained.model,
+        report: SoftReport {
+            alpha: config.alpha,
+            schedule: config.schedule,
+            d0,
+            epochs: trained.records,
+            best_epoch: trained.best_epoch,
+        },
     })
 }
 

@@ -171,13 +171,24 @@ fn sasrec_trains_saves_loads_and_evaluates() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn pretrain_a_small_tiny_model_then_generate_from_it() {
-    let dir = scratch("tiny");
+/// A small `tiny` model (3 pre-training steps, 600-token vocabulary) in `dir/tiny`.
+fn small_tiny(dir: &Path) -> PathBuf {
     let model = dir.join("tiny");
     let o =
         run(&["pretrain", "--steps", "3", "--vocab-size", "600", "--out", model.to_str().unwrap(), "--backend", "cpu"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    model
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn pretrain_a_small_tiny_model_then_generate_from_it() {
+    let dir = scratch("tiny");
+    let model = small_tiny(&dir);
     for f in ["llama.json", "model.bpk", "tokenizer.json", "pretrain.json"] {
         assert!(model.join(f).exists(), "{f}");
     }
@@ -199,85 +210,6 @@ fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let out = String::from_utf8_lossy(&o.stdout);
     let ids = out.lines().last().unwrap();
     assert!(ids.split_whitespace().count() <= 5 && ids.split_whitespace().all(|t| t.parse::<u32>().is_ok()), "{out}");
-
-    // SFT (stage 1) on a handful of examples, then the run evaluates like any other.
-    let sft = dir.join("sft");
-    let o = run(&[
-        "sft",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        sft.to_str().unwrap(),
-        "--train-size",
-        "16",
-        "--valid-size",
-        "4",
-        "--epochs",
-        "1",
-        "--max-new-tokens",
-        "8",
-        "--beams",
-        "2",
-        "--backend",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["run.json", "adapter/adapter_model.safetensors", "adapter/adapter_config.json"] {
-        assert!(sft.join(f).exists(), "{f}");
-    }
-    let seqs = dir.join("two.csv");
-    std::fs::write(&seqs, "user_id,item_ids,timestamp\na,\"[1948, 1807, 1702]\",1\nb,\"[5, 6]\",2\n").unwrap();
-    let out = dir.join("sft-eval");
-    let o = eval(sft.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
-    assert!(lines[0]["generated"].is_string());
-    assert_eq!(lines[1]["target"], 6);
-    assert_eq!(lines[1]["ranked"].as_array().unwrap().len(), 50);
-
-    // Stage 2: one distilled target per training prompt, in order; stage 3 on top of it.
-    let split = ["--train-size", "16", "--valid-size", "4", "--backend", "cpu"];
-    let o = run(&[&["distill", "--run", sft.to_str().unwrap()][..], &split[..]].concat());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let distilled: Vec<serde_json::Value> = std::fs::read_to_string(sft.join("distilled.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(distilled.len(), 16);
-    assert!(distilled
-        .iter()
-        .all(|d| d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string()));
-    for bad in ["nan", "-1", "inf"] {
-        let o = run(&[
-            &["soft", "--sft", sft.to_str().unwrap(), "--out", dir.join("x").to_str().unwrap(), "--alpha", bad][..],
-            &split[..],
-        ]
-        .concat());
-        assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));
-    }
-    let soft = dir.join("soft");
-    let o = run(&[
-        &["soft", "--sft", sft.to_str().unwrap(), "--out", soft.to_str().unwrap(), "--epochs", "1", "--d-samples", "4"]
-            [..],
-        &split[..],
-    ]
-    .concat());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(soft.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["alpha"], 1.0);
-    assert!(report["d0"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["epochs"][0]["lambda"], 1.0);
-    assert!(report["epochs"][0]["d"].as_f64().unwrap() > 0.0);
-    let o =
-        eval(soft.to_str().unwrap(), seqs.to_str().unwrap(), books_items().to_str().unwrap(), out.to_str().unwrap());
-    assert!(o.status.success(), "{}", stderr(&o));
 
     // A vocabulary that does not fit the model is named, not a panic.
     let tok = std::fs::read_to_string(model.join("tokenizer.json")).unwrap();
@@ -307,5 +239,186 @@ fn corrupt_model_files_are_named() {
     let o = run(&["generate", "--model", dir.join("nothing").to_str().unwrap(), "--prompt", "x", "--backend", "cpu"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no model here"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every stage through `soft-train run` on a tiny slice: layout, table, reports, plots, the
+/// distilled data, resuming a finished run, and refusing bad or corrupted input.
+#[test]
+fn run_every_stage_on_a_tiny_slice() {
+    let dir = scratch("run");
+    let model = small_tiny(&dir);
+    let out = dir.join("r");
+    let args = [
+        "run",
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--train-size",
+        "16",
+        "--valid-size",
+        "4",
+        "--test-size",
+        "6",
+        "--epochs",
+        "2",
+        "--d-samples",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--sasrec-epochs",
+        "1",
+        "--backend",
+        "cpu",
+    ];
+    for bad in ["nan", "-1", "inf"] {
+        let o = run(&[&args[..], &["--alpha", bad]].concat());
+        assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));
+    }
+    assert!(!out.exists(), "a refused run writes nothing");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    for method in ["popularity", "sasrec", "sft", "soft", "soft-distilled-only"] {
+        let m = json(&out.join(method).join("test/metrics.json"));
+        assert!(m["HR@10"].as_f64().is_some(), "{method}");
+        assert!(out.join(method).join("report.json").exists(), "{method}");
+    }
+    for method in ["sft", "soft", "soft-distilled-only"] {
+        assert!(out.join(method).join("test-constrained/metrics.json").exists(), "{method}");
+        assert!(out.join(method).join("adapter/adapter_model.safetensors").exists(), "{method}");
+    }
+    // Constrained decoding only ever answers with a real title.
+    let catalog = json(&books_items());
+    let titles: std::collections::HashSet<String> =
+        catalog.as_object().unwrap().values().map(|t| format!("\"{}\"", t.as_str().unwrap())).collect();
+    let predictions = std::fs::read_to_string(out.join("soft/test-constrained/predictions.jsonl")).unwrap();
+    for line in predictions.lines() {
+        let p: serde_json::Value = serde_json::from_str(line).unwrap();
+        let answer = p["generated"].as_str().unwrap();
+        assert!(titles.contains(answer), "constrained answer {answer:?} is not a title");
+    }
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    for row in [
+        "| popularity |",
+        "| SASRec |",
+        "| SFT |",
+        "| SFT, constrained |",
+        "| SOFT (adaptive) |",
+        "| SOFT without SA |",
+        "| SOFT vs SFT (free) |",
+    ] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+    let report = json(&out.join("soft/report.json"));
+    assert_eq!(report["alpha"], 1.0);
+    assert!(report["d0"].as_f64().unwrap() > 0.0);
+    let epochs = report["epochs"].as_array().unwrap();
+    assert_eq!(epochs[0]["lambda"], 1.0, "epoch 1 schedules with d0");
+    for e in epochs {
+        for key in ["d", "loss_real", "loss_distilled", "tokens_per_second", "seconds"] {
+            assert!(e[key].as_f64().is_some_and(f64::is_finite), "{key} in {e}");
+        }
+        assert!(e["lambda"].as_f64().unwrap() <= 1.0);
+    }
+    for key in ["config", "backend", "git_commit", "adapter", "seconds"] {
+        assert!(!report[key].is_null(), "{key}");
+    }
+    let run_report = json(&out.join("report.json"));
+    assert!(run_report["stages"].as_array().unwrap().len() >= 10);
+    for f in ["plots/curriculum.svg", "plots/curriculum.png"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
+    }
+    // The distilled dataset: one line per training example, in the training order.
+    let train: Vec<String> =
+        std::fs::read_to_string(out.join("data/train.csv")).unwrap().lines().skip(1).map(String::from).collect();
+    let distilled: Vec<serde_json::Value> = std::fs::read_to_string(out.join("sft/distilled.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(distilled.len(), 16);
+    assert_eq!(train.len(), 16);
+    for (d, line) in distilled.iter().zip(&train) {
+        assert!(d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string());
+        let last_id = line.rsplit_once(']').unwrap().0.rsplit([',', '[']).next().unwrap().trim().to_string();
+        assert_eq!(d["target"].to_string(), last_id, "{line}");
+    }
+
+    // A finished run: a second start is refused, a resume redoes nothing.
+    let o = run(&args);
+    assert!(!o.status.success() && stderr(&o).contains("--resume"), "{}", stderr(&o));
+    let o = run(&["run", "--resume", out.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("epoch:"), "nothing retrained: {}", stderr(&o));
+    // A corrupted stage output is named, and nothing is overwritten.
+    std::fs::write(out.join("soft/run.json"), "{ not json").unwrap();
+    let o = run(&["run", "--resume", out.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("soft/run.json"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("soft/run.json")).unwrap(), "{ not json");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A killed SFT run continued with `--resume` ends with the same checkpoint and result as an
+/// uninterrupted one with the same seed.
+#[test]
+fn sft_killed_mid_run_resumes_to_identical_checkpoints() {
+    let dir = scratch("kill");
+    let model = small_tiny(&dir);
+    let sft = |out: &Path| {
+        let mut c = bin();
+        c.args([
+            "sft",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--train-size",
+            "24",
+            "--valid-size",
+            "4",
+            "--epochs",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--beams",
+            "2",
+            "--grad-accum",
+            "1",
+            "--backend",
+            "cpu",
+        ]);
+        c
+    };
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    let o = sft(&whole).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut child =
+        sft(&killed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let first = killed.join("checkpoints/epoch-001/state.json");
+    let started = std::time::Instant::now();
+    while !first.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("run.json").exists(), "killed before the end");
+    assert!(!killed.join("checkpoints/epoch-003").exists());
+
+    let o = sft(&killed).arg("--resume").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming after epoch"), "{}", stderr(&o));
+    let weights = "checkpoints/epoch-003/adapter/adapter_model.safetensors";
+    assert!(std::fs::read(whole.join(weights)).unwrap() == std::fs::read(killed.join(weights)).unwrap());
+    let (a, b) = (json(&whole.join("run.json")), json(&killed.join("run.json")));
+    assert_eq!(a["details"]["best_epoch"], b["details"]["best_epoch"]);
+    let key = |r: &serde_json::Value| -> Vec<String> {
+        r["details"]["epochs"].as_array().unwrap().iter().map(|e| format!("{} {}", e["loss"], e["valid"])).collect()
+    };
+    assert_eq!(key(&a), key(&b), "same losses and validation metrics every epoch");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -94,3 +94,11 @@ pub fn checkpoints(out: &Path, base_model: &str, resume: bool) -> Result<soft_co
     }
     Ok(soft_core::train::checkpoint::Checkpoints::new(dir, base_model))
 }
+
+/// What a failed training stage leaves behind, for its error message.
+pub fn stopped(checkpoints: &soft_core::train::checkpoint::Checkpoints) -> String {
+    format!(
+        "training stopped; every completed epoch is checkpointed in {} (continue with --resume)",
+        checkpoints.dir.display()
+    )
+}

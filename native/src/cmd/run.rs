@@ -66,6 +66,12 @@ pub struct Args {
     /// Training prompts SOFT's distance d is measured on.
     #[arg(long)]
     pub d_samples: Option<usize>,
+    /// Longest answer the language models may write, in tokens.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Most epochs of SASRec (it stops early on valid HR@10).
+    #[arg(long)]
+    pub sasrec_epochs: Option<usize>,
     /// Decoding while training (validation, distillation, d); the test table reports both.
     #[arg(long, value_enum, default_value = "free")]
     pub decoding: DecodingArg,
@@ -129,12 +135,12 @@ impl RunConfig {
             max_steps: args.max_steps,
             lr,
             grad_accum,
-            max_new_tokens,
+            max_new_tokens: args.max_new_tokens.unwrap_or(max_new_tokens),
             alpha: args.alpha,
             d_samples: args.d_samples.unwrap_or(d_samples),
             decoding: args.decoding.into(),
             seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
-            sasrec_epochs,
+            sasrec_epochs: args.sasrec_epochs.unwrap_or(sasrec_epochs),
         })
     }
 

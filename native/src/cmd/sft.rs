@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
@@ -13,7 +13,7 @@ use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::{grounder, DecodingArg, ADAPTER_DIR};
 use crate::progress::Reporter;
-use crate::run_dir::{report, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{report, stopped, write_files, RunInfo, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -80,7 +80,8 @@ pub fn run(args: Args) -> Result<()> {
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
     let checkpoints = crate::run_dir::checkpoints(&args.out, &args.model, args.resume)?;
-    let tuned = sft(&config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))?;
+    let tuned = sft(&config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
+        .with_context(|| stopped(&checkpoints))?;
     tuned.model.save_adapter(&args.out.join(ADAPTER_DIR), &args.model)?;
     let run = RunInfo::new(
         "sft",

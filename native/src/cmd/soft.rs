@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::scheduler::{Schedule, Scheduler};
@@ -18,7 +18,7 @@ use super::generate::resolve;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::{LoadedRun, ADAPTER_DIR};
 use crate::progress::Reporter;
-use crate::run_dir::{report, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{report, stopped, write_files, RunInfo, RUN_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScheduleArg {
@@ -88,7 +88,8 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("SOFT ({:?}, alpha {}) on {} examples, backend {}", schedule, args.alpha, distilled.len(), backend.name);
     let mut reporter = Reporter::new();
     let checkpoints = crate::run_dir::checkpoints(&args.out, &base_name, args.resume)?;
-    let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))?;
+    let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
+        .with_context(|| stopped(&checkpoints))?;
     result.model.save_adapter(&args.out.join(ADAPTER_DIR), &base_name)?;
     let run = RunInfo::new(
         "soft",

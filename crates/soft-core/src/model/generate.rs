@@ -640,6 +640,99 @@ mod tests {
         assert!(best.starts_with(" Paris"), "best beam: {best:?}");
     }
 
+    /// The real SmolLM2, when present: constrained to four cities, the best answer to "The
+    /// capital of France is" is " Paris", and every answer is one of the cities.
+    #[test]
+    fn smollm2_constrained_to_cities_answers_paris_if_present() {
+        let Some((model, meta)) = smollm2_if_present() else {
+            return;
+        };
+        let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let encode = |text: &str| crate::model::tokenizer::encode(&tokenizer, text).unwrap();
+        let cities: Vec<Vec<u32>> = [" London", " Paris", " Berlin", " Rome"].iter().map(|c| encode(c)).collect();
+        let config = BeamConfig {
+            max_new_tokens: 8,
+            constraint: Some(Arc::new(TitleTrie::new(cities.clone(), 2))),
+            ..BeamConfig::new(2)
+        };
+        let beams = beam_search(&model, &[encode("The capital of France is")], &config).unwrap();
+        assert!(beams[0].iter().all(|h| h.finished && cities.contains(&h.tokens)), "{:?}", beams[0]);
+        assert_eq!(beams[0][0].tokens, cities[1], "{:?}", beams[0]);
+    }
+
+    /// Free against constrained beam search on the real SmolLM2 and the Amazon Books catalog
+    /// (`cargo test --release -p soft-core --lib constrained_vs_free -- --ignored --nocapture`):
+    /// prints both times; every constrained answer must be a catalog title.
+    #[test]
+    #[ignore = "timing; loads SmolLM2 and decodes 64 tokens"]
+    fn smollm2_constrained_vs_free_timing() {
+        use crate::data::{prompt, Catalog, Domain};
+        use burn::tensor::Distribution;
+        let Some((model, meta)) = smollm2_if_present() else {
+            return;
+        };
+        let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let special = crate::model::tokenizer::SpecialIds::from_gguf(&meta).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let catalog = Catalog::load(&root.join("data/amazon-books/id2name.json")).unwrap();
+        let start = std::time::Instant::now();
+        let trie = crate::eval::llm::title_trie(&tokenizer, &special, &catalog).unwrap();
+        println!("trie: {trie:?}, built in {:.2?}", start.elapsed());
+        let prompts: Vec<Vec<u32>> = (0..8u32)
+            .map(|i| {
+                let history: Vec<u32> = (1..=5).map(|j| 1 + i * 50 + j * 7).collect();
+                let text = crate::eval::llm::history_prompt(&catalog, Domain::Books, &history);
+                crate::model::tokenizer::encode_prompt(&tokenizer, &special, &text).unwrap()
+            })
+            .collect();
+        let free = BeamConfig::new(special.eos);
+        let constrained = BeamConfig { constraint: Some(Arc::new(trie)), ..free.clone() };
+        for (name, config) in [("free", &free), ("constrained", &constrained)] {
+            let start = std::time::Instant::now();
+            let results = beam_search(&model, &prompts, config).unwrap();
+            let lens: Vec<usize> = results.iter().map(|h| h[0].tokens.len()).collect();
+            println!(
+                "{name}: {:.2?} for {} prompts x {} beams, best lengths {lens:?}",
+                start.elapsed(),
+                prompts.len(),
+                4
+            );
+            for hyps in &results {
+                let text = tokenizer.decode(&hyps[0].tokens, true).unwrap();
+                println!("  {text:?}");
+            }
+            if config.constraint.is_some() {
+                let titles: Vec<String> =
+                    catalog.grounding_ids().iter().map(|&id| prompt::response(catalog.title(id).unwrap())).collect();
+                for h in results.iter().flatten().filter(|h| h.finished) {
+                    assert!(titles.contains(&tokenizer.decode(&h.tokens, true).unwrap()), "{h:?}");
+                }
+            }
+        }
+        // One step's candidate selection alone, 32 rows of the real vocabulary, every beam at
+        // the opening quote (the widest node: every title's first word follows it).
+        let trie = constrained.constraint.as_deref().unwrap();
+        let quote = trie.children(trie.root()).iter().map(|e| e.1).max_by_key(|&n| trie.children(n).len()).unwrap();
+        let vocab = model.config().vocab_size;
+        let running: Vec<Vec<Beam>> = (0..8)
+            .map(|_| (0..4).map(|_| Beam { tokens: Vec::new(), sum_logprob: -1.0, node: quote }).collect())
+            .collect();
+        let active: Vec<usize> = (0..8).collect();
+        let logprobs = log_softmax(Tensor::<2>::random([32, vocab], Distribution::Default, &model.device()), 1);
+        let _ = logprobs.clone().into_data();
+        let time = |f: &dyn Fn() -> Vec<Vec<(f32, usize)>>| {
+            let start = std::time::Instant::now();
+            (0..20).for_each(|_| drop(f()));
+            start.elapsed() / 20
+        };
+        let free_step = time(&|| top_candidates(logprobs.clone(), &active, &running, 8, vocab).unwrap());
+        let allowed_step = time(&|| allowed_candidates(logprobs.clone(), &active, &running, trie, 8, vocab).unwrap());
+        println!(
+            "candidate selection per step: top-k {free_step:.2?}, trie ({} allowed per beam) {allowed_step:.2?}",
+            trie.children(quote).len()
+        );
+    }
+
     /// SmolLM2's next-token logits and greedy ids against `bench/smollm2_reference.py`, an
     /// independent numpy (float64) forward pass over the same dequantized GGUF (sha256
     /// b179c952…), which rotates the GGUF's permuted Q/K rows by adjacent pairs as llama.cpp

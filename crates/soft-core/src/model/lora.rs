@@ -416,7 +416,7 @@ mod tests {
         let b = vec![vec![1.0, 0.0], vec![0.0, 2.0], vec![-1.0, 1.0]]; // [out 3, r 2]
         let config = LoraConfig { r: 2, alpha: 6.0, dropout: 0.0, ..LoraConfig::default() }; // scale 3
         let mut lin = LoraLinear::new(hf(w), None);
-        lin.adapter = Some(LoraAdapter::from_factors(hf(a), hf(b), &config));
+        lin.adapter = Some(LoraAdapter::from_factors("model.layers.0.self_attn.q_proj", hf(a), hf(b), &config));
 
         // W + 3·B·A, by hand.
         let expected = Tensor::<2>::from_floats([[2.5, -1.0], [15.0, 5.5], [9.5, 9.75]], &device);

@@ -222,3 +222,125 @@ impl EpochLoop<'_> {
         Ok(Trained { model, records, best_epoch })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::model::config::LlamaConfig;
+    use crate::progress::silent;
+    use crate::train::lm::LmExample;
+
+    fn base(device: &Device) -> Llama {
+        let mut c = LlamaConfig::tiny(32);
+        (c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) = (32, 64, 2, 2, 1, 16);
+        device.seed(7);
+        Llama::init(&c, device).unwrap()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("soft-checkpoint-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn data() -> Vec<LmExample> {
+        (0..12u32).map(|i| LmExample::response_only(&[1, 2 + i % 5, 3], &[4 + i % 7, 5, 2])).collect()
+    }
+
+    /// Trains up to `epochs` with a checkpoint directory; `nan_at` makes the learning rate NaN
+    /// from that epoch on, so its loss stops being finite.
+    fn train(dir: &Path, epochs: usize, nan_at: Option<usize>) -> Result<Trained<f32>> {
+        let device = Device::flex().autodiff();
+        // No dropout: flex's RNG is process-wide and tests run in parallel threads, so another
+        // test's draws would interleave. The CLI test covers dropout, one process per run.
+        let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
+        let config = TrainConfig {
+            lr: 1e-2,
+            warmup_steps: 2,
+            weight_decay: 0.0,
+            micro_batch: 4,
+            grad_accum: 1,
+            seed: 5,
+            max_steps: None,
+        };
+        let checkpoints = Checkpoints::new(dir, "test");
+        let data = data();
+        let epoch_loop = EpochLoop {
+            lora: &lora,
+            train: &config,
+            max_epochs: epochs,
+            patience: 10,
+            pad: 0,
+            checkpoints: Some(&checkpoints),
+            extra: serde_json::Value::Null,
+            progress: &mut silent,
+        };
+        epoch_loop.run(base(&device), |trainer, epoch, _, _| {
+            if nan_at.is_some_and(|e| epoch >= e) {
+                trainer.config.lr = f64::NAN;
+            }
+            let mut last = 0.0;
+            for chunk in epoch_order(data.len(), 5, epoch).chunks(4) {
+                let batch: Vec<&LmExample> = chunk.iter().map(|&i| &data[i]).collect();
+                last = trainer.micro_step(&batch)?.unwrap();
+            }
+            trainer.flush();
+            // A score that improves every epoch: each one becomes the best.
+            Ok(EpochOutcome { record: last, score: epoch as f64 })
+        })
+    }
+
+    /// The adapter and the state; the optimizer file's byte order follows a hash map, so its
+    /// content is compared through what it does (one more epoch) instead.
+    fn files(dir: &Path, epoch: usize) -> Vec<Vec<u8>> {
+        let d = epoch_dir(dir, epoch);
+        [d.join(ADAPTER).join(crate::model::lora::ADAPTER_WEIGHTS), d.join(STATE)]
+            .iter()
+            .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .collect()
+    }
+
+    #[test]
+    fn resuming_after_an_interruption_gives_the_same_checkpoints() {
+        let (whole, split) = (temp("whole"), temp("split"));
+        let uninterrupted = train(&whole, 3, None).unwrap();
+        // The interrupted run stops after epoch 1 (all later state lived in memory only), then
+        // continues from its checkpoint in a fresh "process".
+        train(&split, 1, None).unwrap();
+        std::fs::create_dir_all(split.join("epoch-002.tmp")).unwrap(); // a half-written epoch
+        let resumed = train(&split, 3, None).unwrap();
+        for (i, (a, b)) in files(&whole, 3).iter().zip(files(&split, 3)).enumerate() {
+            assert!(*a == b, "file {i} of epoch 3 differs ({} vs {} bytes)", a.len(), b.len());
+        }
+        assert_eq!(uninterrupted.records, resumed.records);
+        assert_eq!(resumed.best_epoch, 3);
+        // Only the newest (= best) epoch is kept, and no half-written one.
+        let left: Vec<usize> = Checkpoints::new(&split, "t").complete().unwrap().into_iter().map(|c| c.0).collect();
+        assert_eq!(left, vec![3]);
+        assert!(!split.join("epoch-002.tmp").exists());
+        // Equal optimizer states take equal steps.
+        train(&whole, 4, None).unwrap();
+        train(&split, 4, None).unwrap();
+        assert_eq!(files(&whole, 4), files(&split, 4));
+        for dir in [whole, split] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
+        let dir = temp("nan");
+        let err = train(&dir, 3, Some(2)).err().expect("a NaN loss must stop training").to_string();
+        assert!(err.contains("NaN"), "{err}");
+        let (path, state) = Checkpoints::new(&dir, "t").latest::<f32>().unwrap().unwrap();
+        assert_eq!((state.epoch, path), (1, epoch_dir(&dir, 1)));
+        assert!(state.records[0].is_finite());
+        // A corrupted state file is named, not a panic.
+        std::fs::write(epoch_dir(&dir, 1).join(STATE), "{").unwrap();
+        let err = Checkpoints::new(&dir, "t").latest::<f32>().unwrap_err().to_string();
+        assert!(err.contains("state.json") && err.contains("corrupted"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

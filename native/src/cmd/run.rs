@@ -206,14 +206,19 @@ struct Runner<'a> {
     times: Vec<StageTime>,
 }
 
-/// A complete run directory: `run.json` present and readable. A corrupted one is an error, not
-/// a reason to silently train again.
-fn complete_run(dir: &Path) -> Result<bool> {
-    if !dir.join(RUN_FILE).exists() {
+/// Whether a stage's output `path` exists; one that exists but does not `read` is an error, not a
+/// reason to silently redo the stage.
+fn complete<T>(path: &Path, read: impl FnOnce(&Path) -> Result<T>) -> Result<bool> {
+    if !path.exists() {
         return Ok(false);
     }
-    RunInfo::load(dir).with_context(|| format!("{}: corrupted stage output; delete it to redo the stage", dir.display()))?;
+    read(path).with_context(|| format!("{}: corrupted stage output; delete it to redo the stage", path.display()))?;
     Ok(true)
+}
+
+/// A complete run directory: `run.json` present and readable.
+fn complete_run(dir: &Path) -> Result<bool> {
+    complete(&dir.join(RUN_FILE), |_| RunInfo::load(dir))
 }
 
 fn read_metrics(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
@@ -237,10 +242,7 @@ impl Runner<'_> {
 
     fn eval(&mut self, dir: &Path, decoding: Decoding) -> Result<()> {
         let out = dir.join(test_dir(decoding));
-        let done = out.join("metrics.json").exists() && read_metrics(&out.join("metrics.json")).is_ok();
-        if out.join("metrics.json").exists() && !done {
-            read_metrics(&out.join("metrics.json"))?;
-        }
+        let done = complete(&out.join("metrics.json"), read_metrics)?;
         let data = self.out.join("data");
         let (backend, run) = (self.backend, dir.to_path_buf());
         self.stage(format!("eval {} ({})", dir.display(), decoding.name()), done, || {
@@ -300,10 +302,7 @@ impl Runner<'_> {
         self.llm_evals(&sft_dir)?;
 
         let distilled = sft_dir.join(DISTILLED_FILE);
-        let done = distilled.exists();
-        if done {
-            load_jsonl(&distilled).context("corrupted stage output; delete it to distill again")?;
-        }
+        let done = complete(&distilled, |p| Ok(load_jsonl(p)?))?;
         self.stage(format!("distill, seed {seed}"), done, || {
             distill::run(distill::Args { run: sft_dir.clone(), data: data.clone(), backend })
         })?;

@@ -175,7 +175,19 @@ fn sasrec_trains_saves_loads_and_evaluates() {
 fn small_tiny(dir: &Path) -> PathBuf {
     let model = dir.join("tiny");
     let o =
-        run(&["pretrain", "--steps", "3", "--vocab-size", "600", "--out", model.to_str().unwrap(), "--backend", "cpu"]);
+        run(&[
+        "pretrain",
+        "--steps",
+        "3",
+        "--vocab-size",
+        "600",
+        "--ppl-titles",
+        "20",
+        "--out",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     model
 }
@@ -256,7 +268,7 @@ fn run_every_stage_on_a_tiny_slice() {
         "--model",
         model.to_str().unwrap(),
         "--train-size",
-        "16",
+        "8",
         "--valid-size",
         "4",
         "--test-size",
@@ -269,6 +281,8 @@ fn run_every_stage_on_a_tiny_slice() {
         "8",
         "--sasrec-epochs",
         "1",
+        "--sasrec-train-on",
+        "sample",
         "--backend",
         "cpu",
     ];
@@ -338,8 +352,8 @@ fn run_every_stage_on_a_tiny_slice() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(distilled.len(), 16);
-    assert_eq!(train.len(), 16);
+    assert_eq!(distilled.len(), 8);
+    assert_eq!(train.len(), 8);
     for (d, line) in distilled.iter().zip(&train) {
         assert!(d["prompt"].as_str().unwrap().ends_with("### Response:\n") && d["distilled"].is_string());
         let last_id = line.rsplit_once(']').unwrap().0.rsplit([',', '[']).next().unwrap().trim().to_string();

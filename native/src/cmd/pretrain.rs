@@ -23,6 +23,9 @@ pub struct Args {
     pub steps: usize,
     #[arg(long, default_value_t = PretrainConfig::default().vocab_size)]
     pub vocab_size: usize,
+    /// Catalog titles the perplexity before and after is measured on.
+    #[arg(long, default_value_t = PretrainConfig::default().ppl_titles)]
+    pub ppl_titles: usize,
     #[arg(long, default_value_t = PretrainConfig::default().train.seed)]
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
@@ -32,7 +35,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let (dataset, split) = args.data.load()?;
     let backend = choose(args.backend)?;
-    let mut config = PretrainConfig { steps: args.steps, vocab_size: args.vocab_size, ..Default::default() };
+    let mut config = PretrainConfig { steps: args.steps, vocab_size: args.vocab_size, ppl_titles: args.ppl_titles, ..Default::default() };
     config.train.seed = args.seed;
     eprintln!("pre-training tiny on {} ({} items), backend {}", dataset.meta.name, dataset.catalog.len(), backend.name);
     let mut reporter = Reporter::new();

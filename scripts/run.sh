@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job: set up, build, then the classic baselines trained on the embedded Amazon Books
-# data and evaluated on its held-out test split. Outputs go to ${RUNS:-runs}/.
+# The main job: set up, build, then `soft-train run` — the whole SOFT chain on the embedded
+# Amazon Books data with the tiny model (pre-training, popularity, SASRec, SFT, distillation,
+# SOFT and SOFT without SA, every method evaluated on the held-out test split) — into
+# ${RUNS:-runs}/default. Extra arguments go to `soft-train run` (say `--seeds 3`).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -8,10 +10,9 @@ source scripts/env.sh
 scripts/setup.sh
 cargo build --release -p soft-train
 bin="$CARGO_TARGET_DIR/release/soft-train"
-runs="${RUNS:-runs}"
-
-"$bin" prepare --out "$runs/data"
-for method in popularity sasrec; do
-    "$bin" baseline --method "$method" --out "$runs/$method"
-    "$bin" eval --run "$runs/$method" --sequences "$runs/data/test.csv" --items "$runs/data/id2name.json" --out "$runs/$method/test"
-done
+out="${RUNS:-runs}/default"
+if [[ -f "$out/run-config.json" ]]; then
+    "$bin" run --resume "$out"
+else
+    "$bin" run --out "$out" "$@"
+fi

@@ -9,7 +9,9 @@ use std::path::Path;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::module::linear;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::{LoraConfig, LORA_TARGETS};
@@ -80,10 +82,14 @@ impl LoraLinear {
 
 impl LoraAdapter {
     /// A fresh adapter as PEFT initialises one: A Kaiming-uniform (`a = √5`, which makes the
-    /// bound 1/√in) and B zero, so the adapted layer starts out equal to the base layer.
-    fn init(path: &str, d_in: usize, d_out: usize, config: &LoraConfig, device: &burn::tensor::Device) -> Self {
-        let bound = 1.0 / (d_in as f64).sqrt();
-        let a = Tensor::random([d_in, config.r], Distribution::Uniform(-bound, bound), device);
+    /// bound 1/√in) and B zero, so the adapted layer starts out equal to the base layer. A is
+    /// drawn from (seed, projection name), not from the backend's process-wide generator, so
+    /// the same seed gives the same adapter whatever else runs in the process.
+    fn init(path: &str, d_in: usize, d_out: usize, config: &LoraConfig, seed: u64, device: &burn::tensor::Device) -> Self {
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let mut rng = StdRng::seed_from_u64(seed ^ fnv(path));
+        let values: Vec<f32> = (0..d_in * config.r).map(|_| rng.random_range(-bound..bound)).collect();
+        let a = Tensor::from_data(TensorData::new(values, [d_in, config.r]), device);
         let b = Tensor::zeros([config.r, d_out], device);
         Self::from_factors(path, a, b, config)
     }
@@ -142,11 +148,14 @@ impl Block {
 /// A trainable parameter whose id is derived from its name: an adapter loaded from a checkpoint
 /// then has the ids of the one that was saved, which is what the optimizer's saved state is
 /// keyed by.
+/// FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
+fn fnv(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 fn trainable(name: &str, value: Tensor<2>) -> Param<Tensor<2>> {
-    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
-    let id = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
     let mut param = Param::from_tensor(value);
-    param.id = ParamId::from(id);
+    param.id = ParamId::from(fnv(name));
     param
 }
 
@@ -179,16 +188,16 @@ impl Llama {
         self.lora.as_ref()
     }
 
-    /// Attaches fresh adapters to the target projections. Base weights stay frozen, so an
-    /// optimizer over this model trains the adapters only.
-    pub fn with_lora(mut self, config: &LoraConfig) -> Result<Self> {
+    /// Attaches fresh adapters to the target projections, initialised from `seed`. Base
+    /// weights stay frozen, so an optimizer over this model trains the adapters only.
+    pub fn with_lora(mut self, config: &LoraConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         self.refuse_second_adapter()?;
         let device = self.device();
         for (path, lin) in self.projections_mut() {
             if config.targets(module_name(&path)) {
                 let (d_in, d_out) = lin.dims();
-                lin.adapter = Some(LoraAdapter::init(&path, d_in, d_out, config, &device));
+                lin.adapter = Some(LoraAdapter::init(&path, d_in, d_out, config, seed, &device));
             }
         }
         self.lora = Some(config.clone());
@@ -375,7 +384,7 @@ mod tests {
     use super::*;
     use crate::model::llama::tests::{int_tensor, max_abs_diff, random_weights, small_config, small_model};
     use burn::optim::{AdamWConfig, GradientsParams};
-    use burn::tensor::Device;
+    use burn::tensor::{Device, Distribution};
 
     fn all_targets() -> LoraConfig {
         LoraConfig { target_modules: LORA_TARGETS.iter().map(|t| t.to_string()).collect(), ..LoraConfig::default() }
@@ -401,6 +410,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("soft-lora-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn a_fresh_adapter_depends_on_its_seed_only() {
+        let a_of = |m: &Llama| -> Vec<Vec<f32>> {
+            m.projections()
+                .filter_map(|(_, lin)| lin.adapter.as_ref().map(|a| a.a.val().into_data().to_vec::<f32>().unwrap()))
+                .collect()
+        };
+        let first = a_of(&small_model(5).with_lora(&all_targets(), 3).unwrap());
+        // Draws from the backend's process-wide generator in between change nothing.
+        let _ = Tensor::<2>::random([64, 64], Distribution::Default, &Device::flex());
+        let again = a_of(&small_model(5).with_lora(&all_targets(), 3).unwrap());
+        let other = a_of(&small_model(5).with_lora(&all_targets(), 4).unwrap());
+        assert_eq!(first, again);
+        assert_ne!(first, other);
+        // Every projection gets its own draw.
+        assert_ne!(first[0][..8], first[1][..8]);
     }
 
     #[test]
@@ -433,7 +460,7 @@ mod tests {
     #[test]
     fn merged_model_equals_adapted_model() {
         let device = Device::flex();
-        let model = randomize_b(small_model(5).with_lora(&all_targets()).unwrap());
+        let model = randomize_b(small_model(5).with_lora(&all_targets(), 5).unwrap());
         let (t, m) = tokens(&device);
         let adapted = model.forward(t.clone(), m.clone(), None);
         let base = small_model(5).forward(t.clone(), m.clone(), None);
@@ -449,7 +476,7 @@ mod tests {
         let config = small_config();
         let model = Llama::from_weights(&config, &random_weights(&config, 5), &device)
             .unwrap()
-            .with_lora(&LoraConfig::default())
+            .with_lora(&LoraConfig::default(), 5)
             .unwrap();
         let snapshot = |m: &Llama| {
             let attn = &m.layers[0].self_attn;
@@ -486,7 +513,7 @@ mod tests {
     fn peft_adapter_round_trip() {
         let device = Device::flex();
         let dir = temp_dir("round-trip");
-        let model = randomize_b(small_model(5).with_lora(&LoraConfig::default()).unwrap());
+        let model = randomize_b(small_model(5).with_lora(&LoraConfig::default(), 5).unwrap());
         model.save_adapter(&dir, "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
 
         let json: serde_json::Value =
@@ -524,7 +551,7 @@ mod tests {
     #[test]
     fn adapters_of_another_shape_are_refused() {
         let dir = temp_dir("shape");
-        small_model(5).with_lora(&LoraConfig::default()).unwrap().save_adapter(&dir, "tiny").unwrap();
+        small_model(5).with_lora(&LoraConfig::default(), 5).unwrap().save_adapter(&dir, "tiny").unwrap();
         let wider = crate::model::config::LlamaConfig { hidden_size: 96, ..small_config() };
         let other = Llama::from_weights(&wider, &random_weights(&wider, 1), &Device::flex()).unwrap();
         let err = other.load_adapter(&dir).unwrap_err();

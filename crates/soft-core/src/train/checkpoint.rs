@@ -188,7 +188,7 @@ impl EpochLoop<'_> {
             }
             None => {
                 device.seed(self.train.seed);
-                let trainer = LmTrainer::new(trainable.with_lora(self.lora)?, self.train.clone(), self.pad);
+                let trainer = LmTrainer::new(trainable.with_lora(self.lora, self.train.seed)?, self.train.clone(), self.pad);
                 (trainer, Vec::new(), EarlyStop::new(self.patience), 1)
             }
         };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::generate::left_pad;
 use crate::model::llama::Llama;
+use crate::progress::{Event, Progress};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,4 +356,33 @@ mod tests {
         assert_eq!(trainer.steps, 20);
         assert!(last < first * 0.5, "{first} -> {last}");
     }
+}
+
+/// Trains one epoch over `data` in `order`, one micro-batch at a time; returns the mean loss
+/// and the tokens per second.
+pub(crate) fn train_pass(
+    trainer: &mut LmTrainer,
+    order: &[usize],
+    what: &'static str,
+    progress: Progress,
+    mut step: impl FnMut(&mut LmTrainer, &[usize]) -> Result<Option<(f32, usize)>>,
+) -> Result<(f32, f64)> {
+    let started = std::time::Instant::now();
+    let micro = trainer.config.micro_batch.max(1);
+    progress(Event::Begin { what, total: Some(order.len().div_ceil(micro) as u64) });
+    let (mut sum, mut n, mut tokens) = (0.0f32, 0usize, 0usize);
+    for chunk in order.chunks(micro) {
+        if trainer.config.max_steps.is_some_and(|max| trainer.steps >= max) {
+            break;
+        }
+        if let Some((loss, t)) = step(trainer, chunk)? {
+            sum += loss;
+            n += 1;
+            tokens += t;
+            progress(Event::Step { loss: Some(loss) });
+        }
+    }
+    trainer.flush();
+    progress(Event::End);
+    Ok((sum / n.max(1) as f32, tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)))
 }

@@ -18,7 +18,7 @@ use crate::model::tokenizer::SpecialIds;
 use crate::model::tokenizer::{encode, encode_prompt};
 use crate::progress::{Event, Progress};
 use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
-use crate::train::lm::{LmExample, LmTrainer, TrainConfig};
+use crate::train::lm::{train_pass, LmExample, TrainConfig};
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,35 +169,6 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, beam: &BeamConfig) -> Re
     let histories: Vec<&[u32]> = inputs.valid.iter().map(Window::history).collect();
     let targets: Vec<u32> = inputs.valid.iter().map(Window::target).collect();
     Ok(evaluate(inputs.catalog, &rec.recommend(inputs.catalog, &histories, &targets)?))
-}
-
-/// Trains one epoch over `data` in `order`, one micro-batch at a time; returns the mean loss
-/// and the tokens per second.
-pub(crate) fn train_pass(
-    trainer: &mut LmTrainer,
-    order: &[usize],
-    what: &'static str,
-    progress: Progress,
-    mut step: impl FnMut(&mut LmTrainer, &[usize]) -> Result<Option<(f32, usize)>>,
-) -> Result<(f32, f64)> {
-    let started = std::time::Instant::now();
-    let micro = trainer.config.micro_batch.max(1);
-    progress(Event::Begin { what, total: Some(order.len().div_ceil(micro) as u64) });
-    let (mut sum, mut n, mut tokens) = (0.0f32, 0usize, 0usize);
-    for chunk in order.chunks(micro) {
-        if trainer.config.max_steps.is_some_and(|max| trainer.steps >= max) {
-            break;
-        }
-        if let Some((loss, t)) = step(trainer, chunk)? {
-            sum += loss;
-            n += 1;
-            tokens += t;
-            progress(Event::Step { loss: Some(loss) });
-        }
-    }
-    trainer.flush();
-    progress(Event::End);
-    Ok((sum / n.max(1) as f32, tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)))
 }
 
 /// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`); fresh

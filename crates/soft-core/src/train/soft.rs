@@ -22,9 +22,9 @@ use crate::progress::{Event, Progress};
 use crate::train::distill::Distilled;
 use crate::model::tokenizer::{encode, encode_prompt};
 use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
-use crate::train::lm::shared_prompt_losses;
+use crate::train::lm::{shared_prompt_losses, train_pass};
 use crate::train::scheduler::{Schedule, Scheduler};
-use crate::train::sft::{train_pass, valid_metrics, SftConfig, SftInputs};
+use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -73,10 +73,9 @@ pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// The commit of the working tree the binary runs in, when there is one.
+/// The commit the binary was built from (`-dirty` with uncommitted changes), when known.
 pub fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Some(env!("SOFT_GIT_COMMIT").to_string()).filter(|c| c != "unknown")
 }
 
 /// A temp path beside `path` for binary outputs written by other libraries.

@@ -71,7 +71,8 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
         return Ok(Grounder { ids, table });
     }
-    let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, catalog)?;
+    let mut reporter = crate::progress::Reporter::new();
+    let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, catalog, &mut |e| reporter.handle(e))?;
     if let Some(path) = cache {
         // A cache that cannot be written only costs time later.
         let _ = write_table(&path, &grounder.table);

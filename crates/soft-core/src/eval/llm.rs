@@ -12,6 +12,7 @@ use crate::model::generate::{beam_search, embed_last_token, BeamConfig};
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::model::trie::TitleTrie;
+use crate::progress::Progress;
 use crate::{Error, Result};
 
 /// Texts embedded per forward pass.
@@ -33,18 +34,35 @@ pub struct Grounder {
 
 /// Last-token embeddings of texts; an empty text is embedded as the EOS token alone.
 pub fn embed_texts(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, texts: &[&str]) -> Result<Tensor<2>> {
+    embed_texts_reporting(base, tokenizer, special, texts, &mut crate::progress::silent)
+}
+
+fn embed_texts_reporting(
+    base: &Llama,
+    tokenizer: &Tokenizer,
+    special: &SpecialIds,
+    texts: &[&str],
+    progress: Progress,
+) -> Result<Tensor<2>> {
     let ids: Vec<Vec<u32>> = texts
         .iter()
         .map(|t| encode(tokenizer, t).map(|ids| if ids.is_empty() { vec![special.eos] } else { ids }))
         .collect::<Result<_>>()?;
-    embed_last_token(&base.valid(), &ids, EMBED_BATCH)
+    embed_last_token(&base.valid(), &ids, EMBED_BATCH, progress)
 }
 
 impl Grounder {
-    pub fn new(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<Self> {
+    /// Embeds every grounding title: minutes for a 135 M model on a CPU, hence the progress.
+    pub fn new(
+        base: &Llama,
+        tokenizer: &Tokenizer,
+        special: &SpecialIds,
+        catalog: &Catalog,
+        progress: Progress,
+    ) -> Result<Self> {
         let ids = catalog.grounding_ids();
         let titles: Vec<&str> = ids.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
-        Ok(Self { table: embed_texts(base, tokenizer, special, &titles)?, ids })
+        Ok(Self { table: embed_texts_reporting(base, tokenizer, special, &titles, progress)?, ids })
     }
 
     /// The `k` nearest items to each answer, nearest first.

@@ -12,6 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::llama::{KvCache, Llama};
 use super::trie::TitleTrie;
+use crate::progress::{Event, Progress};
 use crate::{Error, Result};
 
 /// Beam-search settings. `new` gives the SOFT reference's: 4 beams, 4 returned sequences, at most
@@ -329,20 +330,28 @@ fn allowed_candidates(
 /// The last-layer hidden state (after the final norm) at the last token of each text,
 /// `[texts, hidden]`, computed `batch_size` texts at a time. Texts are batched longest first so
 /// that little padding is computed; rows come back in input order.
-pub fn embed_last_token<S: AsRef<[u32]>>(model: &Llama, texts: &[S], batch_size: usize) -> Result<Tensor<2>> {
+pub fn embed_last_token<S: AsRef<[u32]>>(
+    model: &Llama,
+    texts: &[S],
+    batch_size: usize,
+    progress: Progress,
+) -> Result<Tensor<2>> {
     if texts.is_empty() || batch_size == 0 {
         return Err(Error::Invalid("embed_last_token: no texts, or batch_size 0".into()));
     }
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| Reverse(texts[i].as_ref().len()));
     let mut parts = Vec::with_capacity(order.len().div_ceil(batch_size));
+    progress(Event::Begin { what: "embedding titles", total: Some(order.len().div_ceil(batch_size) as u64) });
     for batch in order.chunks(batch_size) {
         let rows: Vec<&[u32]> = batch.iter().map(|&i| texts[i].as_ref()).collect();
         let (tokens, mask) = left_pad(model, &rows)?;
         let hidden = model.hidden_states(tokens, mask, None);
         let [b, t, d] = hidden.dims();
         parts.push(hidden.narrow(1, t - 1, 1).reshape([b, d]));
+        progress(Event::Step { loss: None });
     }
+    progress(Event::End);
     // Row i of the sorted result is text order[i]; gather it back into input order.
     let mut inverse = vec![0i64; order.len()];
     for (sorted, &original) in order.iter().enumerate() {
@@ -578,7 +587,7 @@ mod tests {
     fn embeddings_are_the_last_real_token_of_each_text_alone() {
         let model = small_model(37);
         let texts = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
-        let embedded = embed_last_token(&model, &texts, 3).unwrap();
+        let embedded = embed_last_token(&model, &texts, 3, &mut crate::progress::silent).unwrap();
         assert_eq!(embedded.dims(), [4, 64]);
         let device = model.device();
         for (i, text) in texts.iter().enumerate() {
@@ -598,7 +607,7 @@ mod tests {
         assert!(
             beam_search(&model, &[vec![1u32]], &BeamConfig { num_return_sequences: 5, ..BeamConfig::new(0) }).is_err()
         );
-        assert!(embed_last_token(&model, &[vec![1u32]], 0).is_err());
+        assert!(embed_last_token(&model, &[vec![1u32]], 0, &mut crate::progress::silent).is_err());
         let trie = |titles: Vec<Vec<u32>>, eos| Some(Arc::new(TitleTrie::new(titles, eos)));
         for constraint in [trie(vec![vec![5]], 3), trie(vec![], 0), trie(vec![vec![5, 1_000]], 0)] {
             assert!(beam_search(&model, &[vec![1u32]], &BeamConfig { constraint, ..BeamConfig::new(0) }).is_err());

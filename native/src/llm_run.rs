@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use soft_core::data::{Catalog, Domain};
 use soft_core::eval::decoding::Decoding;
 use soft_core::eval::llm::{Grounder, LlmRecommender};
+use soft_core::hash::{fnv1a, FNV_OFFSET};
 use soft_core::model::generate::BeamConfig;
 use soft_core::model::llama::Llama;
 use soft_core::model::pretrained::{load_path, Pretrained};
@@ -80,10 +81,6 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     Ok(grounder)
 }
 
-fn fnv(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 fn cache_path(model_path: &Path, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
     let (dir, weights) = if model_path.is_dir() {
         (model_path.to_path_buf(), model_path.join(soft_core::model::pretrained::WEIGHTS_FILE))
@@ -92,12 +89,12 @@ fn cache_path(model_path: &Path, catalog: &Catalog, ids: &[u32]) -> Option<PathB
     };
     let meta = std::fs::metadata(&weights).ok()?;
     let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-    let mut h = fnv(0xcbf2_9ce4_8422_2325, weights.to_string_lossy().as_bytes());
-    h = fnv(h, &meta.len().to_le_bytes());
-    h = fnv(h, &mtime.to_le_bytes());
+    let mut h = fnv1a(FNV_OFFSET, weights.to_string_lossy().as_bytes());
+    h = fnv1a(h, &meta.len().to_le_bytes());
+    h = fnv1a(h, &mtime.to_le_bytes());
     for &id in ids {
-        h = fnv(h, &id.to_le_bytes());
-        h = fnv(h, catalog.title(id).unwrap_or_default().as_bytes());
+        h = fnv1a(h, &id.to_le_bytes());
+        h = fnv1a(h, catalog.title(id).unwrap_or_default().as_bytes());
     }
     Some(dir.join(format!("grounding-{h:016x}.f32")))
 }

@@ -7,6 +7,7 @@ pub mod baselines;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod hash;
 pub mod model;
 pub mod progress;
 pub mod train;

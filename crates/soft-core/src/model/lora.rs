@@ -16,6 +16,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use super::config::{LoraConfig, LORA_TARGETS};
 use super::llama::{frozen, transpose, Block, Llama};
+use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::{Error, Result};
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -145,14 +146,14 @@ impl Block {
     }
 }
 
+/// A stable hash of a parameter or projection name.
+fn fnv(name: &str) -> u64 {
+    fnv1a(FNV_OFFSET, name.as_bytes())
+}
+
 /// A trainable parameter whose id is derived from its name: an adapter loaded from a checkpoint
 /// then has the ids of the one that was saved, which is what the optimizer's saved state is
 /// keyed by.
-/// FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
-fn fnv(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 fn trainable(name: &str, value: Tensor<2>) -> Param<Tensor<2>> {
     let mut param = Param::from_tensor(value);
     param.id = ParamId::from(fnv(name));

@@ -187,7 +187,6 @@ impl EpochLoop<'_> {
                 (trainer, state.records, stop, state.epoch + 1)
             }
             None => {
-                device.seed(self.train.seed);
                 let trainer = LmTrainer::new(trainable.with_lora(self.lora, self.train.seed)?, self.train.clone(), self.pad);
                 (trainer, Vec::new(), EarlyStop::new(self.patience), 1)
             }

@@ -174,8 +174,7 @@ fn sasrec_trains_saves_loads_and_evaluates() {
 /// A small `tiny` model (3 pre-training steps, 600-token vocabulary) in `dir/tiny`.
 fn small_tiny(dir: &Path) -> PathBuf {
     let model = dir.join("tiny");
-    let o =
-        run(&[
+    let o = run(&[
         "pretrain",
         "--steps",
         "3",

@@ -43,7 +43,11 @@ impl LoadedRun {
         let path = resolve(base_name)?;
         let base = load_path(&path, device)?;
         let adapter = dir.join(ADAPTER_DIR);
-        let tuned = base.model.clone().load_adapter(&adapter).with_context(|| format!("{}: unusable adapter", adapter.display()))?;
+        let tuned = base
+            .model
+            .clone()
+            .load_adapter(&adapter)
+            .with_context(|| format!("{}: unusable adapter", adapter.display()))?;
         let grounder = grounder(&base, &path, catalog)?;
         let decoding = decoding.unwrap_or(config.decoding);
         let beam = decoding.apply(config.beam(base.special.eos), &base.tokenizer, &base.special, catalog)?;

@@ -35,7 +35,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let (dataset, split) = args.data.load()?;
     let backend = choose(args.backend)?;
-    let mut config = PretrainConfig { steps: args.steps, vocab_size: args.vocab_size, ppl_titles: args.ppl_titles, ..Default::default() };
+    let mut config = PretrainConfig {
+        steps: args.steps,
+        vocab_size: args.vocab_size,
+        ppl_titles: args.ppl_titles,
+        ..Default::default()
+    };
     config.train.seed = args.seed;
     eprintln!("pre-training tiny on {} ({} items), backend {}", dataset.meta.name, dataset.catalog.len(), backend.name);
     let mut reporter = Reporter::new();

@@ -235,7 +235,8 @@ fn complete_run(dir: &Path) -> Result<bool> {
 
 fn read_metrics(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: corrupted metrics; delete it to evaluate again", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupted metrics; delete it to evaluate again", path.display()))
 }
 
 impl Runner<'_> {
@@ -350,8 +351,8 @@ pub fn run(args: Args) -> Result<()> {
             let path = dir.join(CONFIG_FILE);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("{}: not a run started by `soft-train run`", path.display()))?;
-            let config: RunConfig =
-                serde_json::from_str(&text).with_context(|| format!("{}: corrupted run configuration", path.display()))?;
+            let config: RunConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: corrupted run configuration", path.display()))?;
             eprintln!("resuming {} (its own settings apply; other options are ignored)", dir.display());
             (dir.clone(), config)
         }
@@ -369,8 +370,14 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let data = config.data()?;
-    let mut runner =
-        Runner { out: &out, config: config.clone(), data: data.clone(), backend: args.backend, started, times: Vec::new() };
+    let mut runner = Runner {
+        out: &out,
+        config: config.clone(),
+        data: data.clone(),
+        backend: args.backend,
+        started,
+        times: Vec::new(),
+    };
 
     let data_dir = out.join("data");
     runner.stage("prepare".into(), data_dir.join("split.json").exists(), || {
@@ -418,10 +425,7 @@ pub fn run(args: Args) -> Result<()> {
         "seconds": started.elapsed().as_secs_f64(),
         "plots": plots,
     });
-    write_files(
-        &out,
-        &[("table.md".into(), table), ("report.json".into(), serde_json::to_string_pretty(&report)?)],
-    )?;
+    write_files(&out, &[("table.md".into(), table), ("report.json".into(), serde_json::to_string_pretty(&report)?)])?;
     eprintln!("all stages in {:.0} s; table, report and plots in {}", started.elapsed().as_secs_f64(), out.display());
     Ok(())
 }
@@ -489,7 +493,8 @@ fn plots(out: &Path, config: &RunConfig) -> Result<Vec<PathBuf>> {
     let base = seed_dir(out, 0, config.seeds[0]);
     let path = base.join("soft").join("report.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
     let report: SoftReport =
         serde_json::from_value(value.clone()).with_context(|| format!("{}: not a SOFT report", path.display()))?;
     let epochs = &report.epochs;

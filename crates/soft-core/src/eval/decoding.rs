@@ -32,7 +32,13 @@ impl Decoding {
 impl Decoding {
     /// `beam` with this decoding: unchanged for `free`, restricted to the response form of every
     /// grounding item's title for `constrained`.
-    pub fn apply(self, beam: BeamConfig, tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<BeamConfig> {
+    pub fn apply(
+        self,
+        beam: BeamConfig,
+        tokenizer: &Tokenizer,
+        special: &SpecialIds,
+        catalog: &Catalog,
+    ) -> Result<BeamConfig> {
         Ok(match self {
             Decoding::Free => beam,
             Decoding::Constrained => {

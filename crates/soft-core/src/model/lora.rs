@@ -86,7 +86,14 @@ impl LoraAdapter {
     /// bound 1/√in) and B zero, so the adapted layer starts out equal to the base layer. A is
     /// drawn from (seed, projection name), not from the backend's process-wide generator, so
     /// the same seed gives the same adapter whatever else runs in the process.
-    fn init(path: &str, d_in: usize, d_out: usize, config: &LoraConfig, seed: u64, device: &burn::tensor::Device) -> Self {
+    fn init(
+        path: &str,
+        d_in: usize,
+        d_out: usize,
+        config: &LoraConfig,
+        seed: u64,
+        device: &burn::tensor::Device,
+    ) -> Self {
         let bound = 1.0 / (d_in as f32).sqrt();
         let mut rng = StdRng::seed_from_u64(seed ^ fnv(path));
         let values: Vec<f32> = (0..d_in * config.r).map(|_| rng.random_range(-bound..bound)).collect();

@@ -187,7 +187,8 @@ impl EpochLoop<'_> {
                 (trainer, state.records, stop, state.epoch + 1)
             }
             None => {
-                let trainer = LmTrainer::new(trainable.with_lora(self.lora, self.train.seed)?, self.train.clone(), self.pad);
+                let trainer =
+                    LmTrainer::new(trainable.with_lora(self.lora, self.train.seed)?, self.train.clone(), self.pad);
                 (trainer, Vec::new(), EarlyStop::new(self.patience), 1)
             }
         };
@@ -217,7 +218,8 @@ impl EpochLoop<'_> {
                 }
             }
         }
-        let (best_epoch, model) = stop.into_best().ok_or_else(|| Error::Invalid("training needs at least one epoch".into()))?;
+        let (best_epoch, model) =
+            stop.into_best().ok_or_else(|| Error::Invalid("training needs at least one epoch".into()))?;
         Ok(Trained { model, records, best_epoch })
     }
 }

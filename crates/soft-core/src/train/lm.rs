@@ -343,8 +343,15 @@ mod tests {
     fn training_lowers_the_loss_and_accumulation_steps_once_per_group() {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let config =
-            TrainConfig { lr: 1e-2, warmup_steps: 2, weight_decay: 0.0, micro_batch: 2, grad_accum: 2, seed: 3, max_steps: None };
+        let config = TrainConfig {
+            lr: 1e-2,
+            warmup_steps: 2,
+            weight_decay: 0.0,
+            micro_batch: 2,
+            grad_accum: 2,
+            seed: 3,
+            max_steps: None,
+        };
         let mut trainer = LmTrainer::new(tiny(&device).set_require_grad(true), config, 0);
         let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6]), LmExample::full(vec![6, 5, 4, 3, 2, 1])];
         let refs: Vec<&LmExample> = data.iter().collect();

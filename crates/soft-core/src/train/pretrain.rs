@@ -197,7 +197,15 @@ mod tests {
             block_len: 32,
             steps: 30,
             ppl_titles: 1000,
-            train: TrainConfig { lr: 3e-3, warmup_steps: 5, weight_decay: 0.0, micro_batch: 4, grad_accum: 1, seed: 1, max_steps: None },
+            train: TrainConfig {
+                lr: 3e-3,
+                warmup_steps: 5,
+                weight_decay: 0.0,
+                micro_batch: 4,
+                grad_accum: 1,
+                seed: 1,
+                max_steps: None,
+            },
         };
         let (_, tok, report) =
             pretrain(&config, &catalog, &windows, &burn::tensor::Device::flex(), &mut crate::progress::silent).unwrap();

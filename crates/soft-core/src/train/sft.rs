@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
-use crate::eval::llm::{history_prompt, Grounder, LlmRecommender};
 use crate::eval::decoding::Decoding;
+use crate::eval::llm::{history_prompt, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;

@@ -124,7 +124,7 @@ fn write_table(path: &Path, table: &Tensor<2>) -> Result<()> {
     bytes.extend_from_slice(&(n as u64).to_le_bytes());
     bytes.extend_from_slice(&(d as u64).to_le_bytes());
     values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
-    soft_core::data::text::write_atomic(path, &bytes)?;
+    soft_core::atomic_file::write_atomic(path, &bytes)?;
     Ok(())
 }
 

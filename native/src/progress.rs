@@ -89,12 +89,8 @@ impl Reporter {
                     );
                 }
             }
-            Event::Epoch { epoch, loss, valid } => {
-                eprintln!(
-                    "epoch {epoch}: loss {loss:.4}  valid HR@10 {:.4}  NDCG@10 {:.4}",
-                    valid.hr_at(10),
-                    valid.ndcg_at(10)
-                );
+            Event::Epoch { epoch, loss, hr_at_10, ndcg_at_10 } => {
+                eprintln!("epoch {epoch}: loss {loss:.4}  valid HR@10 {hr_at_10:.4}  NDCG@10 {ndcg_at_10:.4}");
             }
             Event::Note(text) => eprintln!("{text}"),
         }

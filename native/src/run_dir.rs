@@ -68,7 +68,7 @@ pub fn report(run: &RunInfo, extra: serde_json::Value) -> Result<String> {
 /// Writes several files into `dir` atomically, each through a temp file and a rename.
 pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
     for (name, text) in files {
-        soft_core::data::text::write_atomic(&dir.join(name), text.as_bytes())?;
+        soft_core::atomic_file::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }

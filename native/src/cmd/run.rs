@@ -125,7 +125,7 @@ impl RunConfig {
         if args.seeds == 0 {
             bail!("--seeds must be at least 1");
         }
-        soft_core::train::scheduler::Scheduler::new(soft_core::train::scheduler::Schedule::Adaptive, args.alpha, 1.0)?;
+        soft_core::train::scheduler::validate_alpha(args.alpha)?;
         // (sizes, model, epochs, lr, grad_accum, max new tokens, d samples, SASRec epochs)
         let (sizes, model, epochs, lr, grad_accum, max_new_tokens, d_samples, sasrec_epochs) = match args.profile {
             Profile::Quick => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
-use soft_core::train::scheduler::{Schedule, Scheduler};
+use soft_core::train::scheduler::{validate_alpha, Schedule};
 use soft_core::train::sft::SftInputs;
 use soft_core::train::soft::{soft, SoftConfig};
 
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         ScheduleArg::RealOnly => Schedule::RealOnly,
         ScheduleArg::Linear => Schedule::Linear,
     };
-    Scheduler::new(schedule, args.alpha, 1.0)?; // reject a bad alpha before any work
+    validate_alpha(args.alpha)?; // reject a bad alpha before any work
     let backend = choose(args.backend)?;
     let (dataset, split) = args.data.load()?;
     let distilled_path = args.sft.join(DISTILLED_FILE);

@@ -16,9 +16,10 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Catalog, Window};
+use crate::early_stop::EarlyStop;
 use crate::eval::{evaluate, top_k, Metrics, Prediction};
+use crate::loss::nll;
 use crate::progress::{Event, Progress};
-use crate::train::early_stop::EarlyStop;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,9 +157,7 @@ impl SasRec {
 
     /// Mean cross-entropy of the targets `[B]` over all items.
     fn loss(&self, seq: Tensor<2, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
-        let logits = self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose());
-        let b = targets.dims()[0];
-        activation::log_softmax(logits, 1).gather(1, targets.reshape([b, 1])).mean().neg()
+        nll(self.last_hidden(seq).matmul(self.item_emb.weight.val().transpose()), targets).mean()
     }
 
     /// The top-`k` grounding items of `catalog` for each history, best first.
@@ -224,7 +223,7 @@ pub fn train(
     progress: Progress,
 ) -> Result<(SasRec, Vec<EpochLog>, usize)> {
     if train.is_empty() || valid.is_empty() {
-        return Err(Error::Invalid("SASRec needs non-empty training and validation windows".into()));
+        return Err(Error::Input("SASRec needs non-empty training and validation windows".into()));
     }
     device.seed(config.seed);
     let ad = device.clone().autodiff();
@@ -247,7 +246,7 @@ pub fn train(
             let loss = model.loss(seq, targets);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
-                return Err(Error::Invalid(format!("SASRec loss became {value} in epoch {epoch}")));
+                return Err(Error::NonFiniteLoss { what: "SASRec", value, at: format!("epoch {epoch}") });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(config.lr, model, grads);
@@ -265,39 +264,27 @@ pub fn train(
             .collect();
         let metrics = evaluate(catalog, &preds);
         let loss = sum / steps as f32;
-        progress(Event::Epoch { epoch, loss, valid: metrics });
+        progress(Event::Epoch { epoch, loss, hr_at_10: metrics.hr_at(10), ndcg_at_10: metrics.ndcg_at(10) });
         logs.push(EpochLog { epoch, loss, valid: metrics, seconds: started.elapsed().as_secs_f64() });
         if stop.update(epoch, metrics.ndcg_at(10), eval_model) {
-            progress(Event::Note(format!(
-                "early stop after epoch {epoch}; best epoch {}",
-                stop.best_epoch().unwrap_or(0)
-            )));
+            progress(Event::Note(stop.stop_note(epoch)));
             break;
         }
     }
-    let (best_epoch, model) =
-        stop.into_best().ok_or_else(|| Error::Invalid("SASRec needs at least one epoch".into()))?;
+    let (best_epoch, model) = stop.into_best()?;
     Ok((model, logs, best_epoch))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::windows::ring_windows;
 
     #[test]
     fn learns_a_deterministic_successor_pattern() {
         // Item i is always followed by i + 1 (mod 20): a model that learns anything ranks it first.
         let catalog = Catalog::from_titles((1..=20).map(|i| (i, format!("item {i}"))));
-        let windows: Vec<Window> = (0..400)
-            .map(|s| {
-                let len = 2 + s % 9;
-                Window {
-                    user: s.to_string(),
-                    items: (0..len).map(|j| ((s + j) % 20) as u32 + 1).collect(),
-                    timestamp: s as i64,
-                }
-            })
-            .collect();
+        let windows = ring_windows(400, 20, |s| 2 + s % 9);
         let config = SasRecConfig {
             max_epochs: 8,
             patience: 8,

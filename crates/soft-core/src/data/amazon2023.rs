@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
 use crate::data::interactions::{k_core, number_items, windows, Interaction};
 use crate::data::text::{read_bytes, utf8_lines};
 use crate::data::{Catalog, Window};
@@ -12,21 +15,35 @@ use crate::{Error, Result};
 pub const INTERACTIONS_FILE: &str = "interaction.csv";
 pub const METADATA_FILE: &str = "metadata.jsonl";
 
+/// The fields of a `metadata.jsonl` line that are read; the others are ignored.
+#[derive(Deserialize)]
+struct MetadataLine {
+    parent_asin: String,
+    #[serde(default)]
+    title: Option<TitleField>,
+}
+
+/// A title that is not a string (null, a number...) counts as no title.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TitleField {
+    Text(String),
+    Other(IgnoredAny),
+}
+
 /// Titles by `parent_asin`; lines without a usable title are skipped (the protocol drops them).
 pub fn load_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = read_bytes(path)?;
     let mut titles = HashMap::new();
     for line in utf8_lines(path, &bytes) {
         let (n, text) = line?;
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::parse(path, n, format!("not a JSON object: {e}")))?;
-        let asin = value
-            .get("parent_asin")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| Error::parse(path, n, "missing string field `parent_asin`"))?;
-        if let Some(title) = value.get("title").and_then(|v| v.as_str()) {
-            if !crate::data::catalog::clean_title(title).is_empty() {
-                titles.insert(asin.to_string(), title.to_string());
+        let line: MetadataLine = serde_json::from_str(text).map_err(|e| {
+            let what = if e.is_data() { "expected a string field `parent_asin`" } else { "not a JSON object" };
+            Error::parse(path, n, format!("{what}: {e}"))
+        })?;
+        if let Some(TitleField::Text(title)) = line.title {
+            if !crate::data::catalog::clean_title(&title).is_empty() {
+                titles.insert(line.parent_asin, title);
             }
         }
     }
@@ -123,7 +140,7 @@ mod tests {
             &dir,
             METADATA_FILE,
             "{\"parent_asin\": \"A\", \"title\": \"Alpha &amp; Omega\"}\n{\"parent_asin\": \"B\", \"title\": \"Beta\"}\n\
-             {\"parent_asin\": \"C\", \"title\": \"Gamma\"}\n{\"parent_asin\": \"D\", \"title\": \"\"}\n{\"parent_asin\": \"E\", \"title\": null}\n",
+             {\"parent_asin\": \"C\", \"title\": \"Gamma\"}\n{\"parent_asin\": \"D\", \"title\": \"\"}\n{\"parent_asin\": \"E\", \"title\": null}\n{\"parent_asin\": \"F\", \"title\": 3}\n",
         );
         let (cat, w) = load_dir(&dir, 3).unwrap();
         assert_eq!(cat.len(), 3);
@@ -133,6 +150,9 @@ mod tests {
         assert_eq!(w[0].items, vec![2, 1, 3]); // B, A, C in time order
         assert_eq!(w[0].timestamp, 1_600_000_003);
 
+        write(&dir, METADATA_FILE, "{\"title\": \"A\"}\n");
+        let err = load_dir(&dir, 3).unwrap_err().to_string();
+        assert!(err.contains("metadata.jsonl:1: expected a string field `parent_asin`: missing field"), "{err}");
         write(&dir, METADATA_FILE, "{\"parent_asin\": \"A\"}\nnot json\n");
         let err = load_dir(&dir, 3).unwrap_err().to_string();
         assert!(err.ends_with("metadata.jsonl:2: not a JSON object: expected ident at line 1 column 2"), "{err}");

@@ -55,7 +55,7 @@ impl Dataset {
             Source::AmazonBooks => Self::embedded_books()?,
             Source::Ml100k(dir) => {
                 let (inter, item) = recbole::find_files(dir).ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::NotFound(format!(
                         "MovieLens-100k not found in {}: run scripts/fetch-ml100k.sh",
                         dir.display()
                     ))
@@ -83,7 +83,7 @@ impl Dataset {
 
     fn load_dir(dir: &Path, k: usize) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::NotFound(format!(
                 "{}: not a directory, nor one of the named datasets `amazon-books`, `ml-100k`",
                 dir.display()
             )));
@@ -94,7 +94,7 @@ impl Dataset {
             let meta_path = dir.join(META_FILE);
             let meta = if meta_path.exists() {
                 let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-                serde_json::from_str(&text).map_err(|e| Error::parse(&meta_path, e.line(), e.to_string()))?
+                serde_json::from_str(&text).map_err(|e| Error::json(&meta_path, e))?
             } else {
                 generic
             };
@@ -110,7 +110,7 @@ impl Dataset {
             let (catalog, windows) = recbole::load(&inter, &item, k)?;
             return Ok(Self { meta: generic, catalog, windows });
         }
-        Err(Error::Invalid(format!(
+        Err(Error::NotFound(format!(
             "{}: no dataset found: expected sequences.csv + id2name.json, interaction.csv + metadata.jsonl, or NAME.inter + NAME.item",
             dir.display()
         )))

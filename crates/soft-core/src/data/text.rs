@@ -33,15 +33,3 @@ pub fn utf8_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
         }
     }
 }
-
-/// Writes a file atomically: a temp file beside it, then a rename, so a killed or failed run
-/// never leaves a half-written file in place of a good one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}

@@ -128,6 +128,20 @@ pub fn sequences_csv(windows: &[Window]) -> String {
     out
 }
 
+/// Windows walking a ring of `n_items` items: window `s` holds the `len(s)` items from item
+/// `s % n_items + 1` on, so every item is always followed by the next one (a pattern any
+/// sequence model can learn).
+#[cfg(test)]
+pub(crate) fn ring_windows(count: usize, n_items: usize, len: impl Fn(usize) -> usize) -> Vec<Window> {
+    (0..count)
+        .map(|s| Window {
+            user: s.to_string(),
+            items: (0..len(s)).map(|j| ((s + j) % n_items) as u32 + 1).collect(),
+            timestamp: s as i64,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

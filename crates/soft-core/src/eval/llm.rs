@@ -109,7 +109,7 @@ pub fn generate_answers(
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| encode_prompt(tokenizer, special, p)).collect::<Result<_>>()?;
         for hyps in beam_search(&model, &ids, beam)? {
             let best = hyps.first().map(|h| h.tokens.as_slice()).unwrap_or_default();
-            out.push(tokenizer.decode(best, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?);
+            out.push(tokenizer.decode(best, true).map_err(|e| Error::tokenizer("decoding an answer", e))?);
         }
     }
     Ok(out)

@@ -30,7 +30,7 @@ pub struct Pretrained {
 /// Writes a model directory: config, weights (burnpack) and tokenizer.
 pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
     let config = serde_json::to_string_pretty(model.config()).expect("config serialises");
-    crate::data::text::write_atomic(&dir.join(CONFIG_FILE), config.as_bytes())?;
+    crate::atomic_file::write_atomic(&dir.join(CONFIG_FILE), config.as_bytes())?;
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp{}", std::process::id()));
     model.clone().save_file(&tmp).map_err(|e| Error::format(&tmp, e.to_string()))?;

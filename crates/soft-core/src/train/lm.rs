@@ -1,4 +1,4 @@
-//! The language-model objective and the optimisation step shared by every stage.
+//! The language-model objective shared by every stage.
 //!
 //! An example is a token sequence with a flag per token saying whether the model is trained to
 //! predict it (pre-training: every token; instruction tuning: the response and its EOS only).
@@ -6,14 +6,13 @@
 //! most expensive op of a small model's step, and prompt positions would be discarded anyway.
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
 
+use crate::loss::nll;
 use crate::model::generate::left_pad;
 use crate::model::llama::Llama;
-use crate::progress::{Event, Progress};
+use crate::model::tokenizer::encode;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +39,14 @@ impl LmExample {
     pub fn targets(&self) -> usize {
         self.trained.iter().skip(1).filter(|&&t| t).count()
     }
+}
+
+/// `text`'s tokens then EOS: how every response (and every pre-training title) the model
+/// learns to write ends.
+pub fn tokens_with_eos(tokenizer: &Tokenizer, text: &str, eos: u32) -> Result<Vec<u32>> {
+    let mut ids = encode(tokenizer, text)?;
+    ids.push(eos);
+    Ok(ids)
 }
 
 /// Inputs, attention mask and the flat indices / ids of the trained positions for a batch,
@@ -81,14 +88,19 @@ fn batch(examples: &[&LmExample], pad: u32, device: &Device) -> Option<Batch> {
     })
 }
 
+/// NLL of `targets` `[N]` predicted from the hidden states `[B, T, D]` at the flat positions
+/// `positions` `[N]` (row-major over B x T): the LM head runs on those N rows only.
+fn picked_nll(model: &Llama, hidden: Tensor<3>, positions: Tensor<1, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [b, t, d] = hidden.dims();
+    let picked = hidden.reshape([b * t, d]).select(0, positions);
+    let n = picked.dims()[0];
+    nll(model.logits(picked.unsqueeze::<3>()).reshape([n, model.config().vocab_size]), targets)
+}
+
 /// Negative log-likelihood of every trained token, `[N]`, in batch order.
 fn token_nll(model: &Llama, b: Batch) -> Tensor<1> {
     let hidden = model.hidden_states(b.tokens, b.mask, None);
-    let [bsz, t, d] = hidden.dims();
-    let picked = hidden.reshape([bsz * t, d]).select(0, b.positions);
-    let n = picked.dims()[0];
-    let logits = model.logits(picked.unsqueeze::<3>()).reshape([n, model.config().vocab_size]);
-    log_softmax(logits, 1).gather(1, b.targets.reshape([n, 1])).reshape([n]).neg()
+    picked_nll(model, hidden, b.positions, b.targets)
 }
 
 /// Mean loss over the trained tokens of `examples`; `None` when none has a target.
@@ -105,11 +117,11 @@ pub fn lm_loss(model: &Llama, examples: &[&LmExample], pad: u32) -> Option<Tenso
 pub fn shared_prompt_losses(model: &Llama, prompts: &[&[u32]], responses: &[Vec<&[u32]>]) -> Result<Vec<Tensor<1>>> {
     let (b, sets) = (prompts.len(), responses.len());
     if b == 0 || sets == 0 || responses.iter().any(|r| r.len() != b) {
-        return Err(Error::Invalid(format!("shared_prompt_losses: {b} prompts, response sets of other sizes")));
+        return Err(Error::Input(format!("shared_prompt_losses: {b} prompts, response sets of other sizes")));
     }
     if let Some((s, i)) = (0..sets).flat_map(|s| (0..b).map(move |i| (s, i))).find(|&(s, i)| responses[s][i].is_empty())
     {
-        return Err(Error::Invalid(format!("response {i} of set {s} is empty")));
+        return Err(Error::Input(format!("response {i} of set {s} is empty")));
     }
     let device = model.device();
     let (tokens, mask) = left_pad(model, prompts)?;
@@ -144,13 +156,10 @@ pub fn shared_prompt_losses(model: &Llama, prompts: &[&[u32]], responses: &[Vec<
     let cont_mask = Tensor::<2, Int>::from_data(TensorData::new(cont_mask, [n, width]), &device);
     let cont_hidden = model.hidden_states(cont, cont_mask, Some(&mut cache));
     let hidden = if width > 1 { Tensor::cat(vec![last, cont_hidden.narrow(1, 0, width - 1)], 1) } else { last };
-    let d = hidden.dims()[2];
     let total = positions.len();
     let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [total]), &device);
     let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [total]), &device);
-    let picked = hidden.reshape([n * width, d]).select(0, positions);
-    let logits = model.logits(picked.unsqueeze::<3>()).reshape([total, model.config().vocab_size]);
-    let nll = log_softmax(logits, 1).gather(1, targets.reshape([total, 1])).reshape([total]).neg();
+    let nll = picked_nll(model, hidden, positions, targets);
     let mut start = 0;
     Ok(counts
         .into_iter()
@@ -178,117 +187,12 @@ pub fn total_nll(model: &Llama, examples: &[LmExample], pad: u32, batch_size: us
     (sum, count)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub lr: f64,
-    /// Linear warm-up from 0 over this many optimizer steps, then constant.
-    pub warmup_steps: usize,
-    pub weight_decay: f32,
-    /// Examples per forward/backward pass.
-    pub micro_batch: usize,
-    /// Micro-batches per optimizer step (effective batch = micro_batch x grad_accum).
-    pub grad_accum: usize,
-    pub seed: u64,
-    /// Stop after this many optimizer steps in all (a smoke test of a large model on a CPU).
-    #[serde(default)]
-    pub max_steps: Option<usize>,
-}
-
-/// A model on an autodiff device, its optimizer and the step count.
-pub struct LmTrainer {
-    pub model: Llama,
-    pub config: TrainConfig,
-    optim: ModuleOptimizer,
-    accum: GradientsAccumulator<Llama>,
-    pending: usize,
-    pub steps: usize,
-    pad: u32,
-}
-
-impl LmTrainer {
-    /// `model` must live on an autodiff device.
-    pub fn new(model: Llama, config: TrainConfig, pad: u32) -> Self {
-        let optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
-        Self { model, config, optim, accum: GradientsAccumulator::new(), pending: 0, steps: 0, pad }
-    }
-
-    fn lr(&self) -> f64 {
-        let warm = self.config.warmup_steps;
-        if warm == 0 || self.steps >= warm {
-            self.config.lr
-        } else {
-            self.config.lr * (self.steps + 1) as f64 / warm as f64
-        }
-    }
-
-    /// One micro-batch: forward, backward, accumulate; an optimizer step every `grad_accum`
-    /// micro-batches. Returns the micro-batch loss, or an error when it is not finite.
-    pub fn micro_step(&mut self, examples: &[&LmExample]) -> Result<Option<f32>> {
-        let Some(loss) = lm_loss(&self.model, examples, self.pad) else { return Ok(None) };
-        self.backward(loss).map(Some)
-    }
-
-    /// The same for a loss the caller built from this trainer's model (SOFT's mixed loss).
-    pub fn backward(&mut self, loss: Tensor<1>) -> Result<f32> {
-        let value: f32 = loss.clone().into_scalar();
-        if !value.is_finite() {
-            return Err(Error::Invalid(format!("loss became {value} at optimizer step {}", self.steps + 1)));
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.accum.accumulate(&self.model, grads);
-        self.pending += 1;
-        if self.pending >= self.config.grad_accum.max(1) {
-            self.flush();
-        }
-        Ok(value)
-    }
-
-    /// Saves the optimizer's state (AdamW moments), keyed by parameter id.
-    pub fn save_optimizer(&self, path: &std::path::Path) -> Result<()> {
-        self.optim.to_record().save(path).map_err(|e| Error::format(path, e.to_string()))
-    }
-
-    /// Restores a state saved by [`LmTrainer::save_optimizer`] for a model with the same
-    /// parameter ids (adapters get ids from their names, see `model/lora.rs`).
-    pub fn load_optimizer(&mut self, path: &std::path::Path) -> Result<()> {
-        let record = burn::optim::OptimizerRecord::load(path).map_err(|e| Error::format(path, e.to_string()))?;
-        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
-        self.optim = optim.load_record(record);
-        Ok(())
-    }
-
-    pub fn pad(&self) -> u32 {
-        self.pad
-    }
-
-    /// Applies any accumulated gradients (end of an epoch with a partial group).
-    pub fn flush(&mut self) {
-        if self.pending == 0 {
-            return;
-        }
-        let grads = self.accum.grads();
-        let lr = self.lr();
-        self.model = self.optim.step(lr, self.model.clone(), grads);
-        self.pending = 0;
-        self.steps += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::model::config::LlamaConfig;
+    use burn::tensor::activation::log_softmax;
 
-    fn tiny(device: &Device) -> Llama {
-        let mut c = LlamaConfig::tiny(32);
-        c.hidden_size = 32;
-        c.intermediate_size = 64;
-        c.n_layers = 2;
-        c.n_heads = 2;
-        c.n_kv_heads = 1;
-        c.head_dim = 16;
-        Llama::init(&c, device).unwrap()
-    }
+    use super::*;
+    use crate::train::test_model;
 
     #[test]
     fn response_only_masking_counts_only_response_tokens() {
@@ -302,7 +206,7 @@ mod tests {
     #[test]
     fn masked_loss_equals_mean_nll_of_response_tokens_only() {
         let device = Device::flex();
-        let model = tiny(&device);
+        let model = test_model(&device);
         let e = LmExample::response_only(&[3, 4, 5, 6], &[7, 8]);
         // Reference: full logits, pick the two response predictions by hand.
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 4, 5, 6, 7], [1, 5]), &device);
@@ -323,7 +227,7 @@ mod tests {
     #[test]
     fn shared_prompt_losses_equal_separate_response_losses() {
         let device = Device::flex();
-        let model = tiny(&device);
+        let model = test_model(&device);
         let prompts: [&[u32]; 2] = [&[3, 4, 5, 6], &[9, 8]];
         let real: Vec<&[u32]> = vec![&[7, 8, 1], &[2]];
         let distilled: Vec<&[u32]> = vec![&[10], &[11, 12, 13, 1]];
@@ -338,58 +242,4 @@ mod tests {
         }
         assert!(shared_prompt_losses(&model, &prompts, &[vec![&[1u32][..]]]).is_err());
     }
-
-    #[test]
-    fn training_lowers_the_loss_and_accumulation_steps_once_per_group() {
-        let device = Device::flex().autodiff();
-        device.seed(3);
-        let config = TrainConfig {
-            lr: 1e-2,
-            warmup_steps: 2,
-            weight_decay: 0.0,
-            micro_batch: 2,
-            grad_accum: 2,
-            seed: 3,
-            max_steps: None,
-        };
-        let mut trainer = LmTrainer::new(tiny(&device).set_require_grad(true), config, 0);
-        let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6]), LmExample::full(vec![6, 5, 4, 3, 2, 1])];
-        let refs: Vec<&LmExample> = data.iter().collect();
-        let first = trainer.micro_step(&refs).unwrap().unwrap();
-        let mut last = first;
-        for _ in 0..39 {
-            last = trainer.micro_step(&refs).unwrap().unwrap();
-        }
-        assert_eq!(trainer.steps, 20);
-        assert!(last < first * 0.5, "{first} -> {last}");
-    }
-}
-
-/// Trains one epoch over `data` in `order`, one micro-batch at a time; returns the mean loss
-/// and the tokens per second.
-pub(crate) fn train_pass(
-    trainer: &mut LmTrainer,
-    order: &[usize],
-    what: &'static str,
-    progress: Progress,
-    mut step: impl FnMut(&mut LmTrainer, &[usize]) -> Result<Option<(f32, usize)>>,
-) -> Result<(f32, f64)> {
-    let started = std::time::Instant::now();
-    let micro = trainer.config.micro_batch.max(1);
-    progress(Event::Begin { what, total: Some(order.len().div_ceil(micro) as u64) });
-    let (mut sum, mut n, mut tokens) = (0.0f32, 0usize, 0usize);
-    for chunk in order.chunks(micro) {
-        if trainer.config.max_steps.is_some_and(|max| trainer.steps >= max) {
-            break;
-        }
-        if let Some((loss, t)) = step(trainer, chunk)? {
-            sum += loss;
-            n += 1;
-            tokens += t;
-            progress(Event::Step { loss: Some(loss) });
-        }
-    }
-    trainer.flush();
-    progress(Event::End);
-    Ok((sum / n.max(1) as f32, tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)))
 }

@@ -8,12 +8,14 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::data::prompt::response;
 use crate::data::{Catalog, Window};
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{encode, train_bpe, SpecialIds};
+use crate::model::tokenizer::{train_bpe, SpecialIds};
 use crate::progress::{Event, Progress};
-use crate::train::lm::{total_nll, LmExample, LmTrainer, TrainConfig};
+use crate::train::lm::{tokens_with_eos, total_nll, LmExample};
+use crate::train::trainer::{LmTrainer, TrainConfig};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,9 +64,10 @@ pub struct PretrainReport {
     pub tokens_per_second: f64,
 }
 
-/// One document per title (`"Title"`) and per training window (`"A", "B", ...`).
+/// One document per title (`"Title"`, the form the model later learns to answer in) and per
+/// training window (`"A", "B", ...`).
 pub fn corpus(catalog: &Catalog, train_windows: &[Window]) -> Vec<String> {
-    let quoted = |id: u32| format!("\"{}\"", catalog.title(id).unwrap_or_default());
+    let quoted = |id: u32| response(catalog.title(id).unwrap_or_default());
     let mut docs: Vec<String> = catalog.iter().map(|(id, _)| quoted(id)).collect();
     docs.extend(train_windows.iter().map(|w| w.items.iter().map(|&id| quoted(id)).collect::<Vec<_>>().join(", ")));
     docs
@@ -72,10 +75,7 @@ pub fn corpus(catalog: &Catalog, train_windows: &[Window]) -> Vec<String> {
 
 /// Every title as its own example, `"Title"` then EOS: what the title perplexity is measured on.
 pub fn title_examples(tokenizer: &Tokenizer, catalog: &Catalog, eos: u32) -> Result<Vec<LmExample>> {
-    catalog
-        .iter()
-        .map(|(_, t)| Ok(LmExample::full([encode(tokenizer, &format!("\"{t}\""))?, vec![eos]].concat())))
-        .collect()
+    catalog.iter().map(|(_, t)| Ok(LmExample::full(tokens_with_eos(tokenizer, &response(t), eos)?))).collect()
 }
 
 pub fn perplexity(model: &Llama, examples: &[LmExample], pad: u32) -> f64 {
@@ -97,7 +97,7 @@ fn packed_blocks(
     block_len: usize,
 ) -> Result<(Vec<LmExample>, usize)> {
     let encoded =
-        tokenizer.encode_batch(docs.to_vec(), false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+        tokenizer.encode_batch(docs.to_vec(), false).map_err(|e| Error::tokenizer("encoding the corpus", e))?;
     let mut stream = Vec::new();
     for e in encoded {
         stream.extend_from_slice(e.get_ids());
@@ -124,7 +124,10 @@ pub fn pretrain(
     let model_config = LlamaConfig::tiny(tokenizer.get_vocab_size(true));
     let (blocks, corpus_tokens) = packed_blocks(&tokenizer, &docs, special.eos, config.block_len)?;
     if blocks.is_empty() {
-        return Err(Error::Invalid("pre-training corpus is shorter than one block".into()));
+        return Err(Error::Input(format!(
+            "pre-training corpus is shorter than one block of {} tokens",
+            config.block_len + 1
+        )));
     }
     let titles = sample(title_examples(&tokenizer, catalog, special.eos)?, config.ppl_titles, config.train.seed);
 
@@ -180,18 +183,13 @@ pub fn pretrain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::windows::ring_windows;
     use crate::model::tokenizer::ENDOFTEXT;
 
     #[test]
     fn small_pretraining_lowers_title_perplexity() {
         let catalog = Catalog::from_titles((1..=40).map(|i| (i, format!("The Book of Number {i}"))));
-        let windows: Vec<Window> = (0..60)
-            .map(|s| Window {
-                user: s.to_string(),
-                items: (0..5).map(|j| ((s + j) % 40) as u32 + 1).collect(),
-                timestamp: s as i64,
-            })
-            .collect();
+        let windows = ring_windows(60, 40, |_| 5);
         let config = PretrainConfig {
             vocab_size: 300,
             block_len: 32,

@@ -30,13 +30,20 @@ pub struct Scheduler {
     pub d0: f64,
 }
 
+/// `alpha` when it can scale the schedule (finite, >= 0): checked before any work is done.
+pub fn validate_alpha(alpha: f64) -> Result<f64> {
+    if !alpha.is_finite() || alpha < 0.0 {
+        return Err(Error::config("alpha", format!("must be a finite number >= 0, got {alpha}")));
+    }
+    Ok(alpha)
+}
+
 impl Scheduler {
+    /// `d0` is measured (the base model's distance), so a bad one is an input error.
     pub fn new(schedule: Schedule, alpha: f64, d0: f64) -> Result<Self> {
-        if !alpha.is_finite() || alpha < 0.0 {
-            return Err(Error::Invalid(format!("alpha must be a finite number >= 0, got {alpha}")));
-        }
+        let alpha = validate_alpha(alpha)?;
         if !d0.is_finite() || d0 <= 0.0 {
-            return Err(Error::Invalid(format!("d0 must be a finite positive distance, got {d0}")));
+            return Err(Error::Input(format!("d0 must be a finite positive distance, got {d0}")));
         }
         Ok(Self { schedule, alpha, d0 })
     }
@@ -87,7 +94,9 @@ mod tests {
     fn rejects_bad_alpha_and_d0() {
         for a in [f64::NAN, f64::INFINITY, -1.0] {
             assert!(Scheduler::new(Schedule::Adaptive, a, 1.0).unwrap_err().to_string().contains("alpha"));
+            assert!(validate_alpha(a).is_err());
         }
+        assert_eq!(validate_alpha(0.5).unwrap(), 0.5);
         assert!(Scheduler::new(Schedule::Adaptive, 1.0, 0.0).is_err());
     }
 }

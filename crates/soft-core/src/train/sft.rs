@@ -14,11 +14,12 @@ use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::model::pretrained::Pretrained;
-use crate::model::tokenizer::SpecialIds;
-use crate::model::tokenizer::{encode, encode_prompt};
+use crate::model::tokenizer::{encode_prompt, SpecialIds};
 use crate::progress::{Event, Progress};
-use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
-use crate::train::lm::{train_pass, LmExample, TrainConfig};
+use crate::train::checkpoint::Checkpoints;
+use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
+use crate::train::lm::{tokens_with_eos, LmExample};
+use crate::train::trainer::{train_pass, TrainConfig};
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,9 +85,7 @@ pub fn response_example(
     response: &str,
 ) -> Result<LmExample> {
     let p = encode_prompt(tokenizer, special, prompt)?;
-    let mut r = encode(tokenizer, response)?;
-    r.push(special.eos);
-    Ok(LmExample::response_only(&p, &r))
+    Ok(LmExample::response_only(&p, &tokens_with_eos(tokenizer, response, special.eos)?))
 }
 
 /// Prompt + `"Title"` + EOS, the loss on the response only.
@@ -190,7 +189,7 @@ pub fn sft(
         patience: config.patience,
         pad: inputs.special.pad,
         checkpoints,
-        extra: serde_json::Value::Null,
+        extra: (),
         progress,
     };
     let trained = epochs.run(trainable, |trainer, epoch, _, progress| {
@@ -202,7 +201,7 @@ pub fn sft(
             Ok(trainer.micro_step(&batch)?.map(|loss| (loss, tokens)))
         })?;
         let valid = valid_metrics(inputs, &trainer.model.valid(), &beam)?;
-        progress(Event::Epoch { epoch, loss, valid });
+        progress(Event::Epoch { epoch, loss, hr_at_10: valid.hr_at(10), ndcg_at_10: valid.ndcg_at(10) });
         let record = EpochRecord { epoch, loss, valid, seconds: started.elapsed().as_secs_f64(), tokens_per_second };
         Ok(EpochOutcome { record, score: valid.hr_at(10) })
     })?;

@@ -18,13 +18,15 @@ use crate::eval::llm::{embed_texts, generate_answers, history_prompt};
 use crate::eval::Metrics;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{encode, encode_prompt};
+use crate::model::tokenizer::encode_prompt;
 use crate::progress::{Event, Progress};
-use crate::train::checkpoint::{epoch_order, Checkpoints, EpochLoop, EpochOutcome};
+use crate::train::checkpoint::Checkpoints;
 use crate::train::distill::Distilled;
-use crate::train::lm::{shared_prompt_losses, train_pass};
+use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
+use crate::train::lm::{shared_prompt_losses, tokens_with_eos};
 use crate::train::scheduler::{Schedule, Scheduler};
 use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
+use crate::train::trainer::train_pass;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +57,13 @@ pub struct SoftEpoch {
     pub seconds: f64,
     /// Training tokens (the prompt once, both responses) per second of the training pass.
     pub tokens_per_second: f64,
+}
+
+/// What a SOFT checkpoint keeps besides its epochs: d0, so a resumed run schedules with the
+/// same one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct SoftCheckpoint {
+    d0: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,11 +125,7 @@ struct Pair {
 }
 
 fn pairs(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<Pair>> {
-    let response = |text: &str| -> Result<Vec<u32>> {
-        let mut r = encode(inputs.tokenizer, text)?;
-        r.push(inputs.special.eos);
-        Ok(r)
-    };
+    let response = |text: &str| tokens_with_eos(inputs.tokenizer, text, inputs.special.eos);
     distilled
         .iter()
         .map(|d| {
@@ -150,7 +155,7 @@ pub fn soft(
 ) -> Result<SoftResult> {
     if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target())
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Input(format!(
             "the distilled dataset ({} examples) does not match the training split ({} examples) example for example",
             distilled.len(),
             inputs.train.len()
@@ -163,9 +168,8 @@ pub fn soft(
     sample.truncate(config.d_samples);
     let probe = Probe::new(inputs, &sample)?;
 
-    // d0 is part of the checkpoint: a resumed run must schedule with the same one.
     let saved = match checkpoints {
-        Some(c) => c.latest::<SoftEpoch>()?.and_then(|(_, state)| state.extra["d0"].as_f64()),
+        Some(c) => c.latest::<SoftEpoch, SoftCheckpoint>()?.map(|(_, state)| state.extra.d0),
         None => None,
     };
     let d0 = match saved {
@@ -183,7 +187,7 @@ pub fn soft(
         patience: config.sft.patience,
         pad: inputs.special.pad,
         checkpoints,
-        extra: serde_json::json!({ "d0": d0 }),
+        extra: SoftCheckpoint { d0 },
         progress,
     };
     let trained = epochs.run(trainable, |trainer, epoch, done: &[SoftEpoch], progress| {
@@ -222,7 +226,8 @@ pub fn soft(
         progress(Event::Epoch {
             epoch,
             loss: (1.0 - lambda as f32) * record.loss_real + lambda as f32 * record.loss_distilled,
-            valid,
+            hr_at_10: valid.hr_at(10),
+            ndcg_at_10: valid.ndcg_at(10),
         });
         Ok(EpochOutcome { record, score: valid.hr_at(10) })
     })?;

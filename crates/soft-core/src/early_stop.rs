@@ -1,5 +1,7 @@
-//! Early stopping on a validation score, keeping the best epoch's model: shared by SASRec, SFT
-//! and SOFT so they stop by one rule.
+//! Early stopping on a validation score, keeping the best epoch's model: one rule for every
+//! trained recommender (SASRec, SFT, SOFT), so it sits below both `baselines` and `train`.
+
+use crate::{Error, Result};
 
 /// The best (score, epoch, model) so far and how long to wait for a better one.
 pub struct EarlyStop<T> {
@@ -39,13 +41,16 @@ impl<T> EarlyStop<T> {
         self.best.as_ref().map(|b| (b.1, b.0))
     }
 
-    pub fn best_epoch(&self) -> Option<usize> {
-        self.best.as_ref().map(|b| b.1)
+    /// What to tell the user when [`EarlyStop::update`] said stop after `epoch`.
+    pub fn stop_note(&self, epoch: usize) -> String {
+        format!("early stop after epoch {epoch}; best epoch {}", self.best().map_or(0, |b| b.0))
     }
 
-    /// The best epoch and its model; `None` when no epoch was recorded.
-    pub fn into_best(self) -> Option<(usize, T)> {
-        self.best.map(|(_, epoch, model)| (epoch, model))
+    /// The best epoch and its model; an error when no epoch was recorded (`max_epochs` 0).
+    pub fn into_best(self) -> Result<(usize, T)> {
+        self.best
+            .map(|(_, epoch, model)| (epoch, model))
+            .ok_or_else(|| Error::config("max_epochs", "training needs at least one epoch"))
     }
 }
 
@@ -60,6 +65,8 @@ mod tests {
         assert!(!stop.update(2, 0.3, "b"));
         assert!(!stop.update(3, 0.3, "c")); // equal is not better
         assert!(stop.update(4, 0.2, "d"));
-        assert_eq!(stop.into_best(), Some((2, "b")));
+        assert_eq!(stop.stop_note(4), "early stop after epoch 4; best epoch 2");
+        assert_eq!(stop.into_best().unwrap(), (2, "b"));
+        assert!(EarlyStop::<()>::new(1).into_best().unwrap_err().to_string().contains("at least one epoch"));
     }
 }

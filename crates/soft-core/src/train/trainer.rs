@@ -1,0 +1,176 @@
+//! The optimisation step shared by every stage: AdamW with a linear warm-up, gradient
+//! accumulation over micro-batches, and one pass over an epoch's examples.
+
+use std::path::Path;
+
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::model::llama::Llama;
+use crate::progress::{Event, Progress};
+use crate::train::lm::{lm_loss, LmExample};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub lr: f64,
+    /// Linear warm-up from 0 over this many optimizer steps, then constant.
+    pub warmup_steps: usize,
+    pub weight_decay: f32,
+    /// Examples per forward/backward pass.
+    pub micro_batch: usize,
+    /// Micro-batches per optimizer step (effective batch = micro_batch x grad_accum).
+    pub grad_accum: usize,
+    pub seed: u64,
+    /// Stop after this many optimizer steps in all (a smoke test of a large model on a CPU).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+}
+
+/// A model on an autodiff device, its optimizer and the step count.
+pub struct LmTrainer {
+    pub model: Llama,
+    pub config: TrainConfig,
+    optim: ModuleOptimizer,
+    accum: GradientsAccumulator<Llama>,
+    pending: usize,
+    pub steps: usize,
+    pad: u32,
+}
+
+impl LmTrainer {
+    /// `model` must live on an autodiff device.
+    pub fn new(model: Llama, config: TrainConfig, pad: u32) -> Self {
+        let optim = AdamWConfig::new().with_weight_decay(config.weight_decay).init();
+        Self { model, config, optim, accum: GradientsAccumulator::new(), pending: 0, steps: 0, pad }
+    }
+
+    fn lr(&self) -> f64 {
+        let warm = self.config.warmup_steps;
+        if warm == 0 || self.steps >= warm {
+            self.config.lr
+        } else {
+            self.config.lr * (self.steps + 1) as f64 / warm as f64
+        }
+    }
+
+    /// One micro-batch: forward, backward, accumulate; an optimizer step every `grad_accum`
+    /// micro-batches. Returns the micro-batch loss, or an error when it is not finite.
+    pub fn micro_step(&mut self, examples: &[&LmExample]) -> Result<Option<f32>> {
+        let Some(loss) = lm_loss(&self.model, examples, self.pad) else { return Ok(None) };
+        self.backward(loss).map(Some)
+    }
+
+    /// The same for a loss the caller built from this trainer's model (SOFT's mixed loss).
+    pub fn backward(&mut self, loss: Tensor<1>) -> Result<f32> {
+        let value: f32 = loss.clone().into_scalar();
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                what: "training",
+                value,
+                at: format!("optimizer step {}", self.steps + 1),
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.accum.accumulate(&self.model, grads);
+        self.pending += 1;
+        if self.pending >= self.config.grad_accum.max(1) {
+            self.flush();
+        }
+        Ok(value)
+    }
+
+    /// Saves the optimizer's state (AdamW moments), keyed by parameter id.
+    pub fn save_optimizer(&self, path: &Path) -> Result<()> {
+        self.optim.to_record().save(path).map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    /// Restores a state saved by [`LmTrainer::save_optimizer`] for a model with the same
+    /// parameter ids (adapters get ids from their names, see `model/lora.rs`).
+    pub fn load_optimizer(&mut self, path: &Path) -> Result<()> {
+        let record = burn::optim::OptimizerRecord::load(path).map_err(|e| Error::format(path, e.to_string()))?;
+        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
+        self.optim = optim.load_record(record);
+        Ok(())
+    }
+
+    pub fn pad(&self) -> u32 {
+        self.pad
+    }
+
+    /// Applies any accumulated gradients (end of an epoch with a partial group).
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let grads = self.accum.grads();
+        let lr = self.lr();
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.pending = 0;
+        self.steps += 1;
+    }
+}
+
+/// One epoch: `step` trains each micro-batch of example indices from `order` and returns its
+/// loss and token count; stops early at `max_steps`. Returns the mean loss and tokens per second.
+pub(crate) fn train_pass(
+    trainer: &mut LmTrainer,
+    order: &[usize],
+    what: &'static str,
+    progress: Progress,
+    mut step: impl FnMut(&mut LmTrainer, &[usize]) -> Result<Option<(f32, usize)>>,
+) -> Result<(f32, f64)> {
+    let started = std::time::Instant::now();
+    let micro = trainer.config.micro_batch.max(1);
+    progress(Event::Begin { what, total: Some(order.len().div_ceil(micro) as u64) });
+    let (mut sum, mut n, mut tokens) = (0.0f32, 0usize, 0usize);
+    for chunk in order.chunks(micro) {
+        if trainer.config.max_steps.is_some_and(|max| trainer.steps >= max) {
+            break;
+        }
+        if let Some((loss, t)) = step(trainer, chunk)? {
+            sum += loss;
+            n += 1;
+            tokens += t;
+            progress(Event::Step { loss: Some(loss) });
+        }
+    }
+    trainer.flush();
+    progress(Event::End);
+    Ok((sum / n.max(1) as f32, tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::train::test_model;
+
+    #[test]
+    fn training_lowers_the_loss_and_accumulation_steps_once_per_group() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let config = TrainConfig {
+            lr: 1e-2,
+            warmup_steps: 2,
+            weight_decay: 0.0,
+            micro_batch: 2,
+            grad_accum: 2,
+            seed: 3,
+            max_steps: None,
+        };
+        let mut trainer = LmTrainer::new(test_model(&device).set_require_grad(true), config, 0);
+        let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6]), LmExample::full(vec![6, 5, 4, 3, 2, 1])];
+        let refs: Vec<&LmExample> = data.iter().collect();
+        let first = trainer.micro_step(&refs).unwrap().unwrap();
+        let mut last = first;
+        for _ in 0..39 {
+            last = trainer.micro_step(&refs).unwrap().unwrap();
+        }
+        assert_eq!(trainer.steps, 20);
+        assert!(last < first * 0.5, "{first} -> {last}");
+    }
+}

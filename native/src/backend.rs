@@ -2,7 +2,7 @@
 //! Metal, DX12) when there is one and otherwise the CPU backend (`flex`); `wgpu` takes any
 //! adapter, software ones (lavapipe) included. Every report names the backend and adapter.
 
-use anyhow::{anyhow, Result};
+use anyhow::{Context, Result};
 use burn::tensor::{Device, DeviceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,8 +23,7 @@ fn cpu() -> Chosen {
 }
 
 fn wgpu(kind: DeviceKind) -> Result<Chosen> {
-    let (device, setup) =
-        Device::wgpu_options().device_kind(kind).init_with_setup().map_err(|e| anyhow!("no wgpu adapter: {e}"))?;
+    let (device, setup) = Device::wgpu_options().device_kind(kind).init_with_setup().context("no wgpu adapter")?;
     let info = setup.adapter.get_info();
     Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type) })
 }

@@ -3,10 +3,13 @@
 
 mod backend;
 mod cmd;
+mod grounder_cache;
 mod llm_run;
+mod model_arg;
 mod plot;
 mod progress;
 mod run_dir;
+mod run_info;
 
 use clap::{Parser, Subcommand};
 
@@ -43,15 +46,15 @@ fn main() {
     quiet_vulkan_loader();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Prepare(args) => cmd::prepare::run(args),
-        Command::Baseline(args) => cmd::baseline::run(args),
-        Command::Eval(args) => cmd::eval::run(args),
-        Command::Pretrain(args) => cmd::pretrain::run(args),
-        Command::Generate(args) => cmd::generate::run(args),
-        Command::Sft(args) => cmd::sft::run(args),
-        Command::Distill(args) => cmd::distill::run(args),
-        Command::Soft(args) => cmd::soft::run(args),
-        Command::Run(args) => cmd::run::run(args),
+        Command::Prepare(args) => cmd::prepare::execute(&args.into()),
+        Command::Baseline(args) => cmd::baseline::execute(&args.into()),
+        Command::Eval(args) => cmd::eval::execute(&args.into()),
+        Command::Pretrain(args) => cmd::pretrain::execute(&args.into()),
+        Command::Generate(args) => cmd::generate::execute(&args),
+        Command::Sft(args) => cmd::sft::execute(&args.into()),
+        Command::Distill(args) => cmd::distill::execute(&args.into()),
+        Command::Soft(args) => cmd::soft::execute(&args.into()),
+        Command::Run(args) => cmd::run::execute(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,15 +6,13 @@
 //! neither fontconfig nor a font embedded in the binary is needed. The SVG lays its text out
 //! with the same font's metrics and leaves drawing it to the viewer.
 
-// The run commands call these once they plot; until then only the tests do.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use soft_core::atomic_file::write_atomic;
 
 /// Pixels of one panel; a figure of n charts is n panels wide.
 pub const PANEL_SIZE: (u32, u32) = (600, 450);
@@ -136,7 +134,6 @@ pub fn write_figure(dir: &Path, stem: &str, charts: &[Chart]) -> Result<Vec<Path
     }
     let png = encode_png(&rgb, size)?;
 
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let svg_path = dir.join(format!("{stem}.svg"));
     let png_path = dir.join(format!("{stem}.png"));
     write_atomic(&svg_path, svg.as_bytes())?;
@@ -380,16 +377,6 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
     writer.write_image_data(rgb).context("encoding PNG")?;
     writer.finish().context("encoding PNG")?;
     Ok(out)
-}
-
-/// Writes through a temp file beside `path` and a rename, so readers never see half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = crate::run_dir::temp_beside(path);
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// plotters' errors are generic over the backend; their text is all that is worth keeping.

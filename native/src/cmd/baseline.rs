@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
 
-use super::data_args::DataArgs;
+use super::data_args::{DataArgs, DataOptions};
 use crate::backend::{choose, BackendChoice};
 use crate::progress::Reporter;
-use crate::run_dir::{report, temp_beside, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::write_files;
+use crate::run_info::{PopularityDetails, RunInfo, SasrecDetails, TrainOn};
 
 pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
 pub const POPULARITY_FILE: &str = "popularity.json";
@@ -32,8 +33,8 @@ pub struct Args {
     pub data: DataArgs,
     /// Train on every window of the training period (`all`) or only on the sampled training
     /// examples the language models get (`sample`).
-    #[arg(long, default_value = "all", value_parser = ["all", "sample"])]
-    pub train_on: String,
+    #[arg(long, value_enum, default_value = "all")]
+    pub train_on: TrainOn,
     #[arg(long, default_value_t = SasRecConfig::default().max_epochs)]
     pub epochs: usize,
     #[arg(long, default_value_t = SasRecConfig::default().seed)]
@@ -42,60 +43,71 @@ pub struct Args {
     pub backend: BackendChoice,
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// A baseline with its settings.
+pub enum Baseline {
+    Popularity,
+    Sasrec(SasRecConfig),
+}
+
+pub struct Options {
+    pub baseline: Baseline,
+    pub out: PathBuf,
+    pub data: DataOptions,
+    pub train_on: TrainOn,
+    pub backend: BackendChoice,
+}
+
+impl From<Args> for Options {
+    fn from(args: Args) -> Self {
+        let baseline = match args.method {
+            Method::Popularity => Baseline::Popularity,
+            Method::Sasrec => {
+                Baseline::Sasrec(SasRecConfig { max_epochs: args.epochs, seed: args.seed, ..Default::default() })
+            }
+        };
+        Self { baseline, out: args.out, data: (&args.data).into(), train_on: args.train_on, backend: args.backend }
+    }
+}
+
+pub fn execute(o: &Options) -> Result<()> {
     let started = Instant::now();
-    let (dataset, split) = args.data.load()?;
-    let train = if args.train_on == "all" { &split.train_all } else { &split.train };
-    let info = |method: &str, backend: String, details: serde_json::Value| {
-        RunInfo::new(method, &dataset.meta, args.data.split_config(), backend, started, details)
+    let (dataset, split) = o.data.load()?;
+    let train = match o.train_on {
+        TrainOn::All => &split.train_all,
+        TrainOn::Sample => &split.train,
     };
-    match args.method {
-        Method::Popularity => {
+    match &o.baseline {
+        Baseline::Popularity => {
             let pop = Popularity::fit(train);
-            let run = info(
-                "popularity",
-                "none".into(),
-                serde_json::json!({ "train_on": args.train_on, "train_windows": train.len() }),
-            );
-            write_files(
-                &args.out,
-                &[
-                    (POPULARITY_FILE.into(), serde_json::to_string(&pop)?),
-                    (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
-                    ("report.json".into(), report(&run, serde_json::Value::Null)?),
-                ],
-            )?;
+            write_files(&o.out, &[(POPULARITY_FILE.into(), serde_json::to_string(&pop)?)])?;
+            let details = PopularityDetails { train_on: o.train_on, train_windows: train.len() };
+            RunInfo::new(&dataset.meta, o.data.split, "none".into(), started, details).save(&o.out, &())?;
         }
-        Method::Sasrec => {
-            let backend = choose(args.backend)?;
-            let config = SasRecConfig { max_epochs: args.epochs, seed: args.seed, ..Default::default() };
+        Baseline::Sasrec(config) => {
+            let backend = choose(o.backend)?;
             eprintln!("SASRec on {} training windows, backend {}", train.len(), backend.name);
             let mut reporter = Reporter::new();
             let (model, epochs, best) =
-                sasrec::train(&config, &dataset.catalog, train, &split.valid, &backend.device, &mut |e| {
+                sasrec::train(config, &dataset.catalog, train, &split.valid, &backend.device, &mut |e| {
                     reporter.handle(e)
                 })?;
-            let details = serde_json::json!({
-                "config": config, "train_on": args.train_on, "train_windows": train.len(),
-                "max_item": model.max_item(), "best_epoch": best, "epochs": epochs,
-            });
-            let run = info("sasrec", backend.name, details);
-            std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-            let weights = args.out.join(SASREC_WEIGHTS);
-            let tmp = temp_beside(&weights);
-            model.save_file(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &weights).with_context(|| format!("writing {}", weights.display()))?;
-            write_files(
-                &args.out,
-                &[
-                    ("report.json".into(), report(&run, serde_json::Value::Null)?),
-                    (RUN_FILE.into(), serde_json::to_string_pretty(&run)?),
-                ],
-            )?;
             let b = &epochs[best - 1];
             eprintln!("best epoch {best}: valid HR@10 {:.4} NDCG@10 {:.4}", b.valid.hr_at(10), b.valid.ndcg_at(10));
+            let details = SasrecDetails {
+                config: config.clone(),
+                train_on: o.train_on,
+                train_windows: train.len(),
+                max_item: model.max_item(),
+                best_epoch: best,
+                epochs,
+            };
+            std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+            // burnpack writes through a scratch file and a rename: never half a file.
+            let weights = o.out.join(SASREC_WEIGHTS);
+            model.save_file(&weights).with_context(|| format!("writing {}", weights.display()))?;
+            RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details).save(&o.out, &())?;
         }
     }
-    println!("wrote {} in {:.1} s", args.out.display(), started.elapsed().as_secs_f64());
+    println!("wrote {} in {:.1} s", o.out.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

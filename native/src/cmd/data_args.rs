@@ -1,7 +1,9 @@
-//! The dataset and split options shared by every subcommand that trains.
+//! The dataset and split options shared by every subcommand that trains: `DataArgs` as the
+//! flags take them, `DataOptions` once every sample size is settled.
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
 use soft_core::data::dataset::Source;
 use soft_core::data::{split, Dataset, Domain, Split, SplitConfig};
 
@@ -36,36 +38,50 @@ fn parse_domain(s: &str) -> Result<Domain, String> {
     Domain::parse(s).ok_or_else(|| format!("unknown domain `{s}` (books, movies, games, generic)"))
 }
 
+/// Which dataset, and which samples of its split, a stage works on. `run` keeps it in its
+/// configuration file under these field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataOptions {
+    pub dataset: String,
+    pub domain: Option<Domain>,
+    pub k_core: usize,
+    pub split: SplitConfig,
+}
+
+impl DataArgs {
+    /// The settings, with `sizes` for every sample size not given.
+    pub fn options(&self, sizes: SplitConfig) -> DataOptions {
+        DataOptions {
+            dataset: self.dataset.clone(),
+            domain: self.domain,
+            k_core: self.k_core,
+            split: SplitConfig {
+                train: self.train_size.unwrap_or(sizes.train),
+                valid: self.valid_size.unwrap_or(sizes.valid),
+                test: self.test_size.unwrap_or(sizes.test),
+                seed: self.split_seed,
+            },
+        }
+    }
+}
+
+impl From<&DataArgs> for DataOptions {
+    /// The reference's sample sizes where none is given.
+    fn from(args: &DataArgs) -> Self {
+        args.options(SplitConfig::default())
+    }
+}
+
 /// Where `ml-100k` lives: $SOFT_DATA_DIR/ml-100k, else data/ml-100k under the current directory.
 fn ml100k_dir() -> PathBuf {
     std::env::var_os("SOFT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data")).join("ml-100k")
 }
 
-impl DataArgs {
-    pub fn split_config(&self) -> SplitConfig {
-        let d = SplitConfig::default();
-        SplitConfig {
-            train: self.train_size.unwrap_or(d.train),
-            valid: self.valid_size.unwrap_or(d.valid),
-            test: self.test_size.unwrap_or(d.test),
-            seed: self.split_seed,
-        }
-    }
-
-    /// These options with `sizes` for every sample size not given.
-    pub fn with_default_sizes(&self, sizes: SplitConfig) -> Self {
-        Self {
-            train_size: Some(self.train_size.unwrap_or(sizes.train)),
-            valid_size: Some(self.valid_size.unwrap_or(sizes.valid)),
-            test_size: Some(self.test_size.unwrap_or(sizes.test)),
-            ..self.clone()
-        }
-    }
-
+impl DataOptions {
     pub fn load(&self) -> soft_core::Result<(Dataset, Split)> {
         let source = Source::parse(&self.dataset, &ml100k_dir());
         let dataset = Dataset::load(&source, self.k_core, self.domain)?;
-        let split = split::split(&dataset.windows, &self.split_config());
+        let split = split::split(&dataset.windows, &self.split);
         Ok((dataset, split))
     }
 }

@@ -1,19 +1,29 @@
 //! `soft-train eval`: rank items for every example of a sequences file with a trained run and
 //! score the rankings. Outputs are written only once everything succeeded.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use soft_core::baselines::{Popularity, SasRec, SasRecConfig};
+use soft_core::baselines::{Popularity, SasRec};
 use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
+use soft_core::eval::decoding::Decoding;
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
 use crate::backend::{choose, BackendChoice};
-use crate::llm_run::{DecodingArg, LoadedRun};
-use crate::run_dir::{write_files, RunInfo};
+use crate::llm_run::LoadedRun;
+use crate::run_dir::{read_json, write_files};
+use crate::run_info::{
+    Details, PopularityDetails, RunHeader, RunInfo, SasrecDetails, SftDetails, SoftDetails, RUN_FILE,
+};
+
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// `metrics.json`: `{"HR@1": .., ..., "NDCG@50": ..}`, as the core's `Metrics::to_map` writes it.
+pub type MetricsFile = BTreeMap<String, f64>;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,70 +41,93 @@ pub struct Args {
     pub out: PathBuf,
     /// Decoding of a language-model run (default: the one it was trained with).
     #[arg(long, value_enum)]
-    pub decoding: Option<DecodingArg>,
+    pub decoding: Option<Decoding>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let info = RunInfo::load(&args.run)?;
-    let catalog = Catalog::load(&args.items)?;
-    let examples = load_sequences(&args.sequences, &catalog)?;
+pub struct Options {
+    pub run: PathBuf,
+    pub sequences: PathBuf,
+    pub items: PathBuf,
+    pub out: PathBuf,
+    /// `None`: the decoding the run was trained with.
+    pub decoding: Option<Decoding>,
+    pub backend: BackendChoice,
+}
+
+impl From<Args> for Options {
+    fn from(a: Args) -> Self {
+        Self {
+            run: a.run,
+            sequences: a.sequences,
+            items: a.items,
+            out: a.out,
+            decoding: a.decoding,
+            backend: a.backend,
+        }
+    }
+}
+
+/// The metrics an evaluation wrote to `path` (its output directory's [`METRICS_FILE`]).
+pub fn read_metrics(path: &Path) -> Result<MetricsFile> {
+    read_json(path, "cannot read", "corrupted metrics; delete it to evaluate again")
+}
+
+pub fn execute(o: &Options) -> Result<()> {
+    let header = RunHeader::load(&o.run)?;
+    let catalog = Catalog::load(&o.items)?;
+    let examples = load_sequences(&o.sequences, &catalog)?;
     let histories: Vec<&[u32]> = examples.iter().map(Window::history).collect();
 
     let targets: Vec<u32> = examples.iter().map(Window::target).collect();
-    let ranked: Vec<Vec<u32>> = match info.method.as_str() {
-        "popularity" => {
-            let path = args.run.join(POPULARITY_FILE);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let pop: Popularity =
-                serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))?;
+    let ranked: Vec<Vec<u32>> = match header.method.as_str() {
+        PopularityDetails::METHOD => {
+            let pop: Popularity = read_json(&o.run.join(POPULARITY_FILE), "cannot read", "malformed")?;
             vec![pop.rank(&catalog, RANKED_LEN); examples.len()]
         }
-        "sasrec" => {
-            let backend = choose(args.backend)?;
-            let config: SasRecConfig = serde_json::from_value(info.details["config"].clone())
-                .with_context(|| format!("{}: missing SASRec config", args.run.join("run.json").display()))?;
-            let max_item =
-                info.details["max_item"].as_u64().ok_or_else(|| anyhow!("run.json: missing max_item"))? as u32;
-            let path = args.run.join(SASREC_WEIGHTS);
-            let model = SasRec::new(&config, max_item, &backend.device)
+        SasrecDetails::METHOD => {
+            let backend = choose(o.backend)?;
+            let details = RunInfo::<SasrecDetails>::load(&o.run)?.details;
+            let path = o.run.join(SASREC_WEIGHTS);
+            let model = SasRec::new(&details.config, details.max_item, &backend.device)
                 .try_load_file(&path)
-                .map_err(|e| anyhow!("{}: cannot load SASRec weights: {e}", path.display()))?;
+                .with_context(|| format!("{}: cannot load SASRec weights", path.display()))?;
             model.rank(&catalog, &histories, RANKED_LEN)
         }
-        "sft" | "soft" => {
-            let predictions = llm_predictions(&args, &catalog, &histories, &targets)?;
-            return finish(&args, &info, &catalog, predictions);
+        SftDetails::METHOD | SoftDetails::METHOD => {
+            let predictions = llm_predictions(o, &catalog, &histories, &targets)?;
+            return finish(o, &header, &catalog, predictions);
         }
-        other => bail!("{}: unknown method `{other}`", args.run.join("run.json").display()),
+        other => bail!("{}: unknown method `{other}`", o.run.join(RUN_FILE).display()),
     };
 
     let predictions: Vec<Prediction> =
         targets.iter().zip(ranked).map(|(&target, ranked)| Prediction { target, generated: None, ranked }).collect();
-    finish(&args, &info, &catalog, predictions)
+    finish(o, &header, &catalog, predictions)
 }
 
 /// A language-model run: base model + adapter write answers, the base model grounds them.
-fn llm_predictions(args: &Args, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
-    let backend = choose(args.backend)?;
-    let run = LoadedRun::open(&args.run, catalog, &backend.device, args.decoding.map(Into::into))?;
-    Ok(run.recommender(run.info.dataset.domain).recommend(catalog, histories, targets)?)
+fn llm_predictions(o: &Options, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
+    let backend = choose(o.backend)?;
+    let run = LoadedRun::open(&o.run, catalog, &backend.device, o.decoding)?;
+    Ok(run.recommender(run.header.dataset.domain).recommend(catalog, histories, targets)?)
 }
 
-fn finish(args: &Args, info: &RunInfo, catalog: &Catalog, predictions: Vec<Prediction>) -> Result<()> {
+fn finish(o: &Options, header: &RunHeader, catalog: &Catalog, predictions: Vec<Prediction>) -> Result<()> {
     let metrics = evaluate(catalog, &predictions);
     let lines: Vec<String> = predictions.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
+    let map: MetricsFile = metrics.to_map();
     write_files(
-        &args.out,
+        &o.out,
         &[
             ("predictions.jsonl".into(), lines.join("\n") + "\n"),
-            ("metrics.json".into(), serde_json::to_string_pretty(&metrics.to_map())?),
+            (METRICS_FILE.into(), serde_json::to_string_pretty(&map)?),
         ],
     )?;
     println!(
         "{} on {} examples: HR@10 {:.4}  NDCG@10 {:.4}  (HR@5 {:.4} HR@20 {:.4} NDCG@5 {:.4} NDCG@20 {:.4})",
-        info.method,
+        header.method,
         metrics.count,
         metrics.hr_at(10),
         metrics.ndcg_at(10),

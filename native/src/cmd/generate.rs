@@ -1,13 +1,12 @@
 //! `soft-train generate`: continue a prompt with a model, greedily or by beam search.
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use soft_core::model::generate::{beam_search, greedy, BeamConfig};
-use soft_core::model::pretrained::{load_path, smollm2_path, tiny_dir, Pretrained};
+use soft_core::model::pretrained::{load_path, Pretrained};
 use soft_core::model::tokenizer::encode_prompt;
 
 use crate::backend::{choose, BackendChoice};
+use crate::model_arg::resolve;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,36 +29,7 @@ pub struct Args {
     pub backend: BackendChoice,
 }
 
-/// Resolves a model name, fetching SmolLM2 through the project's script when it is missing.
-pub fn resolve(name: &str) -> Result<PathBuf> {
-    Ok(match name {
-        "tiny" => {
-            let dir = tiny_dir();
-            if !dir.exists() {
-                bail!("{}: no tiny model yet; run `soft-train pretrain` first", dir.display());
-            }
-            dir
-        }
-        "smollm2" => {
-            let path = smollm2_path();
-            if !path.exists() {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2.sh");
-                eprintln!("fetching SmolLM2 with {}", script.display());
-                let status = std::process::Command::new("bash")
-                    .arg(&script)
-                    .status()
-                    .with_context(|| format!("running {}", script.display()))?;
-                if !status.success() || !path.exists() {
-                    bail!("{} did not produce {}", script.display(), path.display());
-                }
-            }
-            path
-        }
-        other => PathBuf::from(other),
-    })
-}
-
-pub fn run(args: Args) -> Result<()> {
+pub fn execute(args: &Args) -> Result<()> {
     let backend = choose(args.backend)?;
     let Pretrained { model, tokenizer, special, source } = load_path(&resolve(&args.model)?, &backend.device)?;
     eprintln!("model {source}, backend {}", backend.name);
@@ -75,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         beam_search(&model, &[ids], &config)?.remove(0).remove(0).tokens
     };
-    let text = tokenizer.decode(&out, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+    let text = tokenizer.decode(&out, true).map_err(|e| soft_core::Error::tokenizer("decoding", e))?;
     println!("{text}");
     if args.print_ids {
         println!("{}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));

@@ -6,5 +6,6 @@ pub mod generate;
 pub mod prepare;
 pub mod pretrain;
 pub mod run;
+pub mod run_dir_args;
 pub mod sft;
 pub mod soft;

@@ -5,24 +5,26 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use soft_core::eval::decoding::Decoding;
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
-use super::data_args::DataArgs;
-use super::generate::resolve;
+use super::data_args::{DataArgs, DataOptions};
+use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, BackendChoice};
-use crate::llm_run::{grounder, DecodingArg, ADAPTER_DIR};
+use crate::grounder_cache::grounder;
+use crate::llm_run::ADAPTER_DIR;
+use crate::model_arg::resolve;
 use crate::progress::Reporter;
-use crate::run_dir::{report, stopped, write_files, RunInfo, RUN_FILE};
+use crate::run_dir::{checkpoints, stopped};
+use crate::run_info::{RunInfo, SftDetails};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Base model: `tiny`, `smollm2` or a path (see `soft-train generate --help`).
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// Run directory to create (usable as `soft-train eval --run DIR`).
-    #[arg(long)]
-    pub out: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
     #[arg(long, default_value_t = SftConfig::default().max_epochs)]
@@ -43,32 +45,81 @@ pub struct Args {
     pub max_steps: Option<usize>,
     /// Decoding of validation answers, and later of distillation and SOFT's d.
     #[arg(long, value_enum, default_value = "free")]
-    pub decoding: DecodingArg,
-    #[arg(long, value_enum, default_value = "auto")]
+    pub decoding: Decoding,
+    #[command(flatten)]
+    pub run_dir: RunDirArgs,
+}
+
+pub struct Options {
+    /// Base model: `tiny`, `smollm2` or a path.
+    pub model: String,
+    pub out: PathBuf,
+    pub data: DataOptions,
+    pub config: SftConfig,
     pub backend: BackendChoice,
-    /// Continue from the newest epoch checkpoint in OUT/checkpoints instead of starting over.
-    #[arg(long)]
+    /// Continue from the newest epoch checkpoint in `out`.
     pub resume: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// The SFT settings a user picks; the rest of [`SftConfig`] keeps its defaults. `run` keeps
+/// them in its configuration file under these field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftSettings {
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub lr: f64,
+    pub grad_accum: usize,
+    pub max_new_tokens: usize,
+    pub decoding: Decoding,
+}
+
+impl SftSettings {
+    pub fn config(&self, beams: usize, seed: u64) -> SftConfig {
+        let mut config = SftConfig {
+            max_epochs: self.epochs,
+            beams,
+            max_new_tokens: self.max_new_tokens,
+            decoding: self.decoding,
+            ..Default::default()
+        };
+        config.train.max_steps = self.max_steps;
+        config.train.grad_accum = self.grad_accum;
+        config.train.lr = self.lr;
+        config.train.seed = seed;
+        config
+    }
+}
+
+impl From<Args> for Options {
+    fn from(args: Args) -> Self {
+        let settings = SftSettings {
+            epochs: args.epochs,
+            max_steps: args.max_steps,
+            lr: args.lr,
+            grad_accum: args.grad_accum,
+            max_new_tokens: args.max_new_tokens,
+            decoding: args.decoding,
+        };
+        let RunDirArgs { out, backend, resume } = args.run_dir;
+        let config = settings.config(args.beams, args.seed);
+        Self { model: args.model, out, data: (&args.data).into(), config, backend, resume }
+    }
+}
+
+/// `report.json`'s own fields.
+#[derive(Serialize)]
+struct Extra {
+    adapter: &'static str,
+    seconds_per_epoch: Vec<f64>,
+}
+
+pub fn execute(o: &Options) -> Result<()> {
     let started = Instant::now();
-    let (dataset, split) = args.data.load()?;
-    let backend = choose(args.backend)?;
-    let path = resolve(&args.model)?;
+    let (dataset, split) = o.data.load()?;
+    let backend = choose(o.backend)?;
+    let path = resolve(&o.model)?;
     let pre = load_path(&path, &backend.device)?;
     let trainable = load_path(&path, &backend.device.clone().autodiff())?.model;
-    let mut config = SftConfig {
-        max_epochs: args.epochs,
-        beams: args.beams,
-        max_new_tokens: args.max_new_tokens,
-        decoding: args.decoding.into(),
-        ..Default::default()
-    };
-    config.train.max_steps = args.max_steps;
-    config.train.grad_accum = args.grad_accum;
-    config.train.lr = args.lr;
-    config.train.seed = args.seed;
     eprintln!(
         "SFT of {} on {} examples (valid {}), backend {}",
         pre.source,
@@ -79,32 +130,26 @@ pub fn run(args: Args) -> Result<()> {
     let grounder = grounder(&pre, &path, &dataset.catalog)?;
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
-    let checkpoints = crate::run_dir::checkpoints(&args.out, &args.model, args.resume)?;
-    let tuned = sft(&config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
+    let checkpoints = checkpoints(&o.out, &o.model, o.resume)?;
+    let tuned = sft(&o.config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
         .with_context(|| stopped(&checkpoints))?;
-    tuned.model.save_adapter(&args.out.join(ADAPTER_DIR), &args.model)?;
-    let run = RunInfo::new(
-        "sft",
-        &dataset.meta,
-        args.data.split_config(),
-        backend.name,
-        started,
-        serde_json::json!({
-            "base_model": args.model, "config": config, "best_epoch": tuned.best_epoch, "epochs": tuned.epochs,
-        }),
-    );
-    let extra = serde_json::json!({ "adapter": ADAPTER_DIR, "seconds_per_epoch": tuned.epochs.iter().map(|e| e.seconds).collect::<Vec<_>>() });
-    write_files(
-        &args.out,
-        &[("report.json".into(), report(&run, extra)?), (RUN_FILE.into(), serde_json::to_string_pretty(&run)?)],
-    )?;
-    let best = &tuned.epochs[tuned.best_epoch - 1];
+    tuned.model.save_adapter(&o.out.join(ADAPTER_DIR), &o.model)?;
+    let extra = Extra { adapter: ADAPTER_DIR, seconds_per_epoch: tuned.epochs.iter().map(|e| e.seconds).collect() };
+    let details = SftDetails {
+        base_model: o.model.clone(),
+        config: o.config.clone(),
+        best_epoch: tuned.best_epoch,
+        epochs: tuned.epochs,
+    };
+    let run = RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details);
+    run.save(&o.out, &extra)?;
+    let best = &run.details.epochs[run.details.best_epoch - 1].valid;
     println!(
         "best epoch {}: valid HR@10 {:.4} NDCG@10 {:.4}; wrote {} in {:.0} s",
-        tuned.best_epoch,
-        best.valid.hr_at(10),
-        best.valid.ndcg_at(10),
-        args.out.display(),
+        run.details.best_epoch,
+        best.hr_at(10),
+        best.ndcg_at(10),
+        o.out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

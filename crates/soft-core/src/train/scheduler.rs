@@ -12,6 +12,7 @@ use crate::{Error, Result};
 /// How lambda is set for each epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Schedule {
     /// The paper's self-adaptive schedule.
     Adaptive,

@@ -1,0 +1,214 @@
+//! What `soft-train run` is asked for (its flags and profile) and the settings it settles on,
+//! saved as `DIR/run-config.json` so that `--resume` continues with exactly the same ones.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use soft_core::baselines::SasRecConfig;
+use soft_core::data::SplitConfig;
+use soft_core::eval::decoding::Decoding;
+use soft_core::train::scheduler::{validate_alpha, Schedule};
+use soft_core::train::sft::SftConfig;
+
+use crate::backend::BackendChoice;
+use crate::cmd::data_args::{DataArgs, DataOptions};
+use crate::cmd::sft::SftSettings;
+use crate::run_info::TrainOn;
+
+pub const CONFIG_FILE: &str = "run-config.json";
+
+/// Ready-made settings; any option given explicitly wins over the profile's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// The `tiny` model on samples small enough for the whole chain to finish in about 20
+    /// minutes on 2 CPU cores: 384 / 64 / 200 examples, 2 epochs, d on 32 prompts, answers of
+    /// at most 32 tokens.
+    Quick,
+    /// The reference's sample sizes and epochs (4096 / 512 / 1000, 7 epochs, d on 256 prompts)
+    /// with the `tiny` model.
+    Reference,
+    /// SmolLM2-135M with LoRA at the reference's sizes: meant for a GPU. On a CPU pass small
+    /// sizes and `--max-steps`.
+    Smollm2,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Output directory: data/, popularity/, sasrec/, sft/, soft/, soft-distilled-only/ (and
+    /// seeds/SEED/... for every seed after the first).
+    #[arg(long, default_value = "runs/default")]
+    pub out: PathBuf,
+    /// Continue the interrupted run in RUN_DIR with the settings it was started with.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// Base language model: `tiny` (pre-trained first when missing), `smollm2` or a path.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Epochs of SFT and of each SOFT run (early stopping may end them sooner).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop each training stage after this many optimizer steps (smoke tests of big models).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Pace of SOFT's curriculum (the reference sweeps 100, 10, 1, 0.1).
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    pub alpha: f64,
+    /// Training prompts SOFT's distance d is measured on.
+    #[arg(long)]
+    pub d_samples: Option<usize>,
+    /// Longest answer the language models may write, in tokens.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Most epochs of SASRec (it stops early on valid HR@10).
+    #[arg(long)]
+    pub sasrec_epochs: Option<usize>,
+    /// SASRec trains on every window of the training period (`all`, the table's baseline) or
+    /// only on the sampled training examples the language models get (`sample`).
+    #[arg(long, value_enum, default_value = "all")]
+    pub sasrec_train_on: TrainOn,
+    /// Decoding while training (validation, distillation, d); the test table reports both.
+    #[arg(long, value_enum, default_value = "free")]
+    pub decoding: Decoding,
+    /// Repeat every trained method with this many seeds (SEED, SEED+1, ...): mean ± std.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// First seed of SASRec, SFT and SOFT.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+}
+
+/// What a profile sets where no option is given.
+struct ProfileSettings {
+    /// Sample sizes (the split's seed is always `--split-seed`).
+    sizes: SplitConfig,
+    model: &'static str,
+    epochs: usize,
+    lr: f64,
+    grad_accum: usize,
+    max_new_tokens: usize,
+    d_samples: usize,
+    sasrec_epochs: usize,
+}
+
+impl Profile {
+    fn settings(self) -> ProfileSettings {
+        match self {
+            Profile::Quick => ProfileSettings {
+                sizes: SplitConfig { train: 384, valid: 64, test: 200, ..SplitConfig::default() },
+                model: "tiny",
+                epochs: 2,
+                lr: 2e-3,
+                grad_accum: 1,
+                max_new_tokens: 32,
+                d_samples: 32,
+                sasrec_epochs: 20,
+            },
+            Profile::Reference => ProfileSettings {
+                sizes: SplitConfig::default(),
+                model: "tiny",
+                epochs: 7,
+                lr: 1e-3,
+                grad_accum: 4,
+                max_new_tokens: 64,
+                d_samples: 256,
+                sasrec_epochs: 200,
+            },
+            Profile::Smollm2 => ProfileSettings { model: "smollm2", lr: 2e-4, ..Profile::Reference.settings() },
+        }
+    }
+}
+
+/// Everything a run was started with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub profile: Profile,
+    pub model: String,
+    #[serde(flatten)]
+    pub data: DataOptions,
+    /// SFT's, and SOFT's epochs.
+    #[serde(flatten)]
+    pub sft: SftSettings,
+    pub alpha: f64,
+    pub d_samples: usize,
+    pub seeds: Vec<u64>,
+    pub sasrec_epochs: usize,
+    /// Missing in runs started before the option existed: `all`, what they used.
+    #[serde(default)]
+    pub sasrec_train_on: TrainOn,
+}
+
+impl RunConfig {
+    pub fn from_args(args: &Args) -> Result<Self> {
+        if args.seeds == 0 {
+            bail!("--seeds must be at least 1");
+        }
+        validate_alpha(args.alpha)?; // reject a bad alpha before any work
+        let p = args.profile.settings();
+        Ok(Self {
+            profile: args.profile,
+            model: args.model.clone().unwrap_or_else(|| p.model.into()),
+            data: args.data.options(p.sizes),
+            sft: SftSettings {
+                epochs: args.epochs.unwrap_or(p.epochs),
+                max_steps: args.max_steps,
+                lr: p.lr,
+                grad_accum: p.grad_accum,
+                max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
+                decoding: args.decoding,
+            },
+            alpha: args.alpha,
+            d_samples: args.d_samples.unwrap_or(p.d_samples),
+            seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
+            sasrec_epochs: args.sasrec_epochs.unwrap_or(p.sasrec_epochs),
+            sasrec_train_on: args.sasrec_train_on,
+        })
+    }
+
+    /// SFT's settings for `seed`; SOFT takes its own from the SFT run.
+    pub fn sft_config(&self, seed: u64) -> SftConfig {
+        self.sft.config(SftConfig::default().beams, seed)
+    }
+
+    pub fn sasrec_config(&self, seed: u64) -> SasRecConfig {
+        SasRecConfig { max_epochs: self.sasrec_epochs, seed, ..Default::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `run-config.json` written before `--sasrec-train-on` existed still resumes, with the
+    /// settings it names, and is written back under the same field names.
+    #[test]
+    fn an_older_run_config_still_reads() {
+        let old = r#"{"alpha": 1.0, "d_samples": 32, "dataset": "amazon-books", "decoding": "free", "domain": "books",
+            "epochs": 2, "grad_accum": 1, "k_core": 10, "lr": 0.002, "max_new_tokens": 32, "max_steps": null,
+            "model": "tiny", "profile": "quick", "sasrec_epochs": 20, "seeds": [42, 43],
+            "split": {"seed": 42, "test": 200, "train": 384, "valid": 64}}"#;
+        let config: RunConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(config.data.domain, Some(soft_core::data::Domain::Books));
+        assert_eq!(config.data.split, SplitConfig { train: 384, valid: 64, test: 200, seed: 42 });
+        assert_eq!((config.sasrec_train_on, config.seeds.len()), (TrainOn::All, 2));
+        let written: serde_json::Value = serde_json::to_value(&config).unwrap();
+        let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.retain(|k| *k != "sasrec_train_on");
+        let old: serde_json::Value = serde_json::from_str(old).unwrap();
+        assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn smollm2_is_the_reference_profile_with_its_own_model_and_rate() {
+        let (r, s) = (Profile::Reference.settings(), Profile::Smollm2.settings());
+        assert_eq!((s.model, s.lr), ("smollm2", 2e-4));
+        assert_eq!((s.sizes, s.epochs, s.d_samples), (r.sizes, r.epochs, r.d_samples));
+    }
+}

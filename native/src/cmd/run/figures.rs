@@ -1,0 +1,32 @@
+//! The figures of a run: SOFT's curriculum (first seed), with valid HR@10 of every language model.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::config::RunConfig;
+use super::layout::{seed_dir, PLOTS_DIR, SFT, SOFT, SOFT_WITHOUT_SA};
+use crate::plot;
+use crate::run_info::{RunInfo, SftDetails, SoftDetails};
+
+pub fn figures(out: &Path, config: &RunConfig) -> Result<Vec<PathBuf>> {
+    let base = seed_dir(out, 0, config.seeds[0]);
+    let sft = RunInfo::<SftDetails>::load(&base.join(SFT.dir))?.details;
+    let soft = RunInfo::<SoftDetails>::load(&base.join(SOFT.dir))?.details.report;
+    let without_sa = RunInfo::<SoftDetails>::load(&base.join(SOFT_WITHOUT_SA.dir))?.details.report;
+    let hr10 = vec![
+        ("SFT".to_string(), sft.epochs.iter().map(|e| e.valid.hr_at(10)).collect()),
+        ("SOFT".to_string(), soft.epochs.iter().map(|e| e.valid.hr_at(10)).collect()),
+        ("SOFT without SA".to_string(), without_sa.epochs.iter().map(|e| e.valid.hr_at(10)).collect()),
+    ];
+    let epochs = &soft.epochs;
+    plot::curriculum_figure(
+        &out.join(PLOTS_DIR),
+        &epochs.iter().map(|e| e.lambda).collect::<Vec<_>>(),
+        &epochs.iter().map(|e| e.d).collect::<Vec<_>>(),
+        soft.d0,
+        &epochs.iter().map(|e| e.loss_real as f64).collect::<Vec<_>>(),
+        &epochs.iter().map(|e| e.loss_distilled as f64).collect::<Vec<_>>(),
+        &hr10,
+    )
+}

@@ -1,0 +1,237 @@
+//! `soft-train run`: every stage in order — data, baselines, (pre-training), SFT,
+//! self-distillation, SOFT and its "without SA" ablation — each method in its own run
+//! directory, all evaluated on the test split (free and constrained decoding), then one table,
+//! a report and the curriculum plots. `--resume DIR` skips what is complete and continues the
+//! rest from its last epoch checkpoint.
+
+mod config;
+mod figures;
+mod layout;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use soft_core::data::dataset::ITEMS_FILE;
+use soft_core::model::pretrained::{tiny_dir, WEIGHTS_FILE};
+use soft_core::train::distill::load_jsonl;
+use soft_core::train::pretrain::PretrainConfig;
+use soft_core::train::scheduler::Schedule;
+
+pub use self::config::Args;
+use self::config::{RunConfig, CONFIG_FILE};
+use self::layout::{decodings, seed_dir, test_dir, Method, DATA_DIR, POPULARITY, SASREC, SFT, SOFT, SOFT_WITHOUT_SA};
+use super::baseline::{self, Baseline};
+use super::distill::{self, DISTILLED_FILE};
+use super::eval::{self, read_metrics, METRICS_FILE};
+use super::prepare::{self, SPLIT_FILE, TEST_FILE};
+use super::{pretrain, sft, soft};
+use crate::backend::BackendChoice;
+use crate::run_dir::{read_json, write_files};
+use crate::run_info::{git_commit, RunHeader, TrainOn, REPORT_FILE, RUN_FILE};
+
+/// A stage's timing for the report.
+#[derive(Debug, Serialize)]
+struct StageTime {
+    stage: String,
+    seconds: f64,
+    /// Already complete in a resumed run.
+    skipped: bool,
+}
+
+/// `report.json` of the whole run.
+#[derive(Serialize)]
+struct Report<'a> {
+    config: &'a RunConfig,
+    backend: String,
+    git_commit: Option<String>,
+    stages: &'a [StageTime],
+    seconds: f64,
+    plots: Vec<PathBuf>,
+}
+
+/// Whether a stage's output `path` exists; one that exists but does not `read` is an error, not a
+/// reason to silently redo the stage.
+fn complete<T>(path: &Path, read: impl FnOnce(&Path) -> Result<T>) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    read(path).with_context(|| format!("{}: corrupted stage output; delete it to redo the stage", path.display()))?;
+    Ok(true)
+}
+
+/// A complete run directory: `run.json` present and readable.
+fn complete_run(dir: &Path) -> Result<bool> {
+    complete(&dir.join(RUN_FILE), |_| RunHeader::load(dir))
+}
+
+struct Runner<'a> {
+    out: &'a Path,
+    config: &'a RunConfig,
+    backend: BackendChoice,
+    started: Instant,
+    times: Vec<StageTime>,
+}
+
+impl Runner<'_> {
+    /// Runs `work` unless `done` says the stage is complete; records the time either way.
+    fn stage(&mut self, name: String, done: bool, work: impl FnOnce() -> Result<()>) -> Result<()> {
+        let t = Instant::now();
+        if done {
+            eprintln!("\n== {name}: complete, skipped ==");
+        } else {
+            eprintln!("\n== {name} ({:.0} s into the run) ==", self.started.elapsed().as_secs_f64());
+            work().with_context(|| format!("stage {name}"))?;
+        }
+        self.times.push(StageTime { stage: name, seconds: t.elapsed().as_secs_f64(), skipped: done });
+        Ok(())
+    }
+
+    /// Evaluates the run in `dir` on the test split with every decoding `method` is evaluated with.
+    fn evals(&mut self, dir: &Path, method: &Method) -> Result<()> {
+        let data = self.out.join(DATA_DIR);
+        for &decoding in decodings(method) {
+            let out = dir.join(test_dir(decoding));
+            let done = complete(&out.join(METRICS_FILE), read_metrics)?;
+            let options = eval::Options {
+                run: dir.to_path_buf(),
+                sequences: data.join(TEST_FILE),
+                items: data.join(ITEMS_FILE),
+                out,
+                decoding: Some(decoding),
+                backend: self.backend,
+            };
+            self.stage(format!("eval {} ({})", dir.display(), decoding.name()), done, || eval::execute(&options))?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        let options = prepare::Options { data: self.config.data.clone(), out: self.out.join(DATA_DIR) };
+        self.stage("prepare".into(), options.out.join(SPLIT_FILE).exists(), || prepare::execute(&options))
+    }
+
+    fn popularity(&mut self) -> Result<()> {
+        let options = baseline::Options {
+            baseline: Baseline::Popularity,
+            out: self.out.join(POPULARITY.dir),
+            data: self.config.data.clone(),
+            train_on: TrainOn::All,
+            backend: self.backend,
+        };
+        self.stage("popularity".into(), complete_run(&options.out)?, || baseline::execute(&options))?;
+        self.evals(&options.out, &POPULARITY)
+    }
+
+    /// The `tiny` model, pre-trained on this dataset unless it exists.
+    fn pretrain_tiny(&mut self) -> Result<()> {
+        let options = pretrain::Options {
+            data: self.config.data.clone(),
+            out: tiny_dir(),
+            config: PretrainConfig::default(),
+            backend: self.backend,
+        };
+        self.stage("pretrain tiny".into(), options.out.join(WEIGHTS_FILE).exists(), || pretrain::execute(&options))
+    }
+
+    /// Every seeded method for seed number `i`.
+    fn seed(&mut self, i: usize, seed: u64) -> Result<()> {
+        let (c, backend) = (self.config, self.backend);
+        let base = seed_dir(self.out, i, seed);
+
+        let sasrec = baseline::Options {
+            baseline: Baseline::Sasrec(c.sasrec_config(seed)),
+            out: base.join(SASREC.dir),
+            data: c.data.clone(),
+            train_on: c.sasrec_train_on,
+            backend,
+        };
+        self.stage(format!("sasrec, seed {seed}"), complete_run(&sasrec.out)?, || baseline::execute(&sasrec))?;
+        self.evals(&sasrec.out, &SASREC)?;
+
+        let sft_dir = base.join(SFT.dir);
+        let sft = sft::Options {
+            model: c.model.clone(),
+            out: sft_dir.clone(),
+            data: c.data.clone(),
+            config: c.sft_config(seed),
+            backend,
+            resume: sft_dir.exists(),
+        };
+        self.stage(format!("sft, seed {seed}"), complete_run(&sft_dir)?, || sft::execute(&sft))?;
+        self.evals(&sft_dir, &SFT)?;
+
+        let distill = distill::Options { run: sft_dir.clone(), data: c.data.clone(), backend };
+        let done = complete(&sft_dir.join(DISTILLED_FILE), |p| Ok(load_jsonl(p)?))?;
+        self.stage(format!("distill, seed {seed}"), done, || distill::execute(&distill))?;
+
+        for (method, schedule) in [(SOFT, Schedule::Adaptive), (SOFT_WITHOUT_SA, Schedule::DistilledOnly)] {
+            let dir = base.join(method.dir);
+            let soft = soft::Options {
+                sft: sft_dir.clone(),
+                out: dir.clone(),
+                alpha: c.alpha,
+                schedule,
+                epochs: Some(c.sft.epochs),
+                d_samples: c.d_samples,
+                data: c.data.clone(),
+                backend,
+                resume: dir.exists(),
+            };
+            self.stage(format!("{}, seed {seed}", method.dir), complete_run(&dir)?, || soft::execute(&soft))?;
+            self.evals(&dir, &method)?;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
+fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
+    if let Some(dir) = &args.resume {
+        let config =
+            read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
+        eprintln!("resuming {} (its own settings apply; other options are ignored)", dir.display());
+        return Ok((dir.clone(), config));
+    }
+    let config = RunConfig::from_args(args)?;
+    if args.out.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} already holds a run; continue it with `soft-train run --resume {}` or choose another --out",
+            args.out.display(),
+            args.out.display()
+        );
+    }
+    write_files(&args.out, &[(CONFIG_FILE.into(), serde_json::to_string_pretty(&config)?)])?;
+    Ok((args.out.clone(), config))
+}
+
+pub fn execute(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let (out, config) = start_or_resume(args)?;
+    let mut runner = Runner { out: &out, config: &config, backend: args.backend, started, times: Vec::new() };
+    runner.prepare()?;
+    runner.popularity()?;
+    if config.model == "tiny" {
+        runner.pretrain_tiny()?;
+    }
+    for (i, &seed) in config.seeds.iter().enumerate() {
+        runner.seed(i, seed)?;
+    }
+
+    let table = table::table(&out, &config)?;
+    println!("{table}");
+    let plots = figures::figures(&out, &config)?;
+    let report = Report {
+        config: &config,
+        backend: crate::backend::choose(args.backend)?.name,
+        git_commit: git_commit(),
+        stages: &runner.times,
+        seconds: started.elapsed().as_secs_f64(),
+        plots,
+    };
+    write_files(&out, &[("table.md".into(), table), (REPORT_FILE.into(), serde_json::to_string_pretty(&report)?)])?;
+    eprintln!("all stages in {:.0} s; table, report and plots in {}", started.elapsed().as_secs_f64(), out.display());
+    Ok(())
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use soft_core::baselines::SasRecConfig;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::Decoding;
-use soft_core::train::scheduler::{validate_alpha, Schedule};
+use soft_core::train::scheduler::validate_alpha;
 use soft_core::train::sft::SftConfig;
 
 use crate::backend::BackendChoice;

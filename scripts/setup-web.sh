@@ -26,7 +26,11 @@ if [[ -z "$bindgen_version" ]]; then
     exit 1
 fi
 if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $bindgen_version" ]]; then
-    cargo install wasm-bindgen-cli --locked --version "$bindgen_version"
+    # --locked first (the versions its authors tested); a lock naming a version the registry no
+    # longer serves (wasm-bindgen-cli 0.2.130 locks the since-yanked webpki-roots 1.0.11) falls
+    # back to a fresh resolution of the same wasm-bindgen-cli version.
+    cargo install wasm-bindgen-cli --locked --version "$bindgen_version" ||
+        cargo install wasm-bindgen-cli --version "$bindgen_version"
 fi
 
 need_apt=()

@@ -103,8 +103,8 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> (f64, f64, Vec<f64>) {
     let raw = (hi - lo) / target.max(2) as f64;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step - 1e-9).floor() * step;
-    let last = (hi / step + 1e-9).ceil() * step;
+    let first = (lo / step + 1e-9).floor() * step;
+    let last = (hi / step - 1e-9).ceil() * step;
     let n = ((last - first) / step).round() as usize;
     let ticks = (0..=n).map(|i| clean(first + i as f64 * step)).collect();
     (first, last, ticks)
@@ -144,7 +144,12 @@ pub fn fmt_num(v: f64) -> String {
         return "0".into();
     }
     let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 8) as usize;
-    format!("{v:.digits$}")
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +186,8 @@ pub struct RefOut {
     pub label_x: f64,
     pub label_y: f64,
     pub vertical: bool,
+    /// SVG `text-anchor` of the label: labels keep inside the plot area.
+    pub anchor: &'static str,
     pub color: String,
 }
 
@@ -283,15 +290,17 @@ pub fn layout(chart: &Chart, width: f64, height: f64) -> Layout {
         .map(|r| {
             if r.vertical {
                 let x = x_scale.at(r.value);
+                let right_half = x > (left + right) / 2.0;
                 RefOut {
                     x1: x,
                     y1: top,
                     x2: x,
                     y2: bottom,
                     label: r.label.clone(),
-                    label_x: x + 4.0,
-                    label_y: top + 12.0,
+                    label_x: if right_half { x - 5.0 } else { x + 5.0 },
+                    label_y: bottom - 8.0,
                     vertical: true,
+                    anchor: if right_half { "end" } else { "start" },
                     color: r.color.clone(),
                 }
             } else {
@@ -305,6 +314,7 @@ pub fn layout(chart: &Chart, width: f64, height: f64) -> Layout {
                     label_x: right - 4.0,
                     label_y: y - 5.0,
                     vertical: false,
+                    anchor: "end",
                     color: r.color.clone(),
                 }
             }
@@ -397,7 +407,7 @@ mod view {
             .refs
             .iter()
             .map(|r| {
-                let anchor = if r.vertical { "start" } else { "end" };
+                let anchor = r.anchor;
                 view! {
                     <g class="ref">
                         <line x1=r.x1 y1=r.y1 x2=r.x2 y2=r.y2 stroke=r.color.clone() stroke-dasharray="5 4" />
@@ -509,6 +519,8 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_data() {
+        let (lo, hi, t) = nice_ticks(0.0, 1.0, 5);
+        assert_eq!((lo, hi), (0.0, 1.0), "{t:?}");
         let (lo, hi, t) = nice_ticks(0.013, 0.047, 5);
         assert!(lo <= 0.013 && hi >= 0.047);
         assert_eq!(t, vec![0.01, 0.02, 0.03, 0.04, 0.05]);
@@ -555,7 +567,10 @@ mod tests {
     #[test]
     fn numbers_keep_four_significant_digits() {
         assert_eq!(fmt_num(13.4847412109375), "13.48");
-        assert_eq!(fmt_num(0.015625), "0.01562");
+        assert_eq!(fmt_num(0.046875), "0.04688");
+        assert_eq!(fmt_num(100.0), "100");
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(0.1), "0.1");
         assert_eq!(fmt_num(0.0), "0");
         assert_eq!(fmt_num(f64::NAN), "n/a");
     }

@@ -142,6 +142,63 @@ impl RunReport {
     }
 }
 
+/// Stages of the same kind over every seed (`sft, seed 42` and `sft, seed 43` are `sft`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageGroup {
+    pub name: String,
+    pub runs: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+}
+
+impl StageGroup {
+    /// Mean seconds of the runs that were not skipped.
+    pub fn mean_seconds(&self) -> f64 {
+        let ran = self.runs - self.skipped;
+        if ran == 0 {
+            0.0
+        } else {
+            self.seconds / ran as f64
+        }
+    }
+}
+
+/// The kind of a stage: the seed and the run directory taken out of its name.
+pub fn stage_kind(name: &str) -> String {
+    if let Some((kind, _)) = name.rsplit_once(", seed ") {
+        return kind.to_string();
+    }
+    if let Some(rest) = name.strip_prefix("eval ") {
+        let (path, tail) = rest.split_once(" (").map(|(p, t)| (p, format!(" ({t}"))).unwrap_or((rest, String::new()));
+        let method = path.trim_end_matches('/').rsplit('/').next().unwrap_or(path);
+        return format!("eval {method}{tail}");
+    }
+    name.to_string()
+}
+
+/// Stages grouped by kind, in the order each kind first ran.
+pub fn group_stages(stages: &[Stage]) -> Vec<StageGroup> {
+    let mut groups: Vec<StageGroup> = Vec::new();
+    for s in stages {
+        let name = stage_kind(&s.stage);
+        let i = match groups.iter().position(|g| g.name == name) {
+            Some(i) => i,
+            None => {
+                groups.push(StageGroup { name, runs: 0, skipped: 0, seconds: 0.0 });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[i];
+        g.runs += 1;
+        if s.skipped {
+            g.skipped += 1;
+        } else {
+            g.seconds += s.seconds;
+        }
+    }
+    groups
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     /// `method` is `soft` or one of its ablations (`soft-distilled-only`, ...).
@@ -283,6 +340,13 @@ mod tests {
         let Report::Run(run) = parse(RUN).unwrap() else { panic!("not a run") };
         assert!(!run.stages.is_empty());
         assert_eq!(run.profile(), Some("quick"));
+        let groups = group_stages(&run.stages);
+        let sft = groups.iter().find(|g| g.name == "sft").unwrap();
+        assert_eq!(sft.runs, 3);
+        assert!(groups.iter().any(|g| g.name == "eval soft (constrained)" && g.runs == 3));
+        assert!(groups.len() < run.stages.len());
+        assert_eq!(stage_kind("eval runs/x/seeds/43/sasrec (free)"), "eval sasrec (free)");
+        assert_eq!(stage_kind("pretrain tiny"), "pretrain tiny");
     }
 
     #[test]

@@ -81,6 +81,27 @@ fn adapter_name(info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> String {
         .unwrap_or_else(|| format!("{:?} adapter", info.device_type))
 }
 
+/// What the browser itself says about its WebGPU adapter (`GPUAdapter.info`): wgpu leaves the
+/// name empty in browsers.
+async fn browser_adapter_description() -> Option<String> {
+    use js_sys::Reflect;
+    let window = web_sys::window()?;
+    let gpu = Reflect::get(&window.navigator(), &"gpu".into()).ok()?;
+    let request: js_sys::Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
+    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = JsFuture::from(promise).await.ok()?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return None;
+    }
+    let info = Reflect::get(&adapter, &"info".into()).ok()?;
+    let field = |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.trim().is_empty());
+    if let Some(d) = field("description") {
+        return Some(d);
+    }
+    let parts: Vec<String> = ["vendor", "architecture", "device"].iter().filter_map(|k| field(k)).collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 /// WebGPU when the browser has a working adapter, else the CPU backend; `force_cpu` skips WebGPU.
 pub async fn start(force_cpu: bool) -> Runtime {
     let cpu = |why: String| async move {
@@ -100,7 +121,12 @@ pub async fn start(force_cpu: bool) -> Runtime {
     }
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
-            let adapter = adapter_name(&setup.adapter.get_info());
+            let info = setup.adapter.get_info();
+            let adapter = if info.name.trim().is_empty() {
+                browser_adapter_description().await.unwrap_or_else(|| adapter_name(&info))
+            } else {
+                adapter_name(&info)
+            };
             let t = now_ms();
             match check(&device).await {
                 Ok(()) => Runtime { device, backend: Backend::WebGpu { adapter }, check_ms: now_ms() - t },
@@ -264,7 +290,7 @@ pub struct NoModel {
 
 impl Recommender for NoModel {
     fn describe(&self) -> String {
-        format!("no model loaded ({})", self.why)
+        "No model weights are shipped with this build yet.".into()
     }
 
     fn soft_epochs(&self) -> Vec<usize> {

@@ -130,8 +130,10 @@ pub fn hr_chart(soft: Option<&Named<SoftReport>>, sft: Option<&Named<SftReport>>
             .collect();
         series.push(Series::new(name, palette::SOFT, pts));
     }
+    let top = series.iter().flat_map(|s| s.points.iter().map(|p| p.y)).filter(|y| y.is_finite()).fold(0.0f64, f64::max);
     Chart {
         id: "hr10".into(),
+        y_range: Some((0.0, if top > 0.0 { top * 1.15 } else { 0.05 })),
         title: "Valid HR@10 after each epoch".into(),
         x_label: "epoch".into(),
         y_label: "HR@10".into(),
@@ -183,16 +185,19 @@ fn soft_summary(s: &Named<SoftReport>) -> impl IntoView {
 
 fn run_table(run: &Named<report::RunReport>) -> impl IntoView {
     let r = &run.report;
-    let longest = r.stages.iter().map(|s| s.seconds).fold(0.0f64, f64::max).max(1e-9);
-    let rows = r
-        .stages
+    let groups = report::group_stages(&r.stages);
+    let longest = groups.iter().map(|g| g.mean_seconds()).fold(0.0f64, f64::max).max(1e-9);
+    let rows = groups
         .iter()
-        .map(|s| {
-            let width = format!("width: {:.1}%", 100.0 * s.seconds / longest);
+        .map(|g| {
+            let mean = g.mean_seconds();
+            let width = format!("width: {:.1}%", 100.0 * mean / longest);
+            let runs = if g.skipped > 0 { format!("{} ({} skipped)", g.runs, g.skipped) } else { g.runs.to_string() };
             view! {
-                <tr class:skipped=s.skipped>
-                    <td>{s.stage.clone()}</td>
-                    <td class="num">{format!("{:.1} s", s.seconds)}</td>
+                <tr class:skipped=g.skipped == g.runs>
+                    <td>{g.name.clone()}</td>
+                    <td class="num">{runs}</td>
+                    <td class="num">{format!("{mean:.1} s")}</td>
                     <td class="bar-cell">
                         <span class="bar" style=width></span>
                     </td>
@@ -203,7 +208,7 @@ fn run_table(run: &Named<report::RunReport>) -> impl IntoView {
     let total = r.provenance.seconds.map(|s| format!("{:.0} s ({:.1} min)", s, s / 60.0)).unwrap_or_default();
     view! {
         <div class="card" data-testid="run-stages">
-            <h3>"Every stage of the run"</h3>
+            <h3>"Where the run's time went"</h3>
             <p class="hint">
                 {format!(
                     "Profile {}, model {}, on {}: {} in all. Source: {}.",
@@ -218,7 +223,8 @@ fn run_table(run: &Named<report::RunReport>) -> impl IntoView {
                 <thead>
                     <tr>
                         <th>"stage"</th>
-                        <th class="num">"time"</th>
+                        <th class="num">"runs"</th>
+                        <th class="num">"time per run"</th>
                         <th></th>
                     </tr>
                 </thead>

@@ -42,19 +42,27 @@ pub fn alpha_curve_chart(alpha: f64, r: Option<&SoftReport>) -> Chart {
         .map(|(&a, color)| Series::new(format!("α = {}", fmt_num(a)), color, curve(a)).curve().width(1.5).dashed())
         .collect();
     series.push(Series::new(format!("your α = {}", fmt_num(alpha)), palette::LAMBDA, curve(alpha)).curve().width(3.5));
-    let refs = r
-        .map(|r| {
-            r.epochs
-                .iter()
-                .map(|e| RefLine {
-                    vertical: true,
-                    value: e.d / r.d0,
-                    label: format!("after epoch {}", e.epoch),
-                    color: palette::DISTANCE.into(),
-                })
-                .collect()
+    // One line per distinct recorded ratio, naming every epoch that measured it.
+    let mut marks: Vec<(f64, Vec<usize>)> = Vec::new();
+    for e in r.map(|r| r.epochs.as_slice()).unwrap_or_default() {
+        let ratio = e.d / r.map(|r| r.d0).unwrap_or(1.0);
+        match marks.iter_mut().find(|(x, _)| (x - ratio).abs() < 1e-4) {
+            Some((_, epochs)) => epochs.push(e.epoch),
+            None => marks.push((ratio, vec![e.epoch])),
+        }
+    }
+    let refs = marks
+        .into_iter()
+        .map(|(value, epochs)| {
+            let list: Vec<String> = epochs.iter().map(|e| e.to_string()).collect();
+            RefLine {
+                vertical: true,
+                value,
+                label: format!("d_t/d0 after epoch{} {}", if epochs.len() > 1 { "s" } else { "" }, list.join(", ")),
+                color: palette::DISTANCE.into(),
+            }
         })
-        .unwrap_or_default();
+        .collect();
     Chart {
         id: "alpha-curve".into(),
         title: "λ as the model's answers approach the real items".into(),
@@ -124,7 +132,17 @@ pub fn Walkthrough(data: Arc<PageData>, reports: RwSignal<Reports>) -> impl Into
         if d.train.is_empty() {
             return view! { <p class="message error">"The training split is empty."</p> }.into_any();
         }
-        let w = &d.train[example.get() % d.train.len()];
+        // Full ten-item histories whose next book is not already in them read best.
+        let full: Vec<&soft_core::data::Window> = d
+            .train
+            .iter()
+            .filter(|w| {
+                let t = d.catalog.title(w.target()).unwrap_or_default();
+                w.history().len() == 10 && w.history().iter().all(|&h| d.catalog.title(h) != Some(t))
+            })
+            .collect();
+        let pool = if full.is_empty() { d.train.iter().collect() } else { full };
+        let w = pool[example.get() % pool.len()];
         let titles: Vec<&str> = w.history().iter().map(|&id| d.catalog.title(id).unwrap_or_default()).collect();
         let target = d.catalog.title(w.target()).unwrap_or_default();
         let text = prompt::prompt(d.domain, &titles);
@@ -133,7 +151,7 @@ pub fn Walkthrough(data: Arc<PageData>, reports: RwSignal<Reports>) -> impl Into
         view! {
             <div class="two">
                 <div>
-                    <h4>{format!("User {}: ten books, oldest first", w.user)}</h4>
+                    <h4>{format!("User {}: {} books, oldest first", w.user, titles.len())}</h4>
                     <ol class="plain">{items}</ol>
                     <p>"and the book read next: " <strong>{target.to_string()}</strong></p>
                 </div>

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the browser app needs on a fresh Debian machine; safe to run again (each step is
+# skipped when already done). Needs only the package registries: crates.io, npm and Debian.
+#   - the wasm32 target, trunk 0.21.14 (0.22 needs a newer rustc), wasm-bindgen-cli at exactly
+#     the wasm-bindgen version of Cargo.lock (trunk, offline, accepts no other);
+#   - Debian's chromium (the end-to-end test drives it; never a downloaded browser), node and npm;
+#   - tests/browser's npm packages (playwright-core only, from package-lock.json).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+TRUNK_VERSION=0.21.14
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown
+fi
+
+if [[ "$(trunk --version 2>/dev/null || true)" != "trunk $TRUNK_VERSION" ]]; then
+    cargo install trunk --locked --version "$TRUNK_VERSION"
+fi
+
+# The version trunk will look for: the one wasm-bindgen package in Cargo.lock.
+bindgen_version="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
+if [[ -z "$bindgen_version" ]]; then
+    echo "setup-web: no wasm-bindgen in Cargo.lock (is web/ a workspace member?)" >&2
+    exit 1
+fi
+if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $bindgen_version" ]]; then
+    # --locked first (the versions its authors tested); a lock naming a version the registry no
+    # longer serves (wasm-bindgen-cli 0.2.130 locks the since-yanked webpki-roots 1.0.11) falls
+    # back to a fresh resolution of the same wasm-bindgen-cli version.
+    cargo install wasm-bindgen-cli --locked --version "$bindgen_version" ||
+        cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi
+
+need_apt=()
+dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# npm ci wipes node_modules, so run it only when the lock file changed since the last install.
+cd tests/browser
+if ! cmp -s package-lock.json node_modules/.soft-installed-lock 2>/dev/null; then
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+    cp package-lock.json node_modules/.soft-installed-lock
+fi

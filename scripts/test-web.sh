@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The browser half's test: builds the page (trunk, release) and drives it in Debian's headless
+# Chromium on both backends, WebGPU (SwiftShader) and CPU (wasm) - tests/browser/e2e.mjs.
+# Exits non-zero when the build or any check fails. Extra arguments go to e2e.mjs
+# (`--screenshots docs/web` refreshes the README's screenshots, `--only cpu` runs one backend).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+source scripts/env.sh
+scripts/setup-web.sh
+
+start=$(date +%s)
+trunk build --release --config trunk.toml
+echo "web: trunk build took $(($(date +%s) - start)) s"
+for f in web/dist/*.wasm; do
+    echo "web: $(basename "$f"): $(stat -c %s "$f") bytes"
+done
+echo "web: assets: $(du -sb web/dist/assets | cut -f1) bytes"
+
+node tests/browser/e2e.mjs web/dist "$@"

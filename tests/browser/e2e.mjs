@@ -1,0 +1,241 @@
+// End-to-end test of the SOFT page in Debian's headless Chromium (playwright-core; never a
+// downloaded browser). Serves the built folder on 127.0.0.1 and drives every view twice: with
+// WebGPU (the page must say "WebGPU: <adapter>") and without (it must say "CPU (wasm)").
+// Any console error or page error fails the run.
+//
+//   node tests/browser/e2e.mjs [DIST=web/dist] [--screenshots DIR] [--only webgpu|cpu]
+//
+// Exit status 0 when every check passed, 1 otherwise.
+
+import { chromium } from 'playwright-core';
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync, existsSync, statSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, extname, resolve, normalize } from 'node:path';
+
+const args = process.argv.slice(2);
+const opt = (name) => {
+  const i = args.indexOf(name);
+  if (i < 0) return undefined;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+};
+const shotsDir = opt('--screenshots');
+const only = opt('--only');
+const dist = resolve(args[0] ?? 'web/dist');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const STARTUP_MS = Number(process.env.SOFT_E2E_STARTUP_MS ?? 180_000);
+
+if (!existsSync(join(dist, 'index.html'))) {
+  console.error(`e2e: ${dist}/index.html not found: build first (trunk build --release --config trunk.toml)`);
+  process.exit(1);
+}
+if (!existsSync(chromiumPath)) {
+  console.error(`e2e: ${chromiumPath} not found: run scripts/setup-web.sh (apt chromium)`);
+  process.exit(1);
+}
+
+// ---- a static server over the built folder, on 127.0.0.1 only ----
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json',
+  '.png': 'image/png', '.svg': 'image/svg+xml', '.txt': 'text/plain', '.csv': 'text/csv',
+  '.bin': 'application/octet-stream', '.safetensors': 'application/octet-stream',
+};
+const server = createServer((req, res) => {
+  const url = new URL(req.url, 'http://127.0.0.1');
+  let path = normalize(join(dist, decodeURIComponent(url.pathname)));
+  if (!path.startsWith(dist)) { res.writeHead(403).end(); return; }
+  if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
+  if (!existsSync(path)) { res.writeHead(404).end('not found'); return; }
+  res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+  res.end(readFileSync(path));
+});
+await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+// What the shipped reports hold, to check the charts against.
+const manifest = JSON.parse(readFileSync(join(dist, 'assets/manifest.json'), 'utf8'));
+const softEntry = manifest.reports.find((r) => JSON.parse(readFileSync(join(dist, 'assets', r.path), 'utf8')).d0 !== undefined);
+const softReport = JSON.parse(readFileSync(join(dist, 'assets', softEntry.path), 'utf8'));
+const EPOCHS = softReport.epochs.length;
+
+const COMMON = [
+  '--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
+  '--no-first-run', '--disable-dev-shm-usage',
+];
+const MODES = [
+  { name: 'webgpu', args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'], backend: /^WebGPU: \S/ },
+  { name: 'cpu', args: [], backend: /^CPU \(wasm\)$/ },
+].filter((m) => !only || m.name === only);
+
+let failures = 0;
+const results = [];
+
+function check(mode, what, ok, detail = '') {
+  results.push({ mode, what, ok });
+  console.log(`${ok ? 'ok  ' : 'FAIL'} [${mode}] ${what}${detail ? ` (${detail})` : ''}`);
+  if (!ok) failures++;
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent({ timeout: 15_000 }))?.trim() ?? '';
+}
+
+async function runMode(mode) {
+  const profile = mkdtempSync(join(tmpdir(), `soft-e2e-${mode.name}-`));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    args: [...COMMON, ...mode.args],
+    viewport: { width: 1280, height: 900 },
+    deviceScaleFactor: 1,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console.error: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('dialog', async (d) => { errors.push(`unexpected dialog: ${d.message()}`); await d.dismiss(); });
+  page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  const logs = [];
+  page.on('console', (m) => { if (m.type() !== 'error') logs.push(m.text()); });
+
+  try {
+    const t0 = Date.now();
+    await page.goto(`${base}#/recommend`);
+    await page.waitForFunction(
+      () => {
+        const el = document.querySelector('[data-testid=backend] .backend-label');
+        return el && !el.textContent.startsWith('starting');
+      },
+      null,
+      { timeout: STARTUP_MS },
+    );
+    const label = await text(page, '[data-testid=backend] .backend-label');
+    check(mode.name, `backend label "${label}"`, mode.backend.test(label), `started in ${Date.now() - t0} ms`);
+
+    // ---- Recommend ----
+    await page.waitForSelector('[data-view=recommend] [data-testid=search]', { timeout: 60_000 });
+    await page.click('[data-testid=recommend]');
+    check(mode.name, 'empty history: message', /empty/i.test(await text(page, '[data-testid=history-message]')));
+
+    await page.fill('[data-testid=search]', 'harry potter');
+    await page.waitForSelector('[data-testid=suggestions] button', { timeout: 10_000 });
+    const first = await text(page, '[data-testid=suggestions] button .title');
+    await page.click('[data-testid=suggestions] button');
+    const items = await page.locator('[data-testid=history] li').count();
+    check(mode.name, 'type-ahead adds a catalog title', items === 1 && /harry potter/i.test(first), first);
+
+    await page.fill('[data-testid=search]', '<script>alert(1)</script> 🙂 %00 ∑ \\"');
+    check(mode.name, 'odd characters: no match message', /no catalog title matches/i.test(await text(page, '[data-testid=no-match]')));
+    await page.press('[data-testid=search]', 'Enter');
+    check(mode.name, 'odd characters + Enter: message', /no catalog title matches/i.test(await text(page, '[data-testid=history-message]')));
+    await page.fill('[data-testid=search]', '');
+
+    await page.click('details.paste summary');
+    const fifty = Array.from({ length: 50 }, (_, i) => String(i + 1)).join(', ');
+    await page.fill('[data-testid=paste]', fifty);
+    await page.click('[data-testid=use-ids]');
+    check(mode.name, '50 items: message', /50 items/.test(await text(page, '[data-testid=history-message]')));
+    await page.fill('[data-testid=paste]', '12, twelve');
+    await page.click('[data-testid=use-ids]');
+    check(mode.name, 'a non-id: message', /not an item id/.test(await text(page, '[data-testid=history-message]')));
+    check(mode.name, 'bad input leaves the history as it was', (await page.locator('[data-testid=history] li').count()) === 1);
+
+    await page.fill('[data-testid=paste]', '');
+    await page.click('details.paste summary');
+    await page.click('[data-testid=real-user]');
+    const real = await page.locator('[data-testid=history] li').count();
+    const truth = await text(page, '[data-testid=truth]');
+    check(mode.name, 'a real user from the test split: 10 items and the true next book', real === 10 && truth.length > 20, truth);
+
+    await page.click('[data-testid=recommend]');
+    await page.waitForSelector('[data-testid=recommend-message], .results', { timeout: 120_000 });
+    const rec = await page.locator('[data-testid=recommend-message]').count()
+      ? await text(page, '[data-testid=recommend-message]')
+      : await text(page, '.results');
+    check(mode.name, 'Recommend answers (or says why not)', rec.length > 10, rec.slice(0, 120));
+    if (shotsDir && mode.name === MODES[0].name) {
+      await page.screenshot({ path: join(shotsDir, 'recommend.png'), fullPage: true });
+    }
+
+    // ---- Curriculum ----
+    await page.click('[data-tab=curriculum]');
+    await page.waitForSelector('svg[data-chart=lambda]', { timeout: 30_000 });
+    for (const [chart, series] of [['distance', ['d_t']], ['lambda', ['λ']], ['loss', ['real targets', 'distilled targets']], ['hr10', ['SOFT']]]) {
+      for (const s of series) {
+        const n = await page.locator(`svg[data-chart=${chart}] g.pt[data-series="${s}"]`).count();
+        check(mode.name, `curriculum chart ${chart}/${s}: one point per epoch`, n === EPOCHS, `${n} of ${EPOCHS}`);
+      }
+      const ticks = await page.locator(`svg[data-chart=${chart}] .tick text`).count();
+      const tips = await page.locator(`svg[data-chart=${chart}] g.pt title`).count();
+      check(mode.name, `curriculum chart ${chart}: axes and tooltips`, ticks >= 4 && tips >= EPOCHS, `${ticks} tick labels, ${tips} tooltips`);
+    }
+    check(mode.name, 'curriculum: run stages table', (await page.locator('[data-testid=run-stages] tbody tr').count()) > 3);
+    if (shotsDir && mode.name === MODES[0].name) {
+      await page.screenshot({ path: join(shotsDir, 'curriculum.png'), fullPage: true });
+    }
+
+    // ---- Walkthrough ----
+    await page.click('[data-tab=walkthrough]');
+    await page.waitForSelector('section.stage', { timeout: 30_000 });
+    const stages = await page.locator('section.stage').evaluateAll((els) =>
+      els.map((e) => ({ id: e.dataset.stage, h: e.querySelector('h3')?.textContent ?? '', len: e.textContent.length })));
+    const want = ['prompt', 'sft', 'distill', 'scheduler', 'mixed-loss', 'grounding'];
+    check(mode.name, 'walkthrough: every stage, in order', JSON.stringify(stages.map((s) => s.id)) === JSON.stringify(want), stages.map((s) => s.id).join(','));
+    check(mode.name, 'walkthrough: every stage has a title and text', stages.every((s) => s.h.length > 3 && s.len > 200));
+    const prompt = await text(page, '[data-testid=prompt]');
+    check(mode.name, 'walkthrough: the prompt of a real window', prompt.includes('### Instruction:') && prompt.includes('### Response:') && prompt.includes('The user has read the following books before: "'));
+    await page.click('[data-alpha="100"]');
+    check(mode.name, 'alpha 100 selected', (await text(page, '[data-testid=alpha-value]')) === '100');
+    const curves = await page.locator('svg[data-chart=alpha-curve] g.series').count();
+    check(mode.name, 'alpha chart: four reference curves and the chosen one', curves === 5, `${curves}`);
+    const pts = await page.locator('svg[data-chart=alpha-lambda] g.pt').count();
+    check(mode.name, 'alpha-lambda chart: the chosen and the run\'s λ per epoch', pts === 2 * EPOCHS, `${pts}`);
+    const cells = await page.locator('[data-testid=metrics-table] tbody tr').count();
+    check(mode.name, 'worked metrics example', cells === 5);
+    if (shotsDir && mode.name === MODES[0].name) {
+      await page.click('[data-alpha="10"]');
+      await page.screenshot({ path: join(shotsDir, 'walkthrough.png'), fullPage: true });
+    }
+    // ---- Curriculum: files a person drops in ----
+    await page.click('[data-tab=curriculum]');
+    await page.waitForSelector('[data-testid=report-file]', { state: 'attached', timeout: 30_000 });
+    const upload = async (name, body) => {
+      await page.setInputFiles('[data-testid=report-file]', { name, mimeType: 'application/json', buffer: Buffer.from(body) });
+      await page.waitForFunction((n) => document.querySelector('[data-testid=report-message]')?.textContent.includes(n), name, { timeout: 10_000 });
+      return text(page, '[data-testid=report-message]');
+    };
+    check(mode.name, 'a JSON file that is not a report: message', /not a report written by soft-train/.test(await upload('other.json', '{"hello": 1}')));
+    check(mode.name, 'a file that is not JSON: message', /not JSON/.test(await upload('garbage.json', 'this is \u0000 not json')));
+    const old = structuredClone(softReport);
+    old.epochs.forEach((e) => delete e.lambda);
+    check(mode.name, 'a report of another version: message', /another version/.test(await upload('old.json', JSON.stringify(old))));
+    // A report with one more epoch is drawn with one more point.
+    const longer = structuredClone(softReport);
+    const extra = structuredClone(longer.epochs.at(-1));
+    extra.epoch += 1; extra.lambda *= 0.5; extra.d *= 0.97; extra.loss_real *= 0.95; extra.loss_distilled *= 0.8;
+    longer.epochs.push(extra);
+    const msg = await upload('longer.json', JSON.stringify(longer));
+    const n = await page.locator('svg[data-chart=lambda] g.pt').count();
+    check(mode.name, 'a dropped report is drawn', /Drawn/.test(msg) && n === EPOCHS + 1, `${n} points`);
+
+  } catch (e) {
+    check(mode.name, 'no exception while driving the page', false, e.message.split('\n')[0]);
+    if (shotsDir) await page.screenshot({ path: join(shotsDir, `failure-${mode.name}.png`), fullPage: true }).catch(() => {});
+  }
+  check(mode.name, 'no console error, page error or failed request', errors.length === 0, errors.slice(0, 5).join(' | '));
+  for (const l of logs.filter((l) => l.startsWith('backend:'))) console.log(`     [${mode.name}] ${l}`);
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+
+if (shotsDir) mkdirSync(shotsDir, { recursive: true });
+try {
+  for (const mode of MODES) await runMode(mode);
+} finally {
+  server.close();
+}
+console.log(`\n${results.length - failures} of ${results.length} checks passed`);
+process.exit(failures ? 1 : 0);

@@ -1,0 +1,287 @@
+//! The app shell: header with the backend actually used, three views behind tabs (and the
+//! address's `#/view`), and the start-up work: the device, the shipped reports and the
+//! embedded dataset with the run's split.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use std::path::Path;
+
+use soft_core::data::windows::parse_sequences;
+use soft_core::data::{split, Catalog, Domain, SplitConfig, Window};
+
+use crate::history::SearchIndex;
+use crate::report::{self, Report, RunReport, SftReport, SoftReport};
+use crate::runtime::{self, Backend, Recommender};
+use crate::views::curriculum::Curriculum;
+use crate::views::recommend::Recommend;
+use crate::views::walkthrough::Walkthrough;
+
+pub fn start() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
+
+/// The shipped dataset as the run split it.
+pub struct PageData {
+    pub catalog: Catalog,
+    pub domain: Domain,
+    pub train: Vec<Window>,
+    pub test: Vec<Window>,
+    pub split: SplitConfig,
+    pub windows: usize,
+    pub index: SearchIndex,
+}
+
+impl PageData {
+    /// The dataset the manifest names (`dataset.items`, `dataset.sequences`, `dataset.domain`),
+    /// fetched and parsed by soft_core's own readers, split as the run split it. Fetched rather
+    /// than compiled in: 3 MB less wasm, and an export of another dataset needs no new build.
+    async fn load(manifest: Option<&serde_json::Value>, split_config: SplitConfig) -> Result<Self, String> {
+        let field = |k: &str, default: &str| {
+            manifest
+                .and_then(|m| m.get("dataset"))
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let items_url = format!("assets/{}", field("items", "data/amazon-books/id2name.json"));
+        let sequences_url = format!("assets/{}", field("sequences", "data/amazon-books/sequences.csv"));
+        let domain = Domain::parse(&field("domain", "books"))
+            .ok_or_else(|| format!("assets/manifest.json: unknown domain `{}`", field("domain", "books")))?;
+        let items = runtime::fetch_text(&items_url).await.map_err(|e| e.to_string())?;
+        let catalog = Catalog::parse(Path::new(&items_url), &items).map_err(|e| e.to_string())?;
+        let sequences = runtime::fetch_bytes(&sequences_url).await.map_err(|e| e.to_string())?;
+        let windows = parse_sequences(Path::new(&sequences_url), &sequences, &catalog).map_err(|e| e.to_string())?;
+        let parts = split::split(&windows, &split_config);
+        let index = SearchIndex::new(&catalog);
+        Ok(Self {
+            domain,
+            windows: windows.len(),
+            train: parts.train,
+            test: parts.test,
+            split: split_config,
+            catalog,
+            index,
+        })
+    }
+}
+
+/// A report and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named<T> {
+    pub source: String,
+    pub method: String,
+    pub report: T,
+}
+
+/// The reports the views draw: the shipped ones, replaced by any a person drops in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reports {
+    pub soft: Option<Named<SoftReport>>,
+    pub sft: Option<Named<SftReport>>,
+    pub run: Option<Named<RunReport>>,
+}
+
+impl Reports {
+    pub fn add(&mut self, source: String, report: Report) {
+        match report {
+            Report::Soft { method, report } => self.soft = Some(Named { source, method, report }),
+            Report::Sft(report) => self.sft = Some(Named { source, method: "sft".into(), report }),
+            Report::Run(report) => self.run = Some(Named { source, method: "run".into(), report }),
+        }
+    }
+}
+
+/// What start-up loaded.
+#[derive(Clone)]
+pub struct Loaded {
+    pub data: Arc<PageData>,
+    pub manifest: Option<serde_json::Value>,
+    /// Shipped assets that could not be read: shown, not fatal.
+    pub problems: Vec<String>,
+}
+
+async fn load_assets() -> (Reports, Option<serde_json::Value>, Vec<String>) {
+    let mut reports = Reports::default();
+    let mut problems = Vec::new();
+    let manifest = match runtime::fetch_text("assets/manifest.json").await {
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(format!("assets/manifest.json: not JSON: {e}"));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let entries = manifest.as_ref().and_then(|m| m.get("reports")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    for entry in entries {
+        let Some(path) = entry.get("path").and_then(|p| p.as_str()) else { continue };
+        let label = entry.get("label").and_then(|p| p.as_str()).unwrap_or(path).to_string();
+        let url = format!("assets/{path}");
+        match runtime::fetch_text(&url).await {
+            Ok(text) => match report::parse(&text) {
+                Ok(r) => reports.add(label, r),
+                Err(e) => problems.push(format!("{url}: {e}")),
+            },
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    (reports, manifest, problems)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Recommend,
+    Curriculum,
+    Walkthrough,
+}
+
+impl Tab {
+    const ALL: [Tab; 3] = [Tab::Recommend, Tab::Curriculum, Tab::Walkthrough];
+
+    fn slug(self) -> &'static str {
+        match self {
+            Tab::Recommend => "recommend",
+            Tab::Curriculum => "curriculum",
+            Tab::Walkthrough => "walkthrough",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Tab::Recommend => "Recommend",
+            Tab::Curriculum => "Curriculum",
+            Tab::Walkthrough => "Walkthrough",
+        }
+    }
+
+    fn from_hash() -> Tab {
+        let hash = window().location().hash().unwrap_or_default();
+        let slug = hash.trim_start_matches('#').trim_start_matches('/');
+        Tab::ALL.into_iter().find(|t| t.slug() == slug).unwrap_or(Tab::Recommend)
+    }
+}
+
+fn force_cpu() -> bool {
+    window().location().search().unwrap_or_default().contains("backend=cpu")
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let backend = RwSignal::new(Backend::Starting);
+    let recommender: StoredValue<Option<Rc<dyn Recommender>>, LocalStorage> = StoredValue::new_local(None);
+    let model_status = RwSignal::new(String::from("waiting for the device"));
+    let reports = RwSignal::new(Reports::default());
+    let loaded: RwSignal<Option<Result<Loaded, String>>, LocalStorage> = RwSignal::new_local(None);
+    let tab = RwSignal::new(Tab::from_hash());
+
+    let _hash = window_event_listener(leptos::ev::hashchange, move |_| tab.set(Tab::from_hash()));
+
+    // The device, then the recommender the assets allow.
+    spawn_local(async move {
+        let rt = runtime::start(force_cpu()).await;
+        log(&format!("backend: {} ({}; check {:.1} ms)", rt.backend.label(), rt.backend.detail(), rt.check_ms));
+        backend.set(rt.backend.clone());
+        let r = runtime::load_recommender(&rt).await;
+        model_status.set(r.describe());
+        recommender.set_value(Some(Rc::from(r)));
+    });
+
+    spawn_local(async move {
+        let (shipped, manifest, problems) = load_assets().await;
+        for p in &problems {
+            log(&format!("asset problem: {p}"));
+        }
+        let split_config =
+            shipped.soft.as_ref().and_then(|s| s.report.provenance.split).map(SplitConfig::from).unwrap_or_default();
+        reports.set(shipped);
+        let result =
+            PageData::load(manifest.as_ref(), split_config).await.map(|d| Loaded { data: Arc::new(d), manifest, problems });
+        loaded.set(Some(result));
+    });
+
+    let tabs = Tab::ALL
+        .into_iter()
+        .map(|t| {
+            view! {
+                <a
+                    class="tab"
+                    class:active=move || tab.get() == t
+                    href=format!("#/{}", t.slug())
+                    data-tab=t.slug()
+                    on:click=move |_| tab.set(t)
+                >
+                    {t.title()}
+                </a>
+            }
+        })
+        .collect_view();
+
+    let body = move || match loaded.get() {
+        None => view! { <p class="loading">"Loading the catalog, the users and the run's reports…"</p> }.into_any(),
+        Some(Err(e)) => view! { <p class="message error" role="alert">{format!("The page could not start: {e}")}</p> }
+            .into_any(),
+        Some(Ok(l)) => {
+            let problems = (!l.problems.is_empty()).then(|| {
+                let items = l.problems.iter().map(|p| view! { <li>{p.clone()}</li> }).collect_view();
+                view! {
+                    <div class="message warn" role="status">
+                        "Some shipped assets could not be read:"
+                        <ul>{items}</ul>
+                    </div>
+                }
+            });
+            let data = l.data.clone();
+            let view = move || match tab.get() {
+                Tab::Recommend => view! {
+                    <Recommend data=data.clone() backend=backend recommender=recommender model_status=model_status />
+                }
+                .into_any(),
+                Tab::Curriculum => view! { <Curriculum reports=reports /> }.into_any(),
+                Tab::Walkthrough => view! { <Walkthrough data=data.clone() reports=reports /> }.into_any(),
+            };
+            view! {
+                {problems}
+                {view}
+            }
+            .into_any()
+        }
+    };
+
+    view! {
+        <header class="top">
+            <div class="brand">
+                <h1>"SOFT"</h1>
+                <p class="tagline">"Self-Optimized Fine-Tuning for LLM recommenders, running in your browser"</p>
+            </div>
+            <div
+                class="backend"
+                class:gpu=move || matches!(backend.get(), Backend::WebGpu { .. })
+                data-testid="backend"
+                title=move || backend.get().detail()
+            >
+                <span class="dot"></span>
+                <span class="backend-label">{move || backend.get().label()}</span>
+            </div>
+        </header>
+        <nav class="tabs">{tabs}</nav>
+        <main>{body}</main>
+        <footer>
+            "An open implementation of SOFT (Tang et al., arXiv 2505.20771) in Rust on burn. "
+            "Data: Amazon Books, 10-core, windows of 10 items + the next."
+        </footer>
+    }
+}
+
+/// A line in the browser console (info level: errors would fail the end-to-end test).
+pub fn log(s: &str) {
+    web_sys::console::log_1(&s.into());
+}

@@ -73,10 +73,6 @@ pub enum Error {
         source: TokenizerError,
     },
 
-    /// TRANSITIONAL: being replaced by the variants above; removed once no file uses it.
-    #[error("{0}")]
-    Invalid(String),
-
     /// A tensor's values could not be read back in the expected element type.
     #[error("reading tensor values: {0}")]
     TensorData(#[from] burn::tensor::DataError),

@@ -1,7 +1,50 @@
-//! Grounding: rank every item by the L2 distance between its embedding and a query embedding
-//! (a generated answer's), nearest first.
+//! Grounding: embed texts as the model's last-layer hidden state at their last token, and rank
+//! every item by the L2 distance between its embedding and a query embedding (a generated
+//! answer's), nearest first.
 
-use burn::tensor::Tensor;
+use std::cmp::Reverse;
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::model::batch::left_pad;
+use crate::model::llama::Llama;
+use crate::progress::{Event, Progress};
+use crate::{Error, Result};
+
+/// The last-layer hidden state (after the final norm) at the last token of each text,
+/// `[texts, hidden]`, computed `batch_size` texts at a time. Texts are batched longest first so
+/// that little padding is computed; rows come back in input order.
+pub fn embed_last_token<S: AsRef<[u32]>>(
+    model: &Llama,
+    texts: &[S],
+    batch_size: usize,
+    progress: Progress,
+) -> Result<Tensor<2>> {
+    if texts.is_empty() || batch_size == 0 {
+        return Err(Error::Input("embed_last_token: no texts, or batch_size 0".into()));
+    }
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| Reverse(texts[i].as_ref().len()));
+    let mut parts = Vec::with_capacity(order.len().div_ceil(batch_size));
+    progress(Event::Begin { what: "embedding titles", total: Some(order.len().div_ceil(batch_size) as u64) });
+    for batch in order.chunks(batch_size) {
+        let rows: Vec<&[u32]> = batch.iter().map(|&i| texts[i].as_ref()).collect();
+        let (tokens, mask) = left_pad(model, &rows)?;
+        let hidden = model.hidden_states(tokens, mask, None);
+        let [b, t, d] = hidden.dims();
+        parts.push(hidden.narrow(1, t - 1, 1).reshape([b, d]));
+        progress(Event::Step { loss: None });
+    }
+    progress(Event::End);
+    // Row i of the sorted result is text order[i]; gather it back into input order.
+    let mut inverse = vec![0i64; order.len()];
+    for (sorted, &original) in order.iter().enumerate() {
+        inverse[original] = sorted as i64;
+    }
+    let sorted = Tensor::cat(parts, 0);
+    let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [order.len()]), &sorted.device());
+    Ok(sorted.select(0, inverse))
+}
 
 /// Indices of the `k` smallest values, smallest first; ties go to the lower index so rankings
 /// are deterministic. NaN sorts last.
@@ -40,7 +83,26 @@ pub fn rank_by_l2(queries: Tensor<2>, table: Tensor<2>, k: usize) -> Vec<Vec<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use crate::model::llama::tests::{int_tensor, max_abs_diff, small_model};
+    use burn::tensor::Device;
+
+    #[test]
+    fn embeddings_are_the_last_real_token_of_each_text_alone() {
+        let model = small_model(37);
+        let texts = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
+        let embedded = embed_last_token(&model, &texts, 3, &mut crate::progress::silent).unwrap();
+        assert_eq!(embedded.dims(), [4, 64]);
+        let device = model.device();
+        for (i, text) in texts.iter().enumerate() {
+            let n = text.len();
+            let ids = text.iter().map(|&t| t as i64).collect();
+            let hidden = model.hidden_states(int_tensor(ids, [1, n], &device), Tensor::ones([1, n], &device), None);
+            let alone = hidden.narrow(1, n - 1, 1).reshape([1, 64]);
+            assert!(max_abs_diff(embedded.clone().narrow(0, i, 1), alone) < 1e-4, "text {i}");
+        }
+        assert!(embed_last_token(&model, &[vec![1u32]], 0, &mut crate::progress::silent).is_err());
+        assert!(embed_last_token::<Vec<u32>>(&model, &[], 4, &mut crate::progress::silent).is_err());
+    }
 
     #[test]
     fn top_k_is_stable_on_ties() {

@@ -7,8 +7,9 @@ use burn::tensor::Tensor;
 use tokenizers::Tokenizer;
 
 use crate::data::{prompt, Catalog, Domain};
+use crate::eval::grounding::embed_last_token;
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
-use crate::model::generate::{beam_search, embed_last_token, BeamConfig};
+use crate::model::generate::{beam_search, BeamConfig};
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::model::trie::TitleTrie;

@@ -1,5 +1,7 @@
 //! Shapes and hyper-parameters of the Llama-family model and of its LoRA adapters.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -80,30 +82,83 @@ impl LlamaConfig {
             ("head_dim", self.head_dim),
             ("max_seq_len", self.max_seq_len),
         ];
+        let bad = |msg: String| Err(Error::config("model config", msg));
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(Error::Invalid(format!("model config: {name} must be positive")));
+            return bad(format!("{name} must be positive"));
         }
         if self.n_heads % self.n_kv_heads != 0 {
-            return Err(Error::Invalid(format!(
-                "model config: n_heads ({}) must be a multiple of n_kv_heads ({})",
-                self.n_heads, self.n_kv_heads
-            )));
+            return bad(format!("n_heads ({}) must be a multiple of n_kv_heads ({})", self.n_heads, self.n_kv_heads));
         }
         if self.head_dim % 2 != 0 {
-            return Err(Error::Invalid(format!(
-                "model config: head_dim ({}) must be even for rotary embeddings",
-                self.head_dim
-            )));
+            return bad(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim));
         }
         if !(self.rope_theta > 0.0 && self.rms_eps > 0.0) {
-            return Err(Error::Invalid("model config: rope_theta and rms_eps must be positive".into()));
+            return bad("rope_theta and rms_eps must be positive".into());
         }
         Ok(())
     }
+
+    /// [`validate`](Self::validate) for a config read from the checkpoint at `path`, which the
+    /// error names.
+    pub fn validate_file(&self, path: &Path) -> Result<()> {
+        self.validate().map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    /// Every projection of a block, in [`PROJECTIONS`] order, with its shape.
+    pub fn projections(&self) -> [Projection; 7] {
+        let (d, ffn) = (self.hidden_size, self.intermediate_size);
+        let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
+        let b = self.attention_bias;
+        let shapes =
+            [(d, q, b), (d, kv, b), (d, kv, b), (q, d, false), (d, ffn, false), (d, ffn, false), (ffn, d, false)];
+        std::array::from_fn(|i| {
+            let (d_in, d_out, bias) = shapes[i];
+            Projection { path: PROJECTIONS[i], d_in, d_out, bias }
+        })
+    }
 }
 
-/// The projections LoRA can adapt, by their Hugging Face module names.
-pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+/// The head size of a checkpoint that stores none: `hidden_size / n_heads`, which must divide
+/// evenly. `path` names the checkpoint in the error.
+pub fn implied_head_dim(hidden_size: usize, n_heads: usize, path: &Path) -> Result<usize> {
+    if n_heads == 0 || !hidden_size.is_multiple_of(n_heads) {
+        return Err(Error::format(path, format!("hidden size {hidden_size} is not a multiple of {n_heads} heads")));
+    }
+    Ok(hidden_size / n_heads)
+}
+
+/// The linear projections of a block by their Hugging Face path inside it (layer `i`'s weight
+/// is `model.layers.{i}.{path}.weight`), in the order every list of them follows.
+pub const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// One of [`PROJECTIONS`] with its shape under a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    pub path: &'static str,
+    pub d_in: usize,
+    pub d_out: usize,
+    /// Q, K and V carry a bias under `attention_bias` (Qwen2).
+    pub bias: bool,
+}
+
+/// `self_attn.q_proj` (or `model.layers.3.self_attn.q_proj`) -> `q_proj`: the module name
+/// PEFT's `target_modules` use.
+pub fn module_name(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// The module names LoRA can target: every projection's (PEFT's `all-linear`).
+pub fn lora_targets() -> [&'static str; 7] {
+    PROJECTIONS.map(module_name)
+}
 
 /// LoRA hyper-parameters; the defaults are the SOFT reference's (r 8, alpha 16, dropout 0.05 on
 /// q_proj and v_proj). Missing JSON fields take these defaults.
@@ -135,20 +190,19 @@ impl LoraConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::config("LoRA config", msg));
         if self.r == 0 {
-            return Err(Error::Invalid("LoRA config: r must be positive".into()));
+            return bad("r must be positive".into());
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Invalid(format!("LoRA config: dropout {} is not in [0, 1)", self.dropout)));
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
         }
         if self.target_modules.is_empty() {
-            return Err(Error::Invalid("LoRA config: no target_modules".into()));
+            return bad("no target_modules".into());
         }
-        if let Some(t) = self.target_modules.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
-            return Err(Error::Invalid(format!(
-                "LoRA config: unknown target module `{t}` (expected one of {})",
-                LORA_TARGETS.join(", ")
-            )));
+        let targets = lora_targets();
+        if let Some(t) = self.target_modules.iter().find(|t| !targets.contains(&t.as_str())) {
+            return bad(format!("unknown target module `{t}` (expected one of {})", targets.join(", ")));
         }
         Ok(())
     }
@@ -174,6 +228,18 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("n_kv_heads"));
         let config = LlamaConfig { head_dim: 63, ..LlamaConfig::tiny(100) };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn projections_follow_the_config() {
+        let config = LlamaConfig { attention_bias: true, ..LlamaConfig::smollm2_135m() };
+        let projections = config.projections();
+        assert_eq!(projections.map(|p| p.path), PROJECTIONS);
+        assert_eq!(projections[1], Projection { path: "self_attn.k_proj", d_in: 576, d_out: 192, bias: true });
+        assert_eq!(projections[6], Projection { path: "mlp.down_proj", d_in: 1536, d_out: 576, bias: false });
+        assert_eq!(lora_targets(), ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]);
+        assert_eq!(implied_head_dim(576, 9, Path::new("m.gguf")).unwrap(), 64);
+        assert!(implied_head_dim(576, 7, Path::new("m.gguf")).unwrap_err().to_string().contains("m.gguf"));
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! Decoding with the KV cache — greedy and batched beam search — and last-token embeddings.
+//! Decoding with the KV cache: greedy and batched beam search, free or constrained to a trie.
 //!
 //! Prompts of different lengths are left-padded into one batch, so every row's next token is
 //! read at the same (last) column. Rows that finish are dropped from the cache, so the batch
 //! shrinks as sequences end.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::llama::{KvCache, Llama};
+use super::batch::left_pad;
+use super::kv_cache::KvCache;
+use super::llama::Llama;
 use super::trie::TitleTrie;
-use crate::progress::{Event, Progress};
+use super::weights::host_values;
 use crate::{Error, Result};
 
 /// Beam-search settings. `new` gives the SOFT reference's: 4 beams, 4 returned sequences, at most
@@ -47,25 +48,26 @@ impl BeamConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::config("beam search", msg));
         if self.num_beams == 0 || self.max_new_tokens == 0 {
-            return Err(Error::Invalid("beam search: num_beams and max_new_tokens must be positive".into()));
+            return bad("num_beams and max_new_tokens must be positive".into());
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
-            return Err(Error::Invalid(format!(
-                "beam search: num_return_sequences ({}) must be between 1 and num_beams ({})",
+            return bad(format!(
+                "num_return_sequences ({}) must be between 1 and num_beams ({})",
                 self.num_return_sequences, self.num_beams
-            )));
+            ));
         }
         if let Some(trie) = &self.constraint {
             if trie.eos() != self.eos_token_id {
-                return Err(Error::Invalid(format!(
-                    "beam search: the constraint's EOS ({}) is not eos_token_id ({})",
+                return bad(format!(
+                    "the constraint's EOS ({}) is not eos_token_id ({})",
                     trie.eos(),
                     self.eos_token_id
-                )));
+                ));
             }
             if trie.num_sequences() == 0 {
-                return Err(Error::Invalid("beam search: the constraint allows no sequence".into()));
+                return bad("the constraint allows no sequence".into());
             }
         }
         Ok(())
@@ -83,32 +85,6 @@ pub struct Hypothesis {
     pub score: f32,
     /// Ended with EOS (rather than by reaching `max_new_tokens`).
     pub finished: bool,
-}
-
-/// Left-pads `rows` into `(tokens, attention_mask)`, both `[B, longest]`, on the model's device.
-pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
-    let vocab = model.config().vocab_size;
-    let width = rows.iter().map(|r| r.as_ref().len()).max().ok_or_else(|| Error::Invalid("empty batch".into()))?;
-    let mut tokens = Vec::with_capacity(rows.len() * width);
-    let mut mask = Vec::with_capacity(rows.len() * width);
-    for (i, row) in rows.iter().enumerate() {
-        let row = row.as_ref();
-        if row.is_empty() {
-            return Err(Error::Invalid(format!("sequence {i} of the batch is empty")));
-        }
-        if let Some(&t) = row.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {t} is outside the vocabulary ({vocab})")));
-        }
-        let pad = width - row.len();
-        tokens.extend(std::iter::repeat_n(0, pad).chain(row.iter().map(|&t| t as i64)));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, row.len())));
-    }
-    let device = model.device();
-    let shape = [rows.len(), width];
-    Ok((
-        Tensor::from_data(TensorData::new(tokens, shape), &device),
-        Tensor::from_data(TensorData::new(mask, shape), &device),
-    ))
 }
 
 /// Greedy decoding: for each prompt, the most likely token at every step until EOS (not
@@ -164,13 +140,13 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
     let k = config.num_beams;
     let vocab = model.config().vocab_size;
     if 2 * k > vocab {
-        return Err(Error::Invalid(format!("beam search: {k} beams need a vocabulary of at least {}", 2 * k)));
+        return Err(Error::config("beam search", format!("{k} beams need a vocabulary of at least {}", 2 * k)));
     }
     let trie = config.constraint.as_deref();
     if let Some(trie) = trie {
         let top = trie.max_token().map_or(trie.eos(), |t| t.max(trie.eos()));
         if top as usize >= vocab {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Input(format!(
                 "beam search: the constraint has token id {top}, outside the vocabulary ({vocab})"
             )));
         }
@@ -216,7 +192,7 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
                     let node = match trie {
                         Some(trie) => trie
                             .child(parent.node, token)
-                            .ok_or_else(|| Error::Invalid(format!("beam search: token {token} left the trie")))?,
+                            .ok_or_else(|| Error::Input(format!("beam search: token {token} left the trie")))?,
                         None => parent.node,
                     };
                     let tokens = parent.tokens.iter().copied().chain([token]).collect();
@@ -249,8 +225,9 @@ pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamC
 /// Per active prompt, its best `n` continuations, best first, as `(sum_logprob, beam·vocab +
 /// token)`: a top-k over all of its beams' rows at once. Free decoding keeps every prompt at the
 /// same number of beams (a step always finds `num_beams` non-EOS continuations), so the rows
-/// reshape to one per prompt.
-fn top_candidates(
+/// reshape to one per prompt. Public for `benches/decoding.rs`.
+#[doc(hidden)]
+pub fn top_candidates(
     logprobs: Tensor<2>,
     active: &[usize],
     running: &[Vec<Beam>],
@@ -264,7 +241,7 @@ fn top_candidates(
     // Every continuation of every beam of a prompt, in one row per prompt.
     let totals = (logprobs + beam_scores).reshape([active.len(), width * vocab]);
     let (values, indices) = totals.topk_with_indices(n, 1);
-    let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
+    let values: Vec<f32> = host_values(values)?;
     let indices = read_ints(indices)?;
     Ok((0..active.len())
         .map(|a| {
@@ -280,7 +257,9 @@ fn top_candidates(
 /// vocabulary-wide mask, only the allowed log-probabilities are gathered off the device (a
 /// trie node has few children), so the cost follows the allowed sets, not the vocabulary, and
 /// prompts may have different numbers of beams. A prompt can get fewer than `n` candidates.
-fn allowed_candidates(
+/// Public for `benches/decoding.rs`.
+#[doc(hidden)]
+pub fn allowed_candidates(
     logprobs: Tensor<2>,
     active: &[usize],
     running: &[Vec<Beam>],
@@ -308,7 +287,7 @@ fn allowed_candidates(
     let device = logprobs.device();
     let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [allowed.len()]), &device);
     let values = logprobs.reshape([row * vocab]).select(0, positions);
-    let values = values.try_into_vec_as::<f32>().map_err(|e| Error::Invalid(e.to_string()))?;
+    let values: Vec<f32> = host_values(values)?;
     let by_score = |x: &(f32, usize), y: &(f32, usize)| y.0.total_cmp(&x.0);
     let mut begin = 0;
     Ok(prompt_ends
@@ -325,41 +304,6 @@ fn allowed_candidates(
             candidates
         })
         .collect())
-}
-
-/// The last-layer hidden state (after the final norm) at the last token of each text,
-/// `[texts, hidden]`, computed `batch_size` texts at a time. Texts are batched longest first so
-/// that little padding is computed; rows come back in input order.
-pub fn embed_last_token<S: AsRef<[u32]>>(
-    model: &Llama,
-    texts: &[S],
-    batch_size: usize,
-    progress: Progress,
-) -> Result<Tensor<2>> {
-    if texts.is_empty() || batch_size == 0 {
-        return Err(Error::Invalid("embed_last_token: no texts, or batch_size 0".into()));
-    }
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| Reverse(texts[i].as_ref().len()));
-    let mut parts = Vec::with_capacity(order.len().div_ceil(batch_size));
-    progress(Event::Begin { what: "embedding titles", total: Some(order.len().div_ceil(batch_size) as u64) });
-    for batch in order.chunks(batch_size) {
-        let rows: Vec<&[u32]> = batch.iter().map(|&i| texts[i].as_ref()).collect();
-        let (tokens, mask) = left_pad(model, &rows)?;
-        let hidden = model.hidden_states(tokens, mask, None);
-        let [b, t, d] = hidden.dims();
-        parts.push(hidden.narrow(1, t - 1, 1).reshape([b, d]));
-        progress(Event::Step { loss: None });
-    }
-    progress(Event::End);
-    // Row i of the sorted result is text order[i]; gather it back into input order.
-    let mut inverse = vec![0i64; order.len()];
-    for (sorted, &original) in order.iter().enumerate() {
-        inverse[original] = sorted as i64;
-    }
-    let sorted = Tensor::cat(parts, 0);
-    let inverse = Tensor::<1, Int>::from_data(TensorData::new(inverse, [order.len()]), &sorted.device());
-    Ok(sorted.select(0, inverse))
 }
 
 /// Runs `tokens` through the model, extending `cache`, and returns the logits of the last
@@ -388,14 +332,16 @@ fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32
 }
 
 fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.try_into_vec_as::<i64>().map_err(|e| Error::Invalid(e.to_string()))
+    host_values(t)
 }
 
-struct Beam {
-    tokens: Vec<u32>,
-    sum_logprob: f32,
+/// A running beam. Public for `benches/decoding.rs`.
+#[doc(hidden)]
+pub struct Beam {
+    pub tokens: Vec<u32>,
+    pub sum_logprob: f32,
     /// The beam's trie node under a constraint (unused without one).
-    node: usize,
+    pub node: usize,
 }
 
 /// The best `capacity` hypotheses of one prompt that have ended.
@@ -437,7 +383,7 @@ impl Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::llama::tests::{int_tensor, max_abs_diff, small_model};
+    use crate::model::llama::tests::{int_tensor, small_model};
 
     fn prompts() -> Vec<Vec<u32>> {
         vec![vec![3, 14, 15, 92], vec![65], vec![35, 89, 79, 32, 38, 46]]
@@ -584,22 +530,6 @@ mod tests {
     }
 
     #[test]
-    fn embeddings_are_the_last_real_token_of_each_text_alone() {
-        let model = small_model(37);
-        let texts = vec![vec![5, 6, 7], vec![8], vec![9, 10, 11, 12, 13], vec![14, 15]];
-        let embedded = embed_last_token(&model, &texts, 3, &mut crate::progress::silent).unwrap();
-        assert_eq!(embedded.dims(), [4, 64]);
-        let device = model.device();
-        for (i, text) in texts.iter().enumerate() {
-            let n = text.len();
-            let ids = text.iter().map(|&t| t as i64).collect();
-            let hidden = model.hidden_states(int_tensor(ids, [1, n], &device), Tensor::ones([1, n], &device), None);
-            let alone = hidden.narrow(1, n - 1, 1).reshape([1, 64]);
-            assert!(max_abs_diff(embedded.clone().narrow(0, i, 1), alone) < 1e-4, "text {i}");
-        }
-    }
-
-    #[test]
     fn bad_inputs_are_errors() {
         let model = small_model(41);
         assert!(greedy(&model, &[vec![1u32], vec![]], 3, 0).is_err());
@@ -607,7 +537,6 @@ mod tests {
         assert!(
             beam_search(&model, &[vec![1u32]], &BeamConfig { num_return_sequences: 5, ..BeamConfig::new(0) }).is_err()
         );
-        assert!(embed_last_token(&model, &[vec![1u32]], 0, &mut crate::progress::silent).is_err());
         let trie = |titles: Vec<Vec<u32>>, eos| Some(Arc::new(TitleTrie::new(titles, eos)));
         for constraint in [trie(vec![vec![5]], 3), trie(vec![], 0), trie(vec![vec![5, 1_000]], 0)] {
             assert!(beam_search(&model, &[vec![1u32]], &BeamConfig { constraint, ..BeamConfig::new(0) }).is_err());
@@ -623,7 +552,7 @@ mod tests {
             eprintln!("skipped: {} not found", path.display());
             return None;
         }
-        let (_, meta, weights) = crate::model::gguf::load_llama_gguf(&path).unwrap();
+        let (_, meta, weights) = crate::model::gguf::llama::load_llama_gguf(&path).unwrap();
         let config = crate::model::config::LlamaConfig::smollm2_135m();
         let model = Llama::from_weights(&config, &weights, &burn::tensor::Device::flex()).unwrap();
         Some((model, meta))
@@ -636,7 +565,7 @@ mod tests {
         let Some((model, meta)) = smollm2_if_present() else {
             return;
         };
-        let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let tokenizer = crate::model::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
         let prompt = tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
 
         let greedy_ids = greedy(&model, &[prompt.clone()], 2, 2).unwrap();
@@ -656,7 +585,7 @@ mod tests {
         let Some((model, meta)) = smollm2_if_present() else {
             return;
         };
-        let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let tokenizer = crate::model::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
         let encode = |text: &str| crate::model::tokenizer::encode(&tokenizer, text).unwrap();
         let cities: Vec<Vec<u32>> = [" London", " Paris", " Berlin", " Rome"].iter().map(|c| encode(c)).collect();
         let config = BeamConfig {
@@ -667,79 +596,6 @@ mod tests {
         let beams = beam_search(&model, &[encode("The capital of France is")], &config).unwrap();
         assert!(beams[0].iter().all(|h| h.finished && cities.contains(&h.tokens)), "{:?}", beams[0]);
         assert_eq!(beams[0][0].tokens, cities[1], "{:?}", beams[0]);
-    }
-
-    /// Free against constrained beam search on the real SmolLM2 and the Amazon Books catalog
-    /// (`cargo test --release -p soft-core --lib constrained_vs_free -- --ignored --nocapture`):
-    /// prints both times; every constrained answer must be a catalog title.
-    #[test]
-    #[ignore = "timing; loads SmolLM2 and decodes 64 tokens"]
-    fn smollm2_constrained_vs_free_timing() {
-        use crate::data::{prompt, Catalog, Domain};
-        use burn::tensor::Distribution;
-        let Some((model, meta)) = smollm2_if_present() else {
-            return;
-        };
-        let tokenizer = crate::model::tokenizer::tokenizer_from_gguf(&meta).unwrap();
-        let special = crate::model::tokenizer::SpecialIds::from_gguf(&meta).unwrap();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let catalog = Catalog::load(&root.join("data/amazon-books/id2name.json")).unwrap();
-        let start = std::time::Instant::now();
-        let trie = crate::eval::llm::title_trie(&tokenizer, &special, &catalog).unwrap();
-        println!("trie: {trie:?}, built in {:.2?}", start.elapsed());
-        let prompts: Vec<Vec<u32>> = (0..8u32)
-            .map(|i| {
-                let history: Vec<u32> = (1..=5).map(|j| 1 + i * 50 + j * 7).collect();
-                let text = crate::eval::llm::history_prompt(&catalog, Domain::Books, &history);
-                crate::model::tokenizer::encode_prompt(&tokenizer, &special, &text).unwrap()
-            })
-            .collect();
-        let free = BeamConfig::new(special.eos);
-        let constrained = BeamConfig { constraint: Some(Arc::new(trie)), ..free.clone() };
-        for (name, config) in [("free", &free), ("constrained", &constrained)] {
-            let start = std::time::Instant::now();
-            let results = beam_search(&model, &prompts, config).unwrap();
-            let lens: Vec<usize> = results.iter().map(|h| h[0].tokens.len()).collect();
-            println!(
-                "{name}: {:.2?} for {} prompts x {} beams, best lengths {lens:?}",
-                start.elapsed(),
-                prompts.len(),
-                4
-            );
-            for hyps in &results {
-                let text = tokenizer.decode(&hyps[0].tokens, true).unwrap();
-                println!("  {text:?}");
-            }
-            if config.constraint.is_some() {
-                let titles: Vec<String> =
-                    catalog.grounding_ids().iter().map(|&id| prompt::response(catalog.title(id).unwrap())).collect();
-                for h in results.iter().flatten().filter(|h| h.finished) {
-                    assert!(titles.contains(&tokenizer.decode(&h.tokens, true).unwrap()), "{h:?}");
-                }
-            }
-        }
-        // One step's candidate selection alone, 32 rows of the real vocabulary, every beam at
-        // the opening quote (the widest node: every title's first word follows it).
-        let trie = constrained.constraint.as_deref().unwrap();
-        let quote = trie.children(trie.root()).iter().map(|e| e.1).max_by_key(|&n| trie.children(n).len()).unwrap();
-        let vocab = model.config().vocab_size;
-        let running: Vec<Vec<Beam>> = (0..8)
-            .map(|_| (0..4).map(|_| Beam { tokens: Vec::new(), sum_logprob: -1.0, node: quote }).collect())
-            .collect();
-        let active: Vec<usize> = (0..8).collect();
-        let logprobs = log_softmax(Tensor::<2>::random([32, vocab], Distribution::Default, &model.device()), 1);
-        let _ = logprobs.clone().into_data();
-        let time = |f: &dyn Fn() -> Vec<Vec<(f32, usize)>>| {
-            let start = std::time::Instant::now();
-            (0..20).for_each(|_| drop(f()));
-            start.elapsed() / 20
-        };
-        let free_step = time(&|| top_candidates(logprobs.clone(), &active, &running, 8, vocab).unwrap());
-        let allowed_step = time(&|| allowed_candidates(logprobs.clone(), &active, &running, trie, 8, vocab).unwrap());
-        println!(
-            "candidate selection per step: top-k {free_step:.2?}, trie ({} allowed per beam) {allowed_step:.2?}",
-            trie.children(quote).len()
-        );
     }
 
     /// SmolLM2's next-token logits and greedy ids against `bench/smollm2_reference.py`, an

@@ -1,93 +1,18 @@
 //! Hugging Face checkpoint directories of the Llama family (Llama, Mistral, Qwen2): `config.json`,
-//! `model.safetensors` (or sharded with `model.safetensors.index.json`) and `tokenizer.json`.
-//! Also home of `LlamaParams`, the hyper-parameters every loader (this one and GGUF) reports.
+//! `model.safetensors` (or sharded with `model.safetensors.index.json`), `tokenizer.json` and
+//! `tokenizer_config.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::Deserialize;
+use tokenizers::Tokenizer;
 
-use crate::model::config::LlamaConfig;
-use crate::model::tokenizer::{check_vocab_fits, load_tokenizer};
-use crate::model::weights::{RawTensor, WeightMap};
+use crate::model::config::{implied_head_dim, LlamaConfig};
+use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, SpecialIds};
+use crate::model::weights::{check_weights, safetensors_f32, RawTensor, WeightMap};
 use crate::{Error, Result};
-
-/// The hyper-parameters of a Llama-architecture model, whatever file they came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaParams {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub rope_theta: f32,
-    pub rms_eps: f32,
-    pub context_length: usize,
-    /// The output projection is the token embedding (no `lm_head.weight`).
-    pub tied_embeddings: bool,
-}
-
-impl LlamaParams {
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.n_heads
-    }
-
-    /// Rejects values the attention layout cannot use; `path` is the file they came from.
-    /// The head dimension is derived here, so it must divide evenly; the rest is the model
-    /// config's own check.
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        if self.n_heads == 0 || !self.hidden_size.is_multiple_of(self.n_heads) {
-            return Err(Error::format(
-                path,
-                format!("hidden size {} is not a multiple of {} heads", self.hidden_size, self.n_heads),
-            ));
-        }
-        LlamaConfig::from(self).validate().map_err(|e| Error::format(path, e.to_string()))
-    }
-
-    /// Every tensor the model needs, by HF name, with its shape. Optional extras (Qwen2's q/k/v
-    /// biases) are not listed.
-    pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let kv = self.n_kv_heads * self.head_dim();
-        let mut shapes =
-            vec![("model.embed_tokens.weight".to_string(), vec![v, h]), ("model.norm.weight".to_string(), vec![h])];
-        if !self.tied_embeddings {
-            shapes.push(("lm_head.weight".to_string(), vec![v, h]));
-        }
-        for l in 0..self.n_layers {
-            let p = format!("model.layers.{l}");
-            shapes.extend([
-                (format!("{p}.self_attn.q_proj.weight"), vec![h, h]),
-                (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
-                (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
-                (format!("{p}.self_attn.o_proj.weight"), vec![h, h]),
-                (format!("{p}.mlp.gate_proj.weight"), vec![f, h]),
-                (format!("{p}.mlp.up_proj.weight"), vec![f, h]),
-                (format!("{p}.mlp.down_proj.weight"), vec![h, f]),
-                (format!("{p}.input_layernorm.weight"), vec![h]),
-                (format!("{p}.post_attention_layernorm.weight"), vec![h]),
-            ]);
-        }
-        shapes
-    }
-
-    /// Checks that `weights` holds every expected tensor with its expected shape.
-    pub fn check_weights(&self, weights: &WeightMap, path: &Path) -> Result<()> {
-        for (name, shape) in self.expected_shapes() {
-            match weights.get(&name) {
-                None => return Err(Error::tensor(path, name, "missing")),
-                Some(t) if t.shape != shape => {
-                    return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", t.shape, shape)))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
-}
 
 const SUPPORTED_ARCHITECTURES: [&str; 3] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
 
@@ -103,9 +28,9 @@ struct HfConfig {
     num_attention_heads: usize,
     num_key_value_heads: Option<usize>,
     #[serde(default = "default_rope_theta")]
-    rope_theta: f32,
+    rope_theta: f64,
     #[serde(default = "default_rms_eps")]
-    rms_norm_eps: f32,
+    rms_norm_eps: f64,
     vocab_size: usize,
     #[serde(default)]
     tie_word_embeddings: bool,
@@ -114,20 +39,47 @@ struct HfConfig {
     head_dim: Option<usize>,
     /// Scaled RoPE (Llama 3.1 and later) is not implemented: refuse rather than run it unscaled.
     rope_scaling: Option<serde_json::Value>,
+    bos_token_id: Option<TokenIds>,
+    eos_token_id: Option<TokenIds>,
 }
 
-fn default_rope_theta() -> f32 {
+fn default_rope_theta() -> f64 {
     10_000.0
 }
 
-fn default_rms_eps() -> f32 {
+fn default_rms_eps() -> f64 {
     1e-6
 }
 
-/// Reads the hyper-parameters from a `config.json`.
-pub fn read_config(path: &Path) -> Result<LlamaParams> {
+/// A special token's id, or a list of ids whose first is the main one; anything else is taken
+/// as absent.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TokenIds {
+    One(u32),
+    List(Vec<u32>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl TokenIds {
+    fn first(&self) -> Option<u32> {
+        match self {
+            TokenIds::One(id) => Some(*id),
+            TokenIds::List(ids) => ids.first().copied(),
+            TokenIds::Other(_) => None,
+        }
+    }
+}
+
+fn parse_config(path: &Path) -> Result<HfConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let config: HfConfig = serde_json::from_str(&text).map_err(|e| Error::parse(path, e.line(), e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
+}
+
+/// Reads the hyper-parameters from a `config.json`. Whether Q/K/V carry biases is not in it:
+/// [`load_hf_checkpoint`] sees it in the weights.
+pub fn read_config(path: &Path) -> Result<LlamaConfig> {
+    let config = parse_config(path)?;
     if !config.architectures.is_empty()
         && !config.architectures.iter().any(|a| SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
     {
@@ -143,50 +95,60 @@ pub fn read_config(path: &Path) -> Result<LlamaParams> {
     if config.rope_scaling.is_some() {
         return Err(Error::format(path, "rope_scaling is not supported"));
     }
-    let params = LlamaParams {
+    let head_dim = implied_head_dim(config.hidden_size, config.num_attention_heads, path)?;
+    let llama = LlamaConfig {
         vocab_size: config.vocab_size,
         hidden_size: config.hidden_size,
         intermediate_size: config.intermediate_size,
         n_layers: config.num_hidden_layers,
         n_heads: config.num_attention_heads,
         n_kv_heads: config.num_key_value_heads.unwrap_or(config.num_attention_heads),
+        head_dim,
         rope_theta: config.rope_theta,
         rms_eps: config.rms_norm_eps,
-        context_length: config.max_position_embeddings,
-        tied_embeddings: config.tie_word_embeddings,
+        max_seq_len: config.max_position_embeddings,
+        tie_embeddings: config.tie_word_embeddings,
+        attention_bias: false,
     };
-    params.validate(path)?;
-    if let Some(head_dim) = config.head_dim.filter(|&d| d != params.head_dim()) {
+    llama.validate_file(path)?;
+    if let Some(stated) = config.head_dim.filter(|&d| d != head_dim) {
         return Err(Error::format(
             path,
-            format!("head_dim {head_dim} differs from hidden_size / num_attention_heads = {}", params.head_dim()),
+            format!("head_dim {stated} differs from hidden_size / num_attention_heads = {head_dim}"),
         ));
     }
-    Ok(params)
+    Ok(llama)
+}
+
+/// The special token ids of a checkpoint directory: BOS and EOS from `config.json` (EOS pads),
+/// and whether prompts start with BOS from `tokenizer_config.json` (no when it cannot be read).
+pub fn read_special_ids(dir: &Path) -> Result<SpecialIds> {
+    let path = dir.join(CONFIG_FILE);
+    let config = parse_config(&path)?;
+    let eos =
+        config.eos_token_id.and_then(|ids| ids.first()).ok_or_else(|| Error::format(&path, "missing eos_token_id"))?;
+    #[derive(Deserialize)]
+    struct TokenizerConfig {
+        add_bos_token: Option<bool>,
+    }
+    let add_bos = std::fs::read_to_string(dir.join(TOKENIZER_CONFIG_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<TokenizerConfig>(&text).ok())
+        .and_then(|c| c.add_bos_token)
+        .unwrap_or(false);
+    Ok(SpecialIds { bos: config.bos_token_id.and_then(|ids| ids.first()), eos, pad: eos, add_bos })
 }
 
 /// Reads every tensor of one `.safetensors` file, converted to f32.
 pub fn load_safetensors(path: &Path) -> Result<WeightMap> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::safetensors(path, e))?;
     file.iter()
         .map(|(name, view)| {
-            let data = to_f32(view.dtype(), view.data())
-                .ok_or_else(|| Error::tensor(path, name, format!("dtype {} is not a float type", view.dtype())))?;
+            let data = safetensors_f32(&view, path, name)?;
             Ok((name.to_string(), RawTensor::new(view.shape().to_vec(), data)))
         })
         .collect()
-}
-
-/// F32, F16 and BF16 little-endian bytes as f32; None for other dtypes. The byte count was
-/// checked against the shape by the safetensors parser.
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    match dtype {
-        Dtype::F32 => Some(bytes.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect()),
-        Dtype::F16 => Some(bytes.as_chunks::<2>().0.iter().map(|b| half::f16::from_le_bytes(*b).to_f32()).collect()),
-        Dtype::BF16 => Some(bytes.as_chunks::<2>().0.iter().map(|b| half::bf16::from_le_bytes(*b).to_f32()).collect()),
-        _ => None,
-    }
 }
 
 /// The `weight_map` of a sharded checkpoint's index: tensor name -> shard file name.
@@ -195,6 +157,8 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+const CONFIG_FILE: &str = "config.json";
+const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 const SINGLE_FILE: &str = "model.safetensors";
 const INDEX_FILE: &str = "model.safetensors.index.json";
 
@@ -207,8 +171,7 @@ pub fn load_hf_weights(dir: &Path) -> Result<WeightMap> {
     }
     let index_path = dir.join(INDEX_FILE);
     let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-    let index: ShardIndex =
-        serde_json::from_str(&text).map_err(|e| Error::parse(&index_path, e.line(), e.to_string()))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| Error::json(&index_path, e))?;
     let shards: BTreeSet<&String> = index.weight_map.values().collect();
     let mut weights = WeightMap::new();
     for shard in shards {
@@ -226,26 +189,29 @@ pub fn load_hf_weights(dir: &Path) -> Result<WeightMap> {
 }
 
 /// Loads a checkpoint directory: hyper-parameters, weights (checked against them; a tied
-/// checkpoint that still stores `lm_head.weight` has it dropped) and `tokenizer.json` (checked
-/// to fit the embedding).
-pub fn load_hf_checkpoint(dir: &Path) -> Result<(LlamaParams, WeightMap, tokenizers::Tokenizer)> {
-    let params = read_config(&dir.join("config.json"))?;
+/// checkpoint that still stores `lm_head.weight` has it dropped; Q/K/V biases, Qwen2's, are
+/// used when present) and `tokenizer.json` (checked to fit the embedding).
+pub fn load_hf_checkpoint(dir: &Path) -> Result<(LlamaConfig, WeightMap, Tokenizer)> {
+    let mut config = read_config(&dir.join(CONFIG_FILE))?;
     let mut weights = load_hf_weights(dir)?;
-    if params.tied_embeddings {
+    if config.tie_embeddings {
         weights.remove("lm_head.weight");
     }
-    params.check_weights(&weights, dir)?;
+    config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
+    check_weights(&config, &weights, dir)?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = load_tokenizer(&tokenizer_path)?;
-    check_vocab_fits(&tokenizer, params.vocab_size, &tokenizer_path)?;
-    Ok((params, weights, tokenizer))
+    check_vocab_fits(&tokenizer, config.vocab_size, &tokenizer_path)?;
+    Ok((config, weights, tokenizer))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tokenizer::{save_tokenizer, train_bpe};
+    use crate::model::weights::{expected_shapes, FloatEncoding};
     use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
     use std::path::PathBuf;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -255,19 +221,21 @@ mod tests {
         dir
     }
 
-    /// A 1-layer Qwen2-style model: hidden 8, 2 heads, 1 KV head, FFN 12, vocab 300.
-    fn tiny_params() -> LlamaParams {
-        LlamaParams {
+    /// A 1-layer Qwen2-style model: hidden 8, 2 heads, 1 KV head, FFN 12, vocab 300, Q/K/V biases.
+    fn tiny_config() -> LlamaConfig {
+        LlamaConfig {
             vocab_size: 300,
             hidden_size: 8,
             intermediate_size: 12,
             n_layers: 1,
             n_heads: 2,
             n_kv_heads: 1,
+            head_dim: 4,
             rope_theta: 1_000_000.0,
             rms_eps: 1e-6,
-            context_length: 64,
-            tied_embeddings: true,
+            max_seq_len: 64,
+            tie_embeddings: true,
+            attention_bias: true,
         }
     }
 
@@ -278,14 +246,9 @@ mod tests {
             "tie_word_embeddings": true, "max_position_embeddings": 64, "rope_scaling": null}"#
     }
 
-    /// Deterministic weights with values exact in f16 and bf16, plus Qwen2's q/k/v biases.
-    fn tiny_weights(params: &LlamaParams) -> WeightMap {
-        let mut shapes = params.expected_shapes();
-        let kv = params.n_kv_heads * params.head_dim();
-        shapes.push(("model.layers.0.self_attn.q_proj.bias".into(), vec![params.hidden_size]));
-        shapes.push(("model.layers.0.self_attn.k_proj.bias".into(), vec![kv]));
-        shapes.push(("model.layers.0.self_attn.v_proj.bias".into(), vec![kv]));
-        shapes
+    /// Deterministic weights with values exact in f16 and bf16.
+    fn tiny_weights() -> WeightMap {
+        expected_shapes(&tiny_config())
             .into_iter()
             .enumerate()
             .map(|(t, (name, shape))| {
@@ -296,25 +259,17 @@ mod tests {
             .collect()
     }
 
-    fn encode(dtype: Dtype, data: &[f32]) -> Vec<u8> {
-        match dtype {
-            Dtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Dtype::F16 => data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-            Dtype::BF16 => data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
-            _ => unreachable!(),
-        }
-    }
-
     /// Writes `names` of `weights` to `path`, cycling through the three float dtypes.
     fn write_safetensors(path: &Path, weights: &WeightMap, names: &[&String]) {
-        let dtypes = [Dtype::F32, Dtype::F16, Dtype::BF16];
+        let encodings =
+            [(Dtype::F32, FloatEncoding::F32), (Dtype::F16, FloatEncoding::F16), (Dtype::BF16, FloatEncoding::BF16)];
         let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = names
             .iter()
             .enumerate()
             .map(|(i, name)| {
                 let t = &weights[*name];
-                let dtype = dtypes[i % 3];
-                ((*name).clone(), dtype, t.shape.clone(), encode(dtype, &t.data))
+                let (dtype, encoding) = encodings[i % 3];
+                ((*name).clone(), dtype, t.shape.clone(), encoding.encode(&t.data))
             })
             .collect();
         let views = bytes
@@ -323,35 +278,35 @@ mod tests {
         std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
     }
 
-    fn write_tokenizer(dir: &Path) {
+    /// A checkpoint directory with `config.json`, `tokenizer.json` and the weights for which
+    /// `keep` holds in `model.safetensors`.
+    fn checkpoint(name: &str, keep: impl Fn(&str) -> bool) -> (PathBuf, WeightMap) {
+        let dir = temp_dir(name);
+        let weights = tiny_weights();
+        std::fs::write(dir.join(CONFIG_FILE), config_json()).unwrap();
+        let names: Vec<&String> = weights.keys().filter(|n| keep(n)).collect();
+        write_safetensors(&dir.join(SINGLE_FILE), &weights, &names);
         let texts: Vec<String> = (0..50).map(|i| format!("item title number {i}")).collect();
         let tok = train_bpe(&texts, 300, &[]).unwrap();
         save_tokenizer(&tok, &dir.join("tokenizer.json")).unwrap();
+        (dir, weights)
     }
 
     #[test]
     fn single_file_checkpoint_round_trips() {
-        let dir = temp_dir("single");
-        let params = tiny_params();
-        let weights = tiny_weights(&params);
-        std::fs::write(dir.join("config.json"), config_json()).unwrap();
-        write_safetensors(&dir.join(SINGLE_FILE), &weights, &weights.keys().collect::<Vec<_>>());
-        write_tokenizer(&dir);
-
-        let (got_params, got_weights, tok) = load_hf_checkpoint(&dir).unwrap();
-        assert_eq!(got_params, params);
+        let (dir, weights) = checkpoint("single", |_| true);
+        let (config, got_weights, tok) = load_hf_checkpoint(&dir).unwrap();
+        assert_eq!(config, tiny_config());
         assert_eq!(got_weights, weights);
         assert!(got_weights.contains_key("model.layers.0.self_attn.q_proj.bias"));
-        assert!(tok.get_vocab_size(true) <= params.vocab_size);
+        assert!(tok.get_vocab_size(true) <= config.vocab_size);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn sharded_checkpoint_round_trips() {
-        let dir = temp_dir("sharded");
-        let params = tiny_params();
-        let weights = tiny_weights(&params);
-        std::fs::write(dir.join("config.json"), config_json()).unwrap();
+        let (dir, weights) = checkpoint("sharded", |_| true);
+        std::fs::remove_file(dir.join(SINGLE_FILE)).unwrap();
         let names: Vec<&String> = weights.keys().collect();
         let (first, second) = names.split_at(names.len() / 2);
         let shard_names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
@@ -361,7 +316,6 @@ mod tests {
             first.iter().map(|n| (*n, shard_names[0])).chain(second.iter().map(|n| (*n, shard_names[1]))).collect();
         let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
         std::fs::write(dir.join(INDEX_FILE), index.to_string()).unwrap();
-        write_tokenizer(&dir);
 
         let (_, got_weights, _) = load_hf_checkpoint(&dir).unwrap();
         assert_eq!(got_weights, weights);
@@ -379,11 +333,8 @@ mod tests {
 
     #[test]
     fn truncated_safetensors_names_the_file() {
-        let dir = temp_dir("truncated");
-        let params = tiny_params();
-        let weights = tiny_weights(&params);
+        let (dir, _) = checkpoint("truncated", |_| true);
         let path = dir.join(SINGLE_FILE);
-        write_safetensors(&path, &weights, &weights.keys().collect::<Vec<_>>());
         let bytes = std::fs::read(&path).unwrap();
         for cut in [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
@@ -395,18 +346,11 @@ mod tests {
 
     #[test]
     fn missing_tensor_and_bad_config_are_reported() {
-        let dir = temp_dir("bad");
-        let params = tiny_params();
-        let weights = tiny_weights(&params);
-        std::fs::write(dir.join("config.json"), config_json()).unwrap();
-        let names: Vec<&String> =
-            weights.keys().filter(|n| n.as_str() != "model.layers.0.mlp.up_proj.weight").collect();
-        write_safetensors(&dir.join(SINGLE_FILE), &weights, &names);
-        write_tokenizer(&dir);
+        let (dir, _) = checkpoint("bad", |n| n != "model.layers.0.mlp.up_proj.weight");
         let err = load_hf_checkpoint(&dir).unwrap_err().to_string();
         assert!(err.contains("model.layers.0.mlp.up_proj.weight") && err.contains("missing"), "{err}");
 
-        let config = dir.join("config.json");
+        let config = dir.join(CONFIG_FILE);
         std::fs::write(&config, config_json().replace("Qwen2ForCausalLM", "GPT2LMHeadModel")).unwrap();
         let err = read_config(&config).unwrap_err().to_string();
         assert!(err.contains("config.json") && err.contains("GPT2LMHeadModel"), "{err}");
@@ -414,23 +358,18 @@ mod tests {
         assert!(read_config(&config).unwrap_err().to_string().contains("config.json"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
 
-impl From<&LlamaParams> for LlamaConfig {
-    fn from(p: &LlamaParams) -> Self {
-        Self {
-            vocab_size: p.vocab_size,
-            hidden_size: p.hidden_size,
-            intermediate_size: p.intermediate_size,
-            n_layers: p.n_layers,
-            n_heads: p.n_heads,
-            n_kv_heads: p.n_kv_heads,
-            head_dim: p.head_dim(),
-            rope_theta: p.rope_theta as f64,
-            rms_eps: p.rms_eps as f64,
-            max_seq_len: p.context_length,
-            tie_embeddings: p.tied_embeddings,
-            attention_bias: false,
-        }
+    #[test]
+    fn special_ids_come_from_the_config_and_the_tokenizer_config() {
+        let (dir, _) = checkpoint("special", |_| true);
+        let err = read_special_ids(&dir).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("eos_token_id"), "{err}");
+        let with_ids = |ids: &str| config_json().replace(r#""rope_scaling": null"#, ids);
+        std::fs::write(dir.join(CONFIG_FILE), with_ids(r#""bos_token_id": 1, "eos_token_id": [2, 7]"#)).unwrap();
+        assert_eq!(read_special_ids(&dir).unwrap(), SpecialIds { bos: Some(1), eos: 2, pad: 2, add_bos: false });
+        std::fs::write(dir.join(TOKENIZER_CONFIG_FILE), r#"{"add_bos_token": true}"#).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), with_ids(r#""bos_token_id": null, "eos_token_id": 5"#)).unwrap();
+        assert_eq!(read_special_ids(&dir).unwrap(), SpecialIds { bos: None, eos: 5, pad: 5, add_bos: true });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

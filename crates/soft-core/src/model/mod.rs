@@ -1,11 +1,14 @@
 //! The language model: a Llama-architecture causal LM with LoRA, its weights and tokenizer.
 
+pub mod batch;
 pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod kv_cache;
 pub mod llama;
 pub mod lora;
+pub mod peft;
 pub mod pretrained;
 pub mod tokenizer;
 pub mod trie;

@@ -1,5 +1,6 @@
 //! Loading a ready model by name: the project's pre-trained `tiny` preset (a directory written
 //! by `soft-train pretrain`), a GGUF file (SmolLM2), or a Hugging Face checkpoint directory.
+//! The one place that knows every format; each format's reader knows only its own.
 
 use std::path::{Path, PathBuf};
 
@@ -8,10 +9,11 @@ use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
 use crate::model::config::LlamaConfig;
-use crate::model::gguf::load_llama_gguf;
-use crate::model::hf::load_hf_checkpoint;
+use crate::model::gguf::llama::load_llama_gguf;
+use crate::model::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf};
+use crate::model::hf::{load_hf_checkpoint, read_special_ids};
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, tokenizer_from_gguf, SpecialIds};
+use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, SpecialIds};
 use crate::{Error, Result};
 
 /// Files of a model directory written by this project.
@@ -41,8 +43,7 @@ pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> 
 fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config: LlamaConfig =
-        serde_json::from_str(&text).map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
+    let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?;
     config.validate()?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
@@ -59,31 +60,17 @@ fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
 }
 
 fn load_gguf(path: &Path, device: &Device) -> Result<Pretrained> {
-    let (params, meta, weights) = load_llama_gguf(path)?;
+    let (config, meta, weights) = load_llama_gguf(path)?;
     let tokenizer = tokenizer_from_gguf(&meta)?;
-    check_vocab_fits(&tokenizer, params.vocab_size, path)?;
-    let special = SpecialIds::from_gguf(&meta)?;
-    let model = Llama::from_weights(&LlamaConfig::from(&params), &weights, device).map_err(|e| rename_path(e, path))?;
+    check_vocab_fits(&tokenizer, config.vocab_size, path)?;
+    let special = special_ids_from_gguf(&meta)?;
+    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, path))?;
     Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
 }
 
 fn load_hf(dir: &Path, device: &Device) -> Result<Pretrained> {
-    let (params, weights, tokenizer) = load_hf_checkpoint(dir)?;
-    let mut config = LlamaConfig::from(&params);
-    config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
-    let config_path = dir.join("config.json");
-    let raw: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?)
-            .map_err(|e| Error::parse(&config_path, e.line(), e.to_string()))?;
-    let first_id =
-        |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()));
-    let eos = first_id(&raw["eos_token_id"]).ok_or_else(|| Error::format(&config_path, "missing eos_token_id"))? as u32;
-    let add_bos = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["add_bos_token"].as_bool())
-        .unwrap_or(false);
-    let special = SpecialIds { bos: first_id(&raw["bos_token_id"]).map(|b| b as u32), eos, pad: eos, add_bos };
+    let (config, weights, tokenizer) = load_hf_checkpoint(dir)?;
+    let special = read_special_ids(dir)?;
     let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, dir))?;
     Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
 }
@@ -108,7 +95,7 @@ pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
     if path.join("config.json").exists() {
         return load_hf(path, device);
     }
-    Err(Error::Invalid(format!(
+    Err(Error::NotFound(format!(
         "{}: no model here (expected a .gguf file, a directory with {CONFIG_FILE} from `soft-train pretrain`, or a Hugging Face checkpoint with config.json)",
         path.display()
     )))

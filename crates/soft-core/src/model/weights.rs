@@ -4,6 +4,15 @@
 //! `load` path.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::kind::Basic;
+use burn::tensor::{Element, Tensor, TensorReadError};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use crate::model::config::LlamaConfig;
+use crate::{Error, Result};
 
 /// A dense row-major f32 tensor, shape outermost first (HF / PyTorch order: a linear weight
 /// is `[out_features, in_features]`).
@@ -26,3 +35,115 @@ impl RawTensor {
 
 /// Tensors by Hugging Face name.
 pub type WeightMap = BTreeMap<String, RawTensor>;
+
+/// Every tensor a model of `config` loads, by Hugging Face name, with its shape (`[out, in]`
+/// for a linear weight).
+pub fn expected_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, v) = (config.hidden_size, config.vocab_size);
+    let mut shapes =
+        vec![("model.embed_tokens.weight".to_string(), vec![v, h]), ("model.norm.weight".to_string(), vec![h])];
+    if !config.tie_embeddings {
+        shapes.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    for l in 0..config.n_layers {
+        for p in config.projections() {
+            shapes.push((format!("model.layers.{l}.{}.weight", p.path), vec![p.d_out, p.d_in]));
+            if p.bias {
+                shapes.push((format!("model.layers.{l}.{}.bias", p.path), vec![p.d_out]));
+            }
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            shapes.push((format!("model.layers.{l}.{norm}.weight"), vec![h]));
+        }
+    }
+    shapes
+}
+
+/// Checks that `weights`, read from `path`, hold every tensor `config` calls for with its shape.
+pub fn check_weights(config: &LlamaConfig, weights: &WeightMap, path: &Path) -> Result<()> {
+    for (name, shape) in expected_shapes(config) {
+        match weights.get(&name) {
+            None => return Err(Error::tensor(path, name, "missing")),
+            Some(t) if t.shape != shape => {
+                return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", t.shape, shape)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The little-endian float encodings weight files store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatEncoding {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FloatEncoding {
+    /// `bytes` as values; a trailing partial value is ignored (callers check lengths).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => bytes.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect(),
+            Self::F16 => bytes.as_chunks::<2>().0.iter().map(|b| half::f16::from_le_bytes(*b).to_f32()).collect(),
+            Self::BF16 => bytes.as_chunks::<2>().0.iter().map(|b| half::bf16::from_le_bytes(*b).to_f32()).collect(),
+        }
+    }
+
+    /// `values` as bytes, rounded to the nearest value the encoding holds.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Self::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Self::F16 => values.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+            Self::BF16 => values.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// The values of tensor `name` of a safetensors file (at `path`) as f32; F32, F16 and BF16
+/// are read, other dtypes are an error. The byte count was checked against the shape by the
+/// safetensors parser.
+pub fn safetensors_f32(view: &TensorView, path: &Path, name: &str) -> Result<Vec<f32>> {
+    let encoding = match view.dtype() {
+        Dtype::F32 => FloatEncoding::F32,
+        Dtype::F16 => FloatEncoding::F16,
+        Dtype::BF16 => FloatEncoding::BF16,
+        other => return Err(Error::tensor(path, name, format!("dtype {other} is not a float type"))),
+    };
+    Ok(encoding.decode(view.data()))
+}
+
+/// Row-major `[rows, cols]` to `[cols, rows]`.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for (r, row) in data.chunks_exact(cols).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            out[c * rows + r] = x;
+        }
+    }
+    out
+}
+
+/// A tensor's values read back to the host as `E`. A failed cast keeps its `DataError`.
+pub fn host_values<E: Element, const D: usize, K: Basic>(t: Tensor<D, K>) -> Result<Vec<E>> {
+    t.try_into_vec_as::<E>().map_err(|e| match e {
+        TensorReadError::Data(e) => Error::TensorData(e),
+        // No variant keeps a device failure as its source yet.
+        other => Error::ModelState(format!("reading tensor values back from the device: {other}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_encodings_round_trip_exact_values() {
+        let values = [0.0, -1.5, 2.25, 1024.0, -0.125];
+        for encoding in [FloatEncoding::F32, FloatEncoding::F16, FloatEncoding::BF16] {
+            assert_eq!(encoding.decode(&encoding.encode(&values)), values, "{encoding:?}");
+        }
+        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}

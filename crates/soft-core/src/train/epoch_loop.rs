@@ -195,7 +195,7 @@ mod tests {
     /// content is compared through what it does (one more epoch) instead.
     fn files(dir: &Path, epoch: usize) -> Vec<Vec<u8>> {
         let d = Checkpoints::new(dir, "t").epoch_dir(epoch);
-        [d.join(ADAPTER).join(crate::model::lora::ADAPTER_WEIGHTS), d.join(STATE)]
+        [d.join(ADAPTER).join(crate::model::peft::ADAPTER_WEIGHTS), d.join(STATE)]
             .iter()
             .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
             .collect()

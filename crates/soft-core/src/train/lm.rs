@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tokenizers::Tokenizer;
 
 use crate::loss::nll;
-use crate::model::generate::left_pad;
+use crate::model::batch::left_pad;
 use crate::model::llama::Llama;
 use crate::model::tokenizer::encode;
 use crate::{Error, Result};

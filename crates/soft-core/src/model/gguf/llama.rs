@@ -1,0 +1,367 @@
+//! A Llama in GGUF: its hyper-parameters in the metadata, and llama.cpp's tensor names and Q/K
+//! row order mapped to Hugging Face's, so that `load_llama_gguf` gives the HF-named `WeightMap`.
+
+use std::path::Path;
+
+use super::{GgufFile, Metadata};
+use crate::model::config::{implied_head_dim, LlamaConfig, PROJECTIONS};
+use crate::model::weights::{check_weights, RawTensor, WeightMap};
+use crate::{Error, Result};
+
+/// llama.cpp's names of a block's projections, in [`PROJECTIONS`] order.
+const GGUF_PROJECTIONS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+/// GGUF -> HF names of a block's tensors (without `.weight` or `.bias`).
+fn layer_tensors() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let norms = [("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")];
+    GGUF_PROJECTIONS.into_iter().zip(PROJECTIONS).chain(norms)
+}
+
+/// The HF name of a GGUF tensor (weights and biases), or None for tensors the model does not use.
+fn hf_name(gguf: &str) -> Option<String> {
+    match gguf {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let (layer, rest) = gguf.strip_prefix("blk.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, suffix) = rest.split_once('.')?;
+    let (_, hf) = layer_tensors().find(|(g, _)| *g == part)?;
+    matches!(suffix, "weight" | "bias").then(|| format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// llama.cpp's converter reorders each head's Q/K rows from HF's two halves to interleaved
+/// pairs (row 2i+j of a head holds HF row j*half+i) so that its RoPE rotates adjacent pairs.
+/// The model uses HF's rotate-half RoPE, so this puts the rows back.
+fn unpermute_rows(t: &RawTensor, n_heads: usize) -> Option<RawTensor> {
+    let rows = *t.shape.first()?;
+    let head_dim = rows / n_heads;
+    if rows == 0 || head_dim * n_heads != rows || !head_dim.is_multiple_of(2) {
+        return None;
+    }
+    let half = head_dim / 2;
+    let cols = t.numel() / rows;
+    let src: Vec<&[f32]> = t.data.chunks_exact(cols).collect();
+    let mut data = Vec::with_capacity(t.numel());
+    for r in 0..rows {
+        let (head, k) = (r / head_dim, r % head_dim);
+        let (j, i) = (k / half, k % half);
+        data.extend_from_slice(src[head * head_dim + 2 * i + j]);
+    }
+    Some(RawTensor::new(t.shape.clone(), data))
+}
+
+/// Reads the hyper-parameters of a `general.architecture = llama` file.
+fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
+    let meta = &file.metadata;
+    let arch = meta.str("general.architecture")?.ok_or_else(|| meta.missing("general.architecture"))?;
+    if arch != "llama" {
+        return Err(meta.invalid("general.architecture", format!("`{arch}` is not supported (llama)")));
+    }
+    let size = |key: &str| -> Result<usize> {
+        let key = format!("llama.{key}");
+        let v = meta.u64(&key)?.ok_or_else(|| meta.missing(&key))?;
+        usize::try_from(v).map_err(|_| meta.invalid(&key, "too large"))
+    };
+    let float = |key: &str, default: Option<f64>| -> Result<f64> {
+        let key = format!("llama.{key}");
+        meta.f64(&key)?.or(default).ok_or_else(|| meta.missing(&key))
+    };
+    let n_heads = size("attention.head_count")?;
+    let embd = file
+        .tensors
+        .get("token_embd.weight")
+        .ok_or_else(|| Error::tensor(file.path(), "token_embd.weight", "missing"))?;
+    let vocab_size = match embd.dims.as_slice() {
+        [_, vocab] => usize::try_from(*vocab).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::tensor(file.path(), "token_embd.weight", format!("dimensions {:?}, expected 2", embd.dims))
+    })?;
+    let hidden_size = size("embedding_length")?;
+    let config = LlamaConfig {
+        vocab_size,
+        hidden_size,
+        intermediate_size: size("feed_forward_length")?,
+        n_layers: size("block_count")?,
+        n_heads,
+        n_kv_heads: if meta.get("llama.attention.head_count_kv").is_some() {
+            size("attention.head_count_kv")?
+        } else {
+            n_heads
+        },
+        head_dim: implied_head_dim(hidden_size, n_heads, file.path())?,
+        rope_theta: float("rope.freq_base", Some(10_000.0))?,
+        rms_eps: float("attention.layer_norm_rms_epsilon", None)?,
+        max_seq_len: size("context_length")?,
+        tie_embeddings: !file.tensors.contains_key("output.weight"),
+        attention_bias: false,
+    };
+    config.validate_file(file.path())?;
+    Ok(config)
+}
+
+/// Loads a Llama GGUF: hyper-parameters, all metadata (the tokenizer is in it), and the weights
+/// dequantized to f32 under HF names, with Q/K rows in HF order. With tied embeddings there is
+/// no `lm_head.weight`.
+pub fn load_llama_gguf(path: &Path) -> Result<(LlamaConfig, Metadata, WeightMap)> {
+    let file = GgufFile::open(path)?;
+    let config = llama_config(&file)?;
+    // Name a missing tensor by its GGUF name, before spending time on the others.
+    let required = ["token_embd.weight".to_string(), "output_norm.weight".to_string()]
+        .into_iter()
+        .chain((0..config.n_layers).flat_map(|l| layer_tensors().map(move |(g, _)| format!("blk.{l}.{g}.weight"))));
+    for name in required {
+        if !file.tensors.contains_key(&name) {
+            return Err(Error::tensor(path, name, "missing"));
+        }
+    }
+    let mut weights = WeightMap::new();
+    for gguf_name in file.tensors.keys() {
+        let Some(name) = hf_name(gguf_name) else { continue };
+        let mut tensor = file.tensor(gguf_name)?;
+        let heads = if gguf_name.contains(".attn_q.") {
+            Some(config.n_heads)
+        } else if gguf_name.contains(".attn_k.") {
+            Some(config.n_kv_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = heads {
+            tensor = unpermute_rows(&tensor, heads).ok_or_else(|| {
+                Error::tensor(path, gguf_name, format!("shape {:?} does not split into {heads} heads", tensor.shape))
+            })?;
+        }
+        weights.insert(name, tensor);
+    }
+    check_weights(&config, &weights, path)?;
+    Ok((config, file.metadata, weights))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::writer::{q8_0_bytes, temp_path, write_gguf, Out};
+    use super::super::MetaValue;
+    use super::*;
+    use crate::model::weights::{expected_shapes, FloatEncoding};
+    use std::path::PathBuf;
+
+    /// The inverse of `unpermute_rows`: what llama.cpp's converter does to Q and K.
+    fn permute_rows(t: &RawTensor, n_heads: usize) -> RawTensor {
+        let rows = t.shape[0];
+        let (head_dim, cols) = (rows / n_heads, t.numel() / rows);
+        let half = head_dim / 2;
+        let mut data = vec![0.0; t.numel()];
+        for h in 0..n_heads {
+            for i in 0..half {
+                for j in 0..2 {
+                    let (dst, src) = (h * head_dim + 2 * i + j, h * head_dim + j * half + i);
+                    data[dst * cols..][..cols].copy_from_slice(&t.data[src * cols..][..cols]);
+                }
+            }
+        }
+        RawTensor::new(t.shape.clone(), data)
+    }
+
+    const HIDDEN: usize = 32;
+    const HEADS: usize = 4;
+    const KV_HEADS: usize = 2;
+    const FFN: usize = 64;
+    const VOCAB: usize = 16;
+    const LAYERS: usize = 2;
+
+    fn tiny_meta() -> Vec<(&'static str, MetaValue)> {
+        vec![
+            ("general.architecture", MetaValue::Str("llama".into())),
+            ("general.alignment", MetaValue::U32(64)),
+            ("llama.block_count", MetaValue::U32(LAYERS as u32)),
+            ("llama.context_length", MetaValue::U32(128)),
+            ("llama.embedding_length", MetaValue::U32(HIDDEN as u32)),
+            ("llama.feed_forward_length", MetaValue::U64(FFN as u64)),
+            ("llama.attention.head_count", MetaValue::U32(HEADS as u32)),
+            ("llama.attention.head_count_kv", MetaValue::I32(KV_HEADS as i32)),
+            ("llama.rope.freq_base", MetaValue::F32(100_000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
+            ("tokenizer.ggml.tokens", MetaValue::Array(vec![MetaValue::Str("a".into()), MetaValue::Str("b".into())])),
+            (
+                "test.nested",
+                MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I16(-3)]), MetaValue::Array(vec![])]),
+            ),
+            ("test.misc", MetaValue::Array(vec![MetaValue::Bool(true), MetaValue::Bool(false)])),
+            ("test.f64", MetaValue::F64(-2.5)),
+            ("test.u8", MetaValue::U8(7)),
+            ("test.i8", MetaValue::I8(-7)),
+            ("test.u16", MetaValue::U16(700)),
+            ("test.i64", MetaValue::I64(-70)),
+        ]
+    }
+
+    /// HF weights of the tiny model, with values exact in every type the file uses, and the GGUF
+    /// tensors that encode them, cycling through the types. Q/K are permuted as llama.cpp does.
+    fn tiny_model() -> (WeightMap, Vec<Out>) {
+        let config = LlamaConfig {
+            vocab_size: VOCAB,
+            hidden_size: HIDDEN,
+            intermediate_size: FFN,
+            n_layers: LAYERS,
+            n_heads: HEADS,
+            n_kv_heads: KV_HEADS,
+            head_dim: HIDDEN / HEADS,
+            rope_theta: 100_000.0,
+            rms_eps: 1e-5,
+            max_seq_len: 128,
+            tie_embeddings: true,
+            attention_bias: false,
+        };
+        let mut weights = WeightMap::new();
+        let mut out = Vec::new();
+        for (t, (name, shape)) in expected_shapes(&config).into_iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|i| ((i * 7 + t) % 29) as f32 * 0.5 - 7.0).collect();
+            let tensor = RawTensor::new(shape.clone(), data);
+            let gguf_name =
+                [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight")]
+                    .iter()
+                    .find(|(hf, _)| *hf == name)
+                    .map(|(_, g)| g.to_string())
+                    .unwrap_or_else(|| {
+                        let rest = name.strip_prefix("model.layers.").unwrap();
+                        let (layer, rest) = rest.split_once('.').unwrap();
+                        let part = rest.strip_suffix(".weight").unwrap();
+                        let (g, _) = layer_tensors().find(|(_, hf)| *hf == part).unwrap();
+                        format!("blk.{layer}.{g}.weight")
+                    });
+            assert_eq!(hf_name(&gguf_name).as_deref(), Some(name.as_str()));
+            let stored = if name.contains("q_proj") {
+                permute_rows(&tensor, HEADS)
+            } else if name.contains("k_proj") {
+                permute_rows(&tensor, KV_HEADS)
+            } else {
+                tensor.clone()
+            };
+            let (type_id, bytes) = match t % 4 {
+                _ if shape.len() == 1 => (0, FloatEncoding::F32.encode(&stored.data)),
+                0 => (8, q8_0_bytes(&stored.data)),
+                1 => (1, FloatEncoding::F16.encode(&stored.data)),
+                2 => (30, FloatEncoding::BF16.encode(&stored.data)),
+                _ => (0, FloatEncoding::F32.encode(&stored.data)),
+            };
+            out.push(Out { name: gguf_name, shape, type_id, bytes });
+            weights.insert(name, tensor);
+        }
+        (weights, out)
+    }
+
+    #[test]
+    fn tiny_file_round_trips() {
+        let (weights, tensors) = tiny_model();
+        let path = temp_path("roundtrip");
+        std::fs::write(&path, write_gguf(&tiny_meta(), &tensors, 64)).unwrap();
+        let (config, meta, got) = load_llama_gguf(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+
+        assert_eq!((config.vocab_size, config.hidden_size, config.intermediate_size), (VOCAB, HIDDEN, FFN));
+        assert_eq!((config.n_layers, config.n_heads, config.n_kv_heads), (LAYERS, HEADS, KV_HEADS));
+        // The file holds f32 values.
+        assert_eq!((config.rope_theta, config.rms_eps as f32, config.max_seq_len), (100_000.0, 1e-5, 128));
+        assert!(config.tie_embeddings && config.head_dim == HIDDEN / HEADS);
+        for (k, v) in tiny_meta() {
+            assert_eq!(meta.get(k), Some(&v), "{k}");
+        }
+        assert_eq!(meta.u64("llama.attention.head_count_kv").unwrap(), Some(KV_HEADS as u64));
+        assert!(meta.u64("general.architecture").is_err());
+        assert_eq!(got, weights);
+    }
+
+    fn load_err(name: &str, bytes: &[u8]) -> String {
+        let path = temp_path(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = load_llama_gguf(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains(path.to_str().unwrap()), "error does not name the file: {err}");
+        err
+    }
+
+    #[test]
+    fn truncated_file_is_an_error_naming_the_path() {
+        let (_, tensors) = tiny_model();
+        let bytes = write_gguf(&tiny_meta(), &tensors, 64);
+        // Every cut in the header region, then coarser steps through the data.
+        let cuts = (0..2000).chain((2000..bytes.len()).step_by(97));
+        let path = temp_path("truncated");
+        for cut in cuts {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = load_llama_gguf(&path).unwrap_err().to_string();
+            assert!(err.contains(path.to_str().unwrap()), "cut {cut}: {err}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_naming_what_is_wrong() {
+        let (_, mut tensors) = tiny_model();
+        let good = write_gguf(&tiny_meta(), &tensors, 64);
+
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(load_err("magic", &bad_magic).contains("magic"));
+
+        let mut bad_version = good.clone();
+        bad_version[4] = 1;
+        assert!(load_err("version", &bad_version).contains("version 1"));
+
+        let mut unknown_value = tiny_meta();
+        unknown_value.push(("test.x", MetaValue::U8(0)));
+        let mut bytes = write_gguf(&unknown_value, &tensors, 64);
+        let key = bytes.windows(6).position(|w| w == b"test.x").unwrap();
+        bytes[key + 6] = 99; // the value type that follows the key
+        assert!(load_err("value-type", &bytes).contains("unknown value type 99"));
+
+        let down = tensors.iter().position(|t| t.name == "blk.1.ffn_down.weight").unwrap();
+        tensors[down].type_id = 99;
+        let err = load_err("type", &write_gguf(&tiny_meta(), &tensors, 64));
+        assert!(err.contains("blk.1.ffn_down.weight") && err.contains("Other(99)"), "{err}");
+
+        tensors.remove(down);
+        let err = load_err("missing", &write_gguf(&tiny_meta(), &tensors, 64));
+        assert!(err.contains("blk.1.ffn_down.weight") && err.contains("missing"), "{err}");
+
+        // A tensor whose data lies past the end: cut the last tensor's bytes off.
+        let (_, tensors) = tiny_model();
+        let last = tensors.last().unwrap().name.clone();
+        let bytes = write_gguf(&tiny_meta(), &tensors, 64);
+        let err = load_err("bounds", &bytes[..bytes.len() - 1]);
+        assert!(err.contains(&last) && err.contains("past the end"), "{err}");
+    }
+
+    #[test]
+    fn smollm2_q4_1_file_if_present() {
+        let dir = std::env::var_os("SOFT_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+        let path = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            eprintln!("skipped: {} not found (run scripts/fetch-smollm2.sh)", path.display());
+            return;
+        }
+        let (config, meta, weights) = load_llama_gguf(&path).unwrap();
+        let expected = LlamaConfig::smollm2_135m();
+        assert_eq!(LlamaConfig { rms_eps: expected.rms_eps, ..config }, expected);
+        assert_eq!(config.rms_eps as f32, 1e-5);
+        assert!(!weights.contains_key("lm_head.weight"));
+        assert!(weights.values().all(|t| t.data.iter().all(|x| x.is_finite())));
+
+        let tok = super::super::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let text = "The capital of France is";
+        let enc = tok.encode(text, false).unwrap();
+        assert_eq!(enc.get_tokens(), &["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]);
+        assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), text);
+        let digits = tok.encode("2024", false).unwrap();
+        assert_eq!(digits.get_tokens(), &["2", "0", "2", "4"]);
+        let chat = tok.encode("<|im_start|>user", false).unwrap();
+        assert_eq!(chat.get_ids()[0], 1);
+    }
+}

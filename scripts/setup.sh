@@ -18,3 +18,6 @@ fi
 # Weights and data that registries carry but the repo must not.
 "$repo_root/scripts/fetch-smollm2.sh"
 "$repo_root/scripts/fetch-ml100k.sh"
+
+# The browser app's tool chain (wasm target, trunk, wasm-bindgen-cli, chromium, playwright-core).
+"$repo_root/scripts/setup-web.sh"

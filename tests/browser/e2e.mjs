@@ -198,6 +198,7 @@ async function runMode(mode) {
     if (shotsDir && mode.name === MODES[0].name) {
       await page.click('[data-alpha="10"]');
       await page.screenshot({ path: join(shotsDir, 'walkthrough.png'), fullPage: true });
+      await page.locator('#stage-scheduler').screenshot({ path: join(shotsDir, 'scheduler.png') });
     }
     // ---- Curriculum: files a person drops in ----
     await page.click('[data-tab=curriculum]');

@@ -121,7 +121,8 @@ async fn load_assets() -> (Reports, Option<serde_json::Value>, Vec<String>) {
             None
         }
     };
-    let entries = manifest.as_ref().and_then(|m| m.get("reports")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    let entries =
+        manifest.as_ref().and_then(|m| m.get("reports")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
     for entry in entries {
         let Some(path) = entry.get("path").and_then(|p| p.as_str()) else { continue };
         let label = entry.get("label").and_then(|p| p.as_str()).unwrap_or(path).to_string();
@@ -203,8 +204,11 @@ pub fn App() -> impl IntoView {
         let split_config =
             shipped.soft.as_ref().and_then(|s| s.report.provenance.split).map(SplitConfig::from).unwrap_or_default();
         reports.set(shipped);
-        let result =
-            PageData::load(manifest.as_ref(), split_config).await.map(|d| Loaded { data: Arc::new(d), manifest, problems });
+        let result = PageData::load(manifest.as_ref(), split_config).await.map(|d| Loaded {
+            data: Arc::new(d),
+            manifest,
+            problems,
+        });
         loaded.set(Some(result));
     });
 
@@ -227,8 +231,9 @@ pub fn App() -> impl IntoView {
 
     let body = move || match loaded.get() {
         None => view! { <p class="loading">"Loading the catalog, the users and the run's reports…"</p> }.into_any(),
-        Some(Err(e)) => view! { <p class="message error" role="alert">{format!("The page could not start: {e}")}</p> }
-            .into_any(),
+        Some(Err(e)) => {
+            view! { <p class="message error" role="alert">{format!("The page could not start: {e}")}</p> }.into_any()
+        }
         Some(Ok(l)) => {
             let problems = (!l.problems.is_empty()).then(|| {
                 let items = l.problems.iter().map(|p| view! { <li>{p.clone()}</li> }).collect_view();

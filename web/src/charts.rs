@@ -261,7 +261,9 @@ pub fn layout(chart: &Chart, width: f64, height: f64) -> Layout {
                 .iter()
                 .filter(finite)
                 .enumerate()
-                .map(|(i, p)| format!("{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, x_scale.at(p.x), y_scale.at(p.y)))
+                .map(|(i, p)| {
+                    format!("{}{:.1},{:.1}", if i == 0 { "M" } else { "L" }, x_scale.at(p.x), y_scale.at(p.y))
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
             color: s.color.clone(),
@@ -361,7 +363,10 @@ mod view {
 
     /// A titled SVG line chart; `chart` may change (a slider), the SVG follows.
     #[component]
-    pub fn LineChart(#[prop(into)] chart: Signal<Chart>, #[prop(optional, into)] caption: Option<String>) -> impl IntoView {
+    pub fn LineChart(
+        #[prop(into)] chart: Signal<Chart>,
+        #[prop(optional, into)] caption: Option<String>,
+    ) -> impl IntoView {
         let drawn = move || {
             let c = chart.get();
             let l = layout(&c, WIDTH, HEIGHT);

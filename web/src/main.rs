@@ -7,6 +7,8 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    eprintln!("soft-web is the browser app: build it with `trunk build --release --config trunk.toml` and serve web/dist");
+    eprintln!(
+        "soft-web is the browser app: build it with `trunk build --release --config trunk.toml` and serve web/dist"
+    );
     std::process::exit(2);
 }

@@ -202,7 +202,10 @@ pub fn group_stages(stages: &[Stage]) -> Vec<StageGroup> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     /// `method` is `soft` or one of its ablations (`soft-distilled-only`, ...).
-    Soft { method: String, report: SoftReport },
+    Soft {
+        method: String,
+        report: SoftReport,
+    },
     Sft(SftReport),
     Run(RunReport),
 }
@@ -220,14 +223,25 @@ impl Report {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReportError {
     Empty,
-    NotJson { line: usize, column: usize, message: String },
+    NotJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     NotAnObject,
     /// JSON, but none of the shapes soft-train writes.
-    NotAReport { keys: Vec<String> },
+    NotAReport {
+        keys: Vec<String>,
+    },
     /// A soft-train report of a method with nothing per epoch to draw (a baseline).
-    NoCurriculum { method: String },
+    NoCurriculum {
+        method: String,
+    },
     /// The right kind of report, but fields are missing or of the wrong type: another version.
-    Mismatch { kind: &'static str, message: String },
+    Mismatch {
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for ReportError {

@@ -16,9 +16,13 @@ use wasm_bindgen_futures::JsFuture;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
     Starting,
-    WebGpu { adapter: String },
+    WebGpu {
+        adapter: String,
+    },
     /// `why`: the reason WebGPU is not used.
-    Cpu { why: String },
+    Cpu {
+        why: String,
+    },
 }
 
 impl Backend {
@@ -94,7 +98,8 @@ async fn browser_adapter_description() -> Option<String> {
         return None;
     }
     let info = Reflect::get(&adapter, &"info".into()).ok()?;
-    let field = |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.trim().is_empty());
+    let field =
+        |k: &str| Reflect::get(&info, &k.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.trim().is_empty());
     if let Some(d) = field("description") {
         return Some(d);
     }
@@ -280,7 +285,10 @@ pub trait Recommender {
     fn describe(&self) -> String;
     /// SOFT epochs whose adapters are loaded (for the epoch slider).
     fn soft_epochs(&self) -> Vec<usize>;
-    fn recommend<'a>(&'a self, request: &'a RecommendRequest) -> LocalFuture<'a, Result<Recommendation, RecommendError>>;
+    fn recommend<'a>(
+        &'a self,
+        request: &'a RecommendRequest,
+    ) -> LocalFuture<'a, Result<Recommendation, RecommendError>>;
 }
 
 /// What the page uses while the export has no model: says so on every request.
@@ -297,7 +305,10 @@ impl Recommender for NoModel {
         Vec::new()
     }
 
-    fn recommend<'a>(&'a self, _request: &'a RecommendRequest) -> LocalFuture<'a, Result<Recommendation, RecommendError>> {
+    fn recommend<'a>(
+        &'a self,
+        _request: &'a RecommendRequest,
+    ) -> LocalFuture<'a, Result<Recommendation, RecommendError>> {
         Box::pin(async move { Err(RecommendError::NoModel(self.why.clone())) })
     }
 }

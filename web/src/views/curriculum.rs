@@ -75,7 +75,11 @@ pub fn loss_chart(r: &SoftReport) -> Chart {
     let per_epoch = |f: &dyn Fn(&report::SoftEpoch) -> f64, what: &str| -> Vec<Point> {
         r.epochs
             .iter()
-            .map(|e| Point { x: e.epoch as f64, y: f(e), tip: format!("epoch {}: {what} loss {}", e.epoch, fmt_num(f(e))) })
+            .map(|e| Point {
+                x: e.epoch as f64,
+                y: f(e),
+                tip: format!("epoch {}: {what} loss {}", e.epoch, fmt_num(f(e))),
+            })
             .collect()
     };
     Chart {
@@ -108,7 +112,11 @@ pub fn hr_chart(soft: Option<&Named<SoftReport>>, sft: Option<&Named<SftReport>>
             .iter()
             .filter_map(|e| {
                 let v = e.valid.hr_at(10)?;
-                Some(Point { x: e.epoch as f64, y: v, tip: format!("SFT, epoch {}: valid HR@10 = {}", e.epoch, fmt_num(v)) })
+                Some(Point {
+                    x: e.epoch as f64,
+                    y: v,
+                    tip: format!("SFT, epoch {}: valid HR@10 = {}", e.epoch, fmt_num(v)),
+                })
             })
             .collect();
         series.push(Series::new("SFT", palette::SFT, pts));
@@ -124,7 +132,12 @@ pub fn hr_chart(soft: Option<&Named<SoftReport>>, sft: Option<&Named<SftReport>>
                 Some(Point {
                     x: e.epoch as f64,
                     y: v,
-                    tip: format!("{name}, epoch {}: valid HR@10 = {} ({} examples)", e.epoch, fmt_num(v), e.valid.count),
+                    tip: format!(
+                        "{name}, epoch {}: valid HR@10 = {} ({} examples)",
+                        e.epoch,
+                        fmt_num(v),
+                        e.valid.count
+                    ),
                 })
             })
             .collect();

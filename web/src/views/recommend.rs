@@ -73,7 +73,12 @@ pub fn Recommend(
         target.set(Some((w.target(), title)));
         message.set(Some((
             Level::Info,
-            format!("User {} from the test split (example {} of {}): ten books in the order read.", w.user, i + 1, d.test.len()),
+            format!(
+                "User {} from the test split (example {} of {}): ten books in the order read.",
+                w.user,
+                i + 1,
+                d.test.len()
+            ),
         )));
     };
 
@@ -155,7 +160,9 @@ pub fn Recommend(
                 return None;
             }
             if s.is_empty() {
-                return Some(view! { <p class="hint" data-testid="no-match">"No catalog title matches."</p> }.into_any());
+                return Some(
+                    view! { <p class="hint" data-testid="no-match">"No catalog title matches."</p> }.into_any(),
+                );
             }
             let add = add.clone();
             let rows = s
@@ -182,7 +189,8 @@ pub fn Recommend(
         // Both models failing for the same reason: say it once.
         let errors: Vec<String> = out.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
         if errors.len() == out.len() && errors.windows(2).all(|w| w[0] == w[1]) {
-            let level = if matches!(out[0].1, Err(RecommendError::NoModel(_))) { "message info" } else { "message error" };
+            let level =
+                if matches!(out[0].1, Err(RecommendError::NoModel(_))) { "message info" } else { "message error" };
             return Some(
                 view! {
                     <p class=level role="alert" data-testid="recommend-message">
@@ -323,7 +331,11 @@ pub fn Recommend(
 }
 
 #[component]
-fn ResultCard(model: ModelChoice, result: Result<Recommendation, RecommendError>, target: Option<u32>) -> impl IntoView {
+fn ResultCard(
+    model: ModelChoice,
+    result: Result<Recommendation, RecommendError>,
+    target: Option<u32>,
+) -> impl IntoView {
     let body = match result {
         Err(e) => view! { <p class="message error" role="alert">{e.to_string()}</p> }.into_any(),
         Ok(r) => {

@@ -33,7 +33,11 @@ pub fn alpha_curve_chart(alpha: f64, r: Option<&SoftReport>) -> Chart {
     let xs: Vec<f64> = (0..=120).map(|i| lo + (hi - lo) * i as f64 / 120.0).collect();
     let curve = |a: f64| -> Vec<Point> {
         xs.iter()
-            .map(|&x| Point { x, y: lambda_at_ratio(a, x), tip: format!("α = {}: d_t/d0 = {:.3} → λ = {:.3}", fmt_num(a), x, lambda_at_ratio(a, x)) })
+            .map(|&x| Point {
+                x,
+                y: lambda_at_ratio(a, x),
+                tip: format!("α = {}: d_t/d0 = {:.3} → λ = {:.3}", fmt_num(a), x, lambda_at_ratio(a, x)),
+            })
             .collect()
     };
     let mut series: Vec<Series> = REFERENCE_ALPHAS
@@ -84,12 +88,20 @@ pub fn alpha_epochs_chart(alpha: f64, r: &SoftReport) -> Chart {
         .epochs
         .iter()
         .zip(&lambdas)
-        .map(|(e, &l)| Point { x: e.epoch as f64, y: l, tip: format!("epoch {}: λ = {} under α = {}", e.epoch, fmt_num(l), fmt_num(alpha)) })
+        .map(|(e, &l)| Point {
+            x: e.epoch as f64,
+            y: l,
+            tip: format!("epoch {}: λ = {} under α = {}", e.epoch, fmt_num(l), fmt_num(alpha)),
+        })
         .collect();
     let recorded = r
         .epochs
         .iter()
-        .map(|e| Point { x: e.epoch as f64, y: e.lambda, tip: format!("epoch {}: the run used λ = {}", e.epoch, fmt_num(e.lambda)) })
+        .map(|e| Point {
+            x: e.epoch as f64,
+            y: e.lambda,
+            tip: format!("epoch {}: the run used λ = {}", e.epoch, fmt_num(e.lambda)),
+        })
         .collect();
     Chart {
         id: "alpha-lambda".into(),

@@ -9,12 +9,6 @@ cd "$repo_root"
 source scripts/env.sh
 scripts/setup-web.sh
 
-start=$(date +%s)
-trunk build --release --config trunk.toml
-echo "web: trunk build took $(($(date +%s) - start)) s"
-for f in web/dist/*.wasm; do
-    echo "web: $(basename "$f"): $(stat -c %s "$f") bytes"
-done
-echo "web: assets: $(du -sb web/dist/assets | cut -f1) bytes"
+scripts/build-web.sh
 
 node tests/browser/e2e.mjs web/dist "$@"

@@ -198,6 +198,7 @@ async function runMode(mode) {
     if (shotsDir && mode.name === MODES[0].name) {
       await page.click('[data-alpha="10"]');
       await page.screenshot({ path: join(shotsDir, 'walkthrough.png'), fullPage: true });
+      await page.locator('#stage-scheduler').screenshot({ path: join(shotsDir, 'scheduler.png') });
     }
     // ---- Curriculum: files a person drops in ----
     await page.click('[data-tab=curriculum]');
@@ -221,6 +222,16 @@ async function runMode(mode) {
     const n = await page.locator('svg[data-chart=lambda] g.pt').count();
     check(mode.name, 'a dropped report is drawn', /Drawn/.test(msg) && n === EPOCHS + 1, `${n} points`);
 
+    // ---- ?backend=cpu forces the CPU path even where WebGPU works ----
+    if (mode.name === 'webgpu') {
+      await page.goto(`${base}?backend=cpu#/walkthrough`);
+      await page.waitForFunction(
+        () => document.querySelector('[data-testid=backend] .backend-label')?.textContent === 'CPU (wasm)',
+        null,
+        { timeout: STARTUP_MS },
+      );
+      check(mode.name, '?backend=cpu: the page reports CPU (wasm)', true);
+    }
   } catch (e) {
     check(mode.name, 'no exception while driving the page', false, e.message.split('\n')[0]);
     if (shotsDir) await page.screenshot({ path: join(shotsDir, `failure-${mode.name}.png`), fullPage: true }).catch(() => {});

@@ -1,4 +1,5 @@
 pub mod baseline;
+pub mod bench;
 pub mod data_args;
 pub mod distill;
 pub mod eval;

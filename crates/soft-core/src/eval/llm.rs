@@ -96,6 +96,13 @@ pub fn title_trie(tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog
     Ok(TitleTrie::new(sequences, special.eos))
 }
 
+/// The model as decoding runs it: off the autodiff graph, LoRA adapters folded into the base
+/// weights (`soft-train bench`: beam search on SmolLM2 with q/v adapters kept apart was slower,
+/// BENCHMARKS.md). Merging a copy leaves `model` and its trainable adapters as they are.
+pub fn decoding_model(model: &Llama) -> Llama {
+    model.valid().merge_lora()
+}
+
 /// The top beam's text for every prompt.
 pub fn generate_answers(
     model: &Llama,
@@ -104,7 +111,7 @@ pub fn generate_answers(
     prompts: &[String],
     beam: &BeamConfig,
 ) -> Result<Vec<String>> {
-    let model = model.valid();
+    let model = decoding_model(model);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(GENERATE_BATCH) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| encode_prompt(tokenizer, special, p)).collect::<Result<_>>()?;

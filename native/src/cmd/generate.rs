@@ -1,6 +1,9 @@
 //! `soft-train generate`: continue a prompt with a model, greedily or by beam search.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::{Int, Tensor, TensorData};
 use soft_core::model::generate::{beam_search, greedy, BeamConfig};
 use soft_core::model::pretrained::{load_path, Pretrained};
 use soft_core::model::tokenizer::encode_prompt;
@@ -15,8 +18,18 @@ pub struct Args {
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// The prompt, tokenized as given (no special tokens unless the model's config adds BOS).
+    #[arg(long, required_unless_present = "ids", conflicts_with = "ids")]
+    pub prompt: Option<String>,
+    /// The prompt as space-separated token ids instead of text.
     #[arg(long)]
-    pub prompt: String,
+    pub ids: Option<String>,
+    /// A PEFT adapter directory (ours or Python PEFT's) to attach to the model first.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Also write the next-token logits after the prompt, a JSON list of vocabulary size
+    /// (bench/peft_roundtrip.py compares them with transformers + peft).
+    #[arg(long)]
+    pub logits: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
     /// Beam search with this many beams; 1 is greedy.
@@ -31,9 +44,23 @@ pub struct Args {
 
 pub fn execute(args: &Args) -> Result<()> {
     let backend = choose(args.backend)?;
-    let Pretrained { model, tokenizer, special, source } = load_path(&resolve(&args.model)?, &backend.device)?;
+    let Pretrained { mut model, tokenizer, special, source } = load_path(&resolve(&args.model)?, &backend.device)?;
     eprintln!("model {source}, backend {}", backend.name);
-    let ids = encode_prompt(&tokenizer, &special, &args.prompt)?;
+    if let Some(dir) = &args.adapter {
+        model = model.load_adapter(dir).with_context(|| format!("{}: unusable adapter", dir.display()))?;
+    }
+    let ids = match (&args.prompt, &args.ids) {
+        (Some(prompt), _) => encode_prompt(&tokenizer, &special, prompt)?,
+        (None, Some(ids)) => parse_ids(ids, model.config().vocab_size)?,
+        (None, None) => bail!("give --prompt or --ids"),
+    };
+    if let Some(path) = &args.logits {
+        let n = ids.len();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, n]), &model.device());
+        let logits = model.forward(tokens, Tensor::ones([1, n], &model.device()), None).narrow(1, n - 1, 1);
+        let values = logits.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        soft_core::atomic_file::write_atomic(path, serde_json::to_string(&values)?.as_bytes())?;
+    }
     let out = if args.beams <= 1 {
         greedy(&model, &[ids], args.max_new_tokens, special.eos)?.remove(0)
     } else {
@@ -51,4 +78,19 @@ pub fn execute(args: &Args) -> Result<()> {
         println!("{}", out.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     }
     Ok(())
+}
+
+/// Space-separated token ids, each below the vocabulary size.
+fn parse_ids(text: &str, vocab: usize) -> Result<Vec<u32>> {
+    let ids: Vec<u32> = text
+        .split_whitespace()
+        .map(|t| t.parse::<u32>().with_context(|| format!("--ids: {t:?} is not a token id")))
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--ids is empty");
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+        bail!("--ids: token {bad} is outside the vocabulary (size {vocab})");
+    }
+    Ok(ids)
 }

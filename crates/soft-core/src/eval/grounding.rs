@@ -72,12 +72,24 @@ pub fn squared_l2(queries: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
     (q2 + t2 - cross.mul_scalar(2.0)).clamp_min(0.0)
 }
 
-/// For each query, the `k` nearest table rows, nearest first.
+/// For each query, the `k` nearest table rows, nearest first. Ranks each row by |t|² - 2 q·t:
+/// a query's own |q|² shifts its whole row of distances and cannot change their order, so only
+/// the product and the table's norms are computed on the device, and the `[Q, N]` scores are
+/// formed while reading them back (no elementwise passes over the matrix; BENCHMARKS.md).
 pub fn rank_by_l2(queries: Tensor<2>, table: Tensor<2>, k: usize) -> Vec<Vec<usize>> {
     let [q, n] = [queries.dims()[0], table.dims()[0]];
-    let d = squared_l2(queries, table).into_data().convert::<f32>();
-    let flat = d.as_slice::<f32>().expect("f32 data");
-    (0..q).map(|i| top_k(&flat[i * n..(i + 1) * n], k)).collect()
+    let norms = (table.clone() * table.clone()).sum_dim(1).reshape([n]).into_data().convert::<f32>();
+    let cross = queries.matmul(table.transpose()).into_data().convert::<f32>();
+    let (norms, cross) = (norms.as_slice::<f32>().expect("f32 data"), cross.as_slice::<f32>().expect("f32 data"));
+    let mut row = vec![0.0f32; n];
+    (0..q)
+        .map(|i| {
+            for ((r, &t2), &c) in row.iter_mut().zip(norms).zip(&cross[i * n..(i + 1) * n]) {
+                *r = t2 - 2.0 * c;
+            }
+            top_k(&row, k)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -89,6 +89,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         theirs.save_pretrained(tmp)
         result["peft->ours"] = max_diff(args.soft_train, args.gguf, theirs, tmp)
+    result["peft adapter effect"] = max(
+        (torch_logits(theirs, [int(t) for t in p.split()]) - torch_logits(base, [int(t) for t in p.split()])).abs().max().item()
+        for p in PROMPTS
+    )
     result["tolerance"] = args.tolerance
     print(json.dumps(result, indent=2))
     failed = [k for k in ("base", "ours->peft", "peft->ours") if not result[k] <= args.tolerance]

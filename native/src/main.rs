@@ -13,10 +13,6 @@ mod run_info;
 
 use clap::{Parser, Subcommand};
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "soft-train", version, about = "SOFT: self-optimized fine-tuning for LLM recommenders, in Rust")]
 struct Cli {

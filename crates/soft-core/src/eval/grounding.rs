@@ -124,6 +124,29 @@ mod tests {
     }
 
     #[test]
+    fn top_k_agrees_with_a_full_sort() {
+        // Many ties (multiples of 0.25), every kind of k.
+        let values: Vec<f32> = (0..500u32).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 40) as f32 * 0.25).collect();
+        let mut sorted: Vec<usize> = (0..values.len()).collect();
+        sorted.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+        for k in [1, 7, 50, 499, 500, 600] {
+            assert_eq!(top_k(&values, k), sorted[..k.min(500)], "k = {k}");
+        }
+    }
+
+    #[test]
+    fn ranking_queries_together_equals_ranking_each_alone() {
+        let device = Device::flex();
+        let queries = Tensor::<2>::random([300, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let table = Tensor::<2>::random([90, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let all = rank_by_l2(queries.clone(), table.clone(), 10);
+        assert_eq!(all.len(), 300);
+        for i in [0, 1, 149, 150, 151, 299] {
+            assert_eq!(all[i], rank_by_l2(queries.clone().narrow(0, i, 1), table.clone(), 10)[0], "query {i}");
+        }
+    }
+
+    #[test]
     fn ranks_a_small_table_by_distance() {
         let device = Device::flex();
         // Items on a line and one off it; distances from query (1, 0):

@@ -282,10 +282,12 @@ fn run_every_stage_on_a_tiny_slice() {
         "1",
         "--sasrec-train-on",
         "sample",
+        "--alpha",
+        "1,10",
         "--backend",
         "cpu",
     ];
-    for bad in ["nan", "-1", "inf"] {
+    for bad in ["nan", "-1", "inf", "1,1"] {
         let o = run(&[&args[..], &["--alpha", bad]].concat());
         assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));
     }
@@ -293,11 +295,14 @@ fn run_every_stage_on_a_tiny_slice() {
     let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    for method in ["popularity", "sasrec", "sft", "soft", "soft-distilled-only"] {
+    for method in ["popularity", "guidance-only", "sasrec", "sft", "soft", "soft-alpha-10", "soft-distilled-only"] {
         let m = json(&out.join(method).join("test/metrics.json"));
         assert!(m["HR@10"].as_f64().is_some(), "{method}");
         assert!(out.join(method).join("report.json").exists(), "{method}");
     }
+    assert_eq!(json(&out.join("soft-alpha-10/report.json"))["alpha"], 10.0);
+    assert!(out.join("guidance-only/test-constrained/metrics.json").exists());
+    assert!(!out.join("guidance-only/adapter").exists(), "Guidance-Only is the untuned model");
     for method in ["sft", "soft", "soft-distilled-only"] {
         assert!(out.join(method).join("test-constrained/metrics.json").exists(), "{method}");
         assert!(out.join(method).join("adapter/adapter_model.safetensors").exists(), "{method}");
@@ -315,14 +320,27 @@ fn run_every_stage_on_a_tiny_slice() {
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     for row in [
         "| popularity |",
+        "| Guidance-Only |",
+        "| Guidance-Only, constrained |",
         "| SASRec |",
         "| SFT |",
         "| SFT, constrained |",
-        "| SOFT (adaptive) |",
+        "| SOFT (adaptive, alpha 1) |",
+        "| SOFT (adaptive, alpha 10) |",
         "| SOFT without SA |",
-        "| SOFT vs SFT (free) |",
+        "SOFT vs SFT, paired over the same 6 test examples",
+        "| free | HR@10 |",
+        "| constrained | NDCG@10 |",
     ] {
         assert!(table.contains(row), "{row} in {table}");
+    }
+    // Every cell carries its interval, and the interval holds the value.
+    let sft_row = table.lines().find(|l| l.starts_with("| SFT |")).unwrap();
+    for cell in sft_row.split('|').map(str::trim).filter(|c| c.contains('[')) {
+        let (value, interval) = cell.split_once(" [").unwrap();
+        let (low, high) = interval.trim_end_matches(']').split_once(", ").unwrap();
+        let (v, l, h): (f64, f64, f64) = (value.parse().unwrap(), low.parse().unwrap(), high.parse().unwrap());
+        assert!(l <= v && v <= h, "{cell}");
     }
     let report = json(&out.join("soft/report.json"));
     assert_eq!(report["alpha"], 1.0);

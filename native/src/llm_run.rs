@@ -1,5 +1,5 @@
-//! A language-model run directory opened for use: its base model, the adapter it trained, the
-//! base model's item embeddings, and the decoding it was validated with.
+//! A language-model run directory opened for use: its base model, the adapter it trained (none
+//! for Guidance-Only), the base model's item embeddings, and the decoding it was validated with.
 
 use std::path::Path;
 
@@ -15,7 +15,7 @@ use soft_core::train::sft::SftConfig;
 
 use crate::grounder_cache::grounder;
 use crate::model_arg::resolve;
-use crate::run_info::{Details, RunHeader, RunInfo, SftDetails, SoftDetails, RUN_FILE};
+use crate::run_info::{Details, GuidanceOnlyDetails, RunHeader, RunInfo, SftDetails, SoftDetails, RUN_FILE};
 
 /// Where a language-model run keeps its PEFT adapter.
 pub const ADAPTER_DIR: &str = "adapter";
@@ -45,16 +45,25 @@ impl LoadedRun {
                 let d = RunInfo::<SoftDetails>::load(dir)?.details;
                 (d.base_model, d.config.sft)
             }
+            GuidanceOnlyDetails::METHOD => {
+                let d = RunInfo::<GuidanceOnlyDetails>::load(dir)?.details;
+                let config = d.config();
+                (d.base_model, config)
+            }
             other => bail!("{}: a {other} run, not a language-model run", dir.join(RUN_FILE).display()),
         };
         let path = resolve(&base_model)?;
         let base = load_path(&path, device)?;
-        let adapter = dir.join(ADAPTER_DIR);
-        let tuned = base
-            .model
-            .clone()
-            .load_adapter(&adapter)
-            .with_context(|| format!("{}: unusable adapter", adapter.display()))?;
+        // Guidance-Only answers with the base model itself: it has no adapter.
+        let tuned = if header.method == GuidanceOnlyDetails::METHOD {
+            base.model.clone()
+        } else {
+            let adapter = dir.join(ADAPTER_DIR);
+            base.model
+                .clone()
+                .load_adapter(&adapter)
+                .with_context(|| format!("{}: unusable adapter", adapter.display()))?
+        };
         let grounder = grounder(&base, &path, catalog)?;
         let decoding = decoding.unwrap_or(config.decoding);
         let beam = decoding.apply(config.beam(base.special.eos), &base.tokenizer, &base.special, catalog)?;

@@ -12,6 +12,7 @@ use soft_core::baselines::sasrec::EpochLog;
 use soft_core::baselines::SasRecConfig;
 use soft_core::data::dataset::DatasetMeta;
 use soft_core::data::SplitConfig;
+use soft_core::eval::decoding::Decoding;
 use soft_core::train::sft::{EpochRecord, SftConfig};
 use soft_core::train::soft::{SoftConfig, SoftReport};
 
@@ -87,6 +88,32 @@ pub struct SoftDetails {
     /// alpha, schedule, d0, the epochs and the best one, at the top level of the details.
     #[serde(flatten)]
     pub report: SoftReport,
+}
+
+/// The paper's "Guidance-Only" baseline: the base model without any fine-tuning, prompted with
+/// the same history and decoded and grounded the same way as the tuned models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuidanceOnlyDetails {
+    pub base_model: String,
+    pub beams: usize,
+    pub max_new_tokens: usize,
+    pub decoding: Decoding,
+}
+
+impl GuidanceOnlyDetails {
+    /// The decoding settings as the language-model runs keep them (no training fields apply).
+    pub fn config(&self) -> SftConfig {
+        SftConfig {
+            beams: self.beams,
+            max_new_tokens: self.max_new_tokens,
+            decoding: self.decoding,
+            ..Default::default()
+        }
+    }
+}
+
+impl Details for GuidanceOnlyDetails {
+    const METHOD: &'static str = "guidance-only";
 }
 
 impl Details for PopularityDetails {

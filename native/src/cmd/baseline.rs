@@ -1,4 +1,5 @@
-//! `soft-train baseline`: popularity or SASRec on the same split the language models use.
+//! `soft-train baseline`: popularity, SASRec or Guidance-Only (the untuned language model
+//! prompted with the history) on the same split the language models use.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -6,12 +7,16 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
+use soft_core::eval::decoding::Decoding;
+use soft_core::model::pretrained::load_path;
+use soft_core::train::sft::SftConfig;
 
 use super::data_args::{DataArgs, DataOptions};
 use crate::backend::{choose, BackendChoice};
+use crate::model_arg::resolve;
 use crate::progress::Reporter;
 use crate::run_dir::write_files;
-use crate::run_info::{PopularityDetails, RunInfo, SasrecDetails, TrainOn};
+use crate::run_info::{GuidanceOnlyDetails, PopularityDetails, RunInfo, SasrecDetails, TrainOn};
 
 pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
 pub const POPULARITY_FILE: &str = "popularity.json";
@@ -20,6 +25,7 @@ pub const POPULARITY_FILE: &str = "popularity.json";
 pub enum Method {
     Popularity,
     Sasrec,
+    GuidanceOnly,
 }
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +45,16 @@ pub struct Args {
     pub epochs: usize,
     #[arg(long, default_value_t = SasRecConfig::default().seed)]
     pub seed: u64,
+    /// Guidance-Only's language model: `tiny`, `smollm2` or a path.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Guidance-Only's beam search (as SFT's evaluation uses it).
+    #[arg(long, default_value_t = SftConfig::default().beams)]
+    pub beams: usize,
+    #[arg(long, default_value_t = SftConfig::default().max_new_tokens)]
+    pub max_new_tokens: usize,
+    #[arg(long, value_enum, default_value = "free")]
+    pub decoding: Decoding,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -47,6 +63,7 @@ pub struct Args {
 pub enum Baseline {
     Popularity,
     Sasrec(SasRecConfig),
+    GuidanceOnly(GuidanceOnlyDetails),
 }
 
 pub struct Options {
@@ -64,6 +81,12 @@ impl From<Args> for Options {
             Method::Sasrec => {
                 Baseline::Sasrec(SasRecConfig { max_epochs: args.epochs, seed: args.seed, ..Default::default() })
             }
+            Method::GuidanceOnly => Baseline::GuidanceOnly(GuidanceOnlyDetails {
+                base_model: args.model,
+                beams: args.beams,
+                max_new_tokens: args.max_new_tokens,
+                decoding: args.decoding,
+            }),
         };
         Self { baseline, out: args.out, data: (&args.data).into(), train_on: args.train_on, backend: args.backend }
     }
@@ -106,6 +129,13 @@ pub fn execute(o: &Options) -> Result<()> {
             let weights = o.out.join(SASREC_WEIGHTS);
             model.save_file(&weights).with_context(|| format!("writing {}", weights.display()))?;
             RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details).save(&o.out, &())?;
+        }
+        Baseline::GuidanceOnly(details) => {
+            // Nothing to train; loading the model now turns a bad --model into an error here
+            // rather than at evaluation.
+            let backend = choose(o.backend)?;
+            load_path(&resolve(&details.base_model)?, &backend.device)?;
+            RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details.clone()).save(&o.out, &())?;
         }
     }
     println!("wrote {} in {:.1} s", o.out.display(), started.elapsed().as_secs_f64());

@@ -17,10 +17,12 @@ use crate::backend::{choose, BackendChoice};
 use crate::llm_run::LoadedRun;
 use crate::run_dir::{read_json, write_files};
 use crate::run_info::{
-    Details, PopularityDetails, RunHeader, RunInfo, SasrecDetails, SftDetails, SoftDetails, RUN_FILE,
+    Details, GuidanceOnlyDetails, PopularityDetails, RunHeader, RunInfo, SasrecDetails, SftDetails, SoftDetails,
+    RUN_FILE,
 };
 
 pub const METRICS_FILE: &str = "metrics.json";
+pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 
 /// `metrics.json`: `{"HR@1": .., ..., "NDCG@50": ..}`, as the core's `Metrics::to_map` writes it.
 pub type MetricsFile = BTreeMap<String, f64>;
@@ -74,6 +76,21 @@ pub fn read_metrics(path: &Path) -> Result<MetricsFile> {
     read_json(path, "cannot read", "corrupted metrics; delete it to evaluate again")
 }
 
+/// The predictions an evaluation wrote to `path` (its output directory's [`PREDICTIONS_FILE`]),
+/// one per test example in the order of the sequences file.
+pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| {
+                format!("{}:{}: not a prediction; delete the file to evaluate again", path.display(), i + 1)
+            })
+        })
+        .collect()
+}
+
 pub fn execute(o: &Options) -> Result<()> {
     let header = RunHeader::load(&o.run)?;
     let catalog = Catalog::load(&o.items)?;
@@ -95,7 +112,7 @@ pub fn execute(o: &Options) -> Result<()> {
                 .with_context(|| format!("{}: cannot load SASRec weights", path.display()))?;
             model.rank(&catalog, &histories, RANKED_LEN)
         }
-        SftDetails::METHOD | SoftDetails::METHOD => {
+        SftDetails::METHOD | SoftDetails::METHOD | GuidanceOnlyDetails::METHOD => {
             let predictions = llm_predictions(o, &catalog, &histories, &targets)?;
             return finish(o, &header, &catalog, predictions);
         }
@@ -121,7 +138,7 @@ fn finish(o: &Options, header: &RunHeader, catalog: &Catalog, predictions: Vec<P
     write_files(
         &o.out,
         &[
-            ("predictions.jsonl".into(), lines.join("\n") + "\n"),
+            (PREDICTIONS_FILE.into(), lines.join("\n") + "\n"),
             (METRICS_FILE.into(), serde_json::to_string_pretty(&map)?),
         ],
     )?;

@@ -5,6 +5,7 @@ pub mod decoding;
 pub mod grounding;
 pub mod llm;
 pub mod metrics;
+pub mod statistics;
 
 use serde::{Deserialize, Serialize};
 

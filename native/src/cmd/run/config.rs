@@ -56,9 +56,10 @@ pub struct Args {
     /// Stop each training stage after this many optimizer steps (smoke tests of big models).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Pace of SOFT's curriculum (the reference sweeps 100, 10, 1, 0.1).
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub alpha: f64,
+    /// Pace of SOFT's curriculum; a comma-separated list runs SOFT once per alpha (the reference
+    /// sweeps 100,10,1,0.1): the first in soft/, each other in soft-alpha-A/.
+    #[arg(long, value_delimiter = ',', default_value = "1", allow_hyphen_values = true)]
+    pub alpha: Vec<f64>,
     /// Training prompts SOFT's distance d is measured on.
     #[arg(long)]
     pub d_samples: Option<usize>,
@@ -136,7 +137,9 @@ pub struct RunConfig {
     /// SFT's, and SOFT's epochs.
     #[serde(flatten)]
     pub sft: SftSettings,
-    pub alpha: f64,
+    /// SOFT's alphas; runs from before the sweep wrote a single number.
+    #[serde(deserialize_with = "one_or_many")]
+    pub alpha: Vec<f64>,
     pub d_samples: usize,
     pub seeds: Vec<u64>,
     pub sasrec_epochs: usize,
@@ -150,7 +153,16 @@ impl RunConfig {
         if args.seeds == 0 {
             bail!("--seeds must be at least 1");
         }
-        validate_alpha(args.alpha)?; // reject a bad alpha before any work
+        // Reject a bad alpha before any work.
+        if args.alpha.is_empty() {
+            bail!("--alpha needs at least one value");
+        }
+        for &alpha in &args.alpha {
+            validate_alpha(alpha)?;
+        }
+        if let Some(a) = args.alpha.iter().enumerate().find(|(i, a)| args.alpha[..*i].contains(a)).map(|(_, a)| a) {
+            bail!("--alpha lists {a} twice");
+        }
         let p = args.profile.settings();
         Ok(Self {
             profile: args.profile,
@@ -164,7 +176,7 @@ impl RunConfig {
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
                 decoding: args.decoding,
             },
-            alpha: args.alpha,
+            alpha: args.alpha.clone(),
             d_samples: args.d_samples.unwrap_or(p.d_samples),
             seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
             sasrec_epochs: args.sasrec_epochs.unwrap_or(p.sasrec_epochs),
@@ -180,6 +192,20 @@ impl RunConfig {
     pub fn sasrec_config(&self, seed: u64) -> SasRecConfig {
         SasRecConfig { max_epochs: self.sasrec_epochs, seed, ..Default::default() }
     }
+}
+
+/// A number or a list of numbers, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(xs) => xs,
+    })
 }
 
 #[cfg(test)]
@@ -198,11 +224,33 @@ mod tests {
         assert_eq!(config.data.domain, Some(soft_core::data::Domain::Books));
         assert_eq!(config.data.split, SplitConfig { train: 384, valid: 64, test: 200, seed: 42 });
         assert_eq!((config.sasrec_train_on, config.seeds.len()), (TrainOn::All, 2));
+        assert_eq!(config.alpha, [1.0], "a single alpha reads as a list of one");
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
         keys.retain(|k| *k != "sasrec_train_on");
         let old: serde_json::Value = serde_json::from_str(old).unwrap();
         assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config_of(flags: &[&str]) -> Result<RunConfig> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))?;
+        RunConfig::from_args(&cli.args)
+    }
+
+    #[test]
+    fn alpha_takes_the_reference_sweep_as_one_list() {
+        assert_eq!(config_of(&[]).unwrap().alpha, [1.0]);
+        assert_eq!(config_of(&["--alpha", "100,10,1,0.1"]).unwrap().alpha, [100.0, 10.0, 1.0, 0.1]);
+        let twice = config_of(&["--alpha", "1,10,1"]).unwrap_err().to_string();
+        assert!(twice.contains("twice"), "{twice}");
+        assert!(config_of(&["--alpha", "1,-2"]).is_err(), "a negative alpha is refused");
     }
 
     #[test]

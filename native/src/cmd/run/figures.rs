@@ -11,9 +11,9 @@ use crate::run_info::{RunInfo, SftDetails, SoftDetails};
 
 pub fn figures(out: &Path, config: &RunConfig) -> Result<Vec<PathBuf>> {
     let base = seed_dir(out, 0, config.seeds[0]);
-    let sft = RunInfo::<SftDetails>::load(&base.join(SFT.dir))?.details;
-    let soft = RunInfo::<SoftDetails>::load(&base.join(SOFT.dir))?.details.report;
-    let without_sa = RunInfo::<SoftDetails>::load(&base.join(SOFT_WITHOUT_SA.dir))?.details.report;
+    let sft = RunInfo::<SftDetails>::load(&base.join(SFT))?.details;
+    let soft = RunInfo::<SoftDetails>::load(&base.join(SOFT))?.details.report;
+    let without_sa = RunInfo::<SoftDetails>::load(&base.join(SOFT_WITHOUT_SA))?.details.report;
     let hr10 = vec![
         ("SFT".to_string(), sft.epochs.iter().map(|e| e.valid.hr_at(10)).collect()),
         ("SOFT".to_string(), soft.epochs.iter().map(|e| e.valid.hr_at(10)).collect()),

@@ -1,5 +1,5 @@
-//! `soft-train run`: every stage in order — data, baselines, (pre-training), SFT,
-//! self-distillation, SOFT and its "without SA" ablation — each method in its own run
+//! `soft-train run`: every stage in order — data, baselines, (pre-training), Guidance-Only, SFT,
+//! self-distillation, SOFT (once per alpha) and its "without SA" ablation — each method in its own run
 //! directory, all evaluated on the test split (free and constrained decoding), then one table,
 //! a report and the curriculum plots. `--resume DIR` skips what is complete and continues the
 //! rest from its last epoch checkpoint.
@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use soft_core::data::dataset::ITEMS_FILE;
+use soft_core::data::Catalog;
 use soft_core::model::pretrained::{tiny_dir, WEIGHTS_FILE};
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::pretrain::PretrainConfig;
@@ -22,7 +23,9 @@ use soft_core::train::scheduler::Schedule;
 
 pub use self::config::Args;
 use self::config::{RunConfig, CONFIG_FILE};
-use self::layout::{decodings, seed_dir, test_dir, Method, DATA_DIR, POPULARITY, SASREC, SFT, SOFT, SOFT_WITHOUT_SA};
+use self::layout::{
+    decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT, SOFT_WITHOUT_SA,
+};
 use super::baseline::{self, Baseline};
 use super::distill::{self, DISTILLED_FILE};
 use super::eval::{self, read_metrics, METRICS_FILE};
@@ -30,7 +33,7 @@ use super::prepare::{self, SPLIT_FILE, TEST_FILE};
 use super::{pretrain, sft, soft};
 use crate::backend::BackendChoice;
 use crate::run_dir::{read_json, write_files};
-use crate::run_info::{git_commit, RunHeader, TrainOn, REPORT_FILE, RUN_FILE};
+use crate::run_info::{git_commit, GuidanceOnlyDetails, RunHeader, TrainOn, REPORT_FILE, RUN_FILE};
 
 /// A stage's timing for the report.
 #[derive(Debug, Serialize)]
@@ -89,10 +92,10 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Evaluates the run in `dir` on the test split with every decoding `method` is evaluated with.
-    fn evals(&mut self, dir: &Path, method: &Method) -> Result<()> {
+    /// Evaluates the run in `dir` on the test split, a language model with both decodings.
+    fn evals(&mut self, dir: &Path, llm: bool) -> Result<()> {
         let data = self.out.join(DATA_DIR);
-        for &decoding in decodings(method) {
+        for &decoding in decodings(llm) {
             let out = dir.join(test_dir(decoding));
             let done = complete(&out.join(METRICS_FILE), read_metrics)?;
             let options = eval::Options {
@@ -116,13 +119,32 @@ impl Runner<'_> {
     fn popularity(&mut self) -> Result<()> {
         let options = baseline::Options {
             baseline: Baseline::Popularity,
-            out: self.out.join(POPULARITY.dir),
+            out: self.out.join(POPULARITY),
             data: self.config.data.clone(),
             train_on: TrainOn::All,
             backend: self.backend,
         };
         self.stage("popularity".into(), complete_run(&options.out)?, || baseline::execute(&options))?;
-        self.evals(&options.out, &POPULARITY)
+        self.evals(&options.out, false)
+    }
+
+    /// The base model prompted with the history, untuned: the paper's "Guidance-Only".
+    fn guidance_only(&mut self) -> Result<()> {
+        let c = self.config;
+        let options = baseline::Options {
+            baseline: Baseline::GuidanceOnly(GuidanceOnlyDetails {
+                base_model: c.model.clone(),
+                beams: c.sft_config(c.seeds[0]).beams,
+                max_new_tokens: c.sft.max_new_tokens,
+                decoding: c.sft.decoding,
+            }),
+            out: self.out.join(GUIDANCE_ONLY),
+            data: c.data.clone(),
+            train_on: TrainOn::All,
+            backend: self.backend,
+        };
+        self.stage("guidance-only".into(), complete_run(&options.out)?, || baseline::execute(&options))?;
+        self.evals(&options.out, true)
     }
 
     /// The `tiny` model, pre-trained on this dataset unless it exists.
@@ -143,15 +165,15 @@ impl Runner<'_> {
 
         let sasrec = baseline::Options {
             baseline: Baseline::Sasrec(c.sasrec_config(seed)),
-            out: base.join(SASREC.dir),
+            out: base.join(SASREC),
             data: c.data.clone(),
             train_on: c.sasrec_train_on,
             backend,
         };
         self.stage(format!("sasrec, seed {seed}"), complete_run(&sasrec.out)?, || baseline::execute(&sasrec))?;
-        self.evals(&sasrec.out, &SASREC)?;
+        self.evals(&sasrec.out, false)?;
 
-        let sft_dir = base.join(SFT.dir);
+        let sft_dir = base.join(SFT);
         let sft = sft::Options {
             model: c.model.clone(),
             out: sft_dir.clone(),
@@ -161,18 +183,21 @@ impl Runner<'_> {
             resume: sft_dir.exists(),
         };
         self.stage(format!("sft, seed {seed}"), complete_run(&sft_dir)?, || sft::execute(&sft))?;
-        self.evals(&sft_dir, &SFT)?;
+        self.evals(&sft_dir, true)?;
 
         let distill = distill::Options { run: sft_dir.clone(), data: c.data.clone(), backend };
         let done = complete(&sft_dir.join(DISTILLED_FILE), |p| Ok(load_jsonl(p)?))?;
         self.stage(format!("distill, seed {seed}"), done, || distill::execute(&distill))?;
 
-        for (method, schedule) in [(SOFT, Schedule::Adaptive), (SOFT_WITHOUT_SA, Schedule::DistilledOnly)] {
-            let dir = base.join(method.dir);
+        // SOFT once per alpha, then the ablation (its schedule ignores alpha).
+        let runs = c.alpha.iter().enumerate().map(|(i, &a)| (soft_dir(i, a), Schedule::Adaptive, a));
+        let ablation = (SOFT_WITHOUT_SA.to_string(), Schedule::DistilledOnly, c.alpha[0]);
+        for (name, schedule, alpha) in runs.chain([ablation]) {
+            let dir = base.join(&name);
             let soft = soft::Options {
                 sft: sft_dir.clone(),
                 out: dir.clone(),
-                alpha: c.alpha,
+                alpha,
                 schedule,
                 epochs: Some(c.sft.epochs),
                 d_samples: c.d_samples,
@@ -180,8 +205,8 @@ impl Runner<'_> {
                 backend,
                 resume: dir.exists(),
             };
-            self.stage(format!("{}, seed {seed}", method.dir), complete_run(&dir)?, || soft::execute(&soft))?;
-            self.evals(&dir, &method)?;
+            self.stage(format!("{name}, seed {seed}"), complete_run(&dir)?, || soft::execute(&soft))?;
+            self.evals(&dir, true)?;
         }
         Ok(())
     }
@@ -216,11 +241,13 @@ pub fn execute(args: &Args) -> Result<()> {
     if config.model == "tiny" {
         runner.pretrain_tiny()?;
     }
+    runner.guidance_only()?;
     for (i, &seed) in config.seeds.iter().enumerate() {
         runner.seed(i, seed)?;
     }
 
-    let table = table::table(&out, &config)?;
+    let catalog = Catalog::load(&out.join(DATA_DIR).join(ITEMS_FILE))?;
+    let table = table::table(&out, &config, &catalog)?;
     println!("{table}");
     let plots = figures::figures(&out, &config)?;
     let report = Report {

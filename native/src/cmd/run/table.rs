@@ -1,18 +1,24 @@
-//! The table of a run: every method's test metrics (mean ± sample std over seeds) and SOFT's
-//! gain over SFT, as Markdown.
+//! The table of a run: every method's test metrics with a 95 % bootstrap interval over test
+//! examples (and the mean ± sample std over seeds), then SOFT against SFT paired on the same
+//! examples, as Markdown.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
+use soft_core::eval::statistics::{bootstrap_mean, paired, Interval, Metric, LEVEL, RESAMPLES};
+use soft_core::eval::target_rank;
 
 use super::config::RunConfig;
-use super::layout::{decodings, seed_dir, test_dir, Method, METHODS, POPULARITY, SFT, SOFT};
-use crate::cmd::eval::{read_metrics, METRICS_FILE};
+use super::layout::{decodings, method_dirs, methods, test_dir, Method, SFT, SOFT};
+use crate::cmd::eval::{read_metrics, read_predictions, METRICS_FILE, PREDICTIONS_FILE};
 
 /// The columns, as `metrics.json` names them.
-const KEYS: [&str; 6] = ["HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"];
+const KEYS: [Metric; 6] =
+    [Metric::Hr(5), Metric::Hr(10), Metric::Hr(20), Metric::Ndcg(5), Metric::Ndcg(10), Metric::Ndcg(20)];
+/// Seed of every bootstrap: the same run always gets the same table.
+const BOOTSTRAP_SEED: u64 = 2505;
 
 /// Mean and sample standard deviation.
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -22,56 +28,142 @@ fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// One row's metrics over seeds: per key (mean, std).
-fn row(out: &Path, config: &RunConfig, method: &Method, decoding: Decoding) -> Result<Vec<(f64, f64)>> {
-    let dirs: Vec<PathBuf> = if method.dir == POPULARITY.dir {
-        vec![out.join(method.dir)]
-    } else {
-        config.seeds.iter().enumerate().map(|(i, &s)| seed_dir(out, i, s).join(method.dir)).collect()
-    };
-    let runs = dirs
-        .iter()
-        .map(|d| read_metrics(&d.join(test_dir(decoding)).join(METRICS_FILE)))
-        .collect::<Result<Vec<_>>>()?;
-    KEYS.iter()
-        .map(|&k| {
-            let values = runs.iter().map(|m| m.get(k).copied().with_context(|| format!("metrics without {k}")));
-            Ok(mean_std(&values.collect::<Result<Vec<f64>>>()?))
-        })
-        .collect()
+/// One method with one decoding: per seed its metrics, per test example its target's rank.
+struct Evaluated {
+    /// `metrics.json` of each seed.
+    seed_values: Vec<Vec<f64>>,
+    /// Per seed, per test example.
+    ranks: Vec<Vec<Option<usize>>>,
 }
 
-pub fn table(out: &Path, config: &RunConfig) -> Result<String> {
+impl Evaluated {
+    fn load(out: &Path, config: &RunConfig, method: &Method, decoding: Decoding, catalog: &Catalog) -> Result<Self> {
+        let (mut seed_values, mut ranks): (Vec<Vec<f64>>, Vec<Vec<Option<usize>>>) = (Vec::new(), Vec::new());
+        for dir in method_dirs(out, &config.seeds, method) {
+            let eval = dir.join(test_dir(decoding));
+            let metrics = read_metrics(&eval.join(METRICS_FILE))?;
+            let values = KEYS
+                .iter()
+                .map(|k| {
+                    let name = k.name();
+                    metrics
+                        .get(&name)
+                        .copied()
+                        .with_context(|| format!("{}: no {name}", eval.join(METRICS_FILE).display()))
+                })
+                .collect::<Result<Vec<f64>>>()?;
+            let predictions = read_predictions(&eval.join(PREDICTIONS_FILE))?;
+            seed_values.push(values);
+            ranks.push(predictions.iter().map(|p| target_rank(catalog, p)).collect());
+        }
+        if ranks.windows(2).any(|w| w[0].len() != w[1].len()) {
+            bail!("{}: seeds evaluated on different numbers of test examples", method.label);
+        }
+        Ok(Self { seed_values, ranks })
+    }
+
+    /// Per test example, `metric` averaged over seeds.
+    fn example_values(&self, metric: Metric) -> Vec<f64> {
+        let per_seed: Vec<Vec<f64>> = self.ranks.iter().map(|r| metric.values(r)).collect();
+        (0..per_seed[0].len()).map(|i| per_seed.iter().map(|v| v[i]).sum::<f64>() / per_seed.len() as f64).collect()
+    }
+
+    fn interval(&self, metric: Metric) -> Interval {
+        bootstrap_mean(&self.example_values(metric), BOOTSTRAP_SEED)
+    }
+
+    fn test_examples(&self) -> usize {
+        self.ranks[0].len()
+    }
+}
+
+fn row_label(method: &Method, decoding: Decoding) -> String {
+    match decoding {
+        Decoding::Constrained => format!("{}, constrained", method.label),
+        Decoding::Free => method.label.clone(),
+    }
+}
+
+pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String> {
     let seeds = config.seeds.len();
-    let cell = |(m, s): (f64, f64)| if seeds > 1 { format!("{m:.4} ± {s:.4}") } else { format!("{m:.4}") };
-    let mut text = format!(
-        "\n{} test examples, {} seed(s) ({}); mean ± sample std over seeds\n\n| method | {} |\n|---|{}\n",
-        config.data.split.test,
-        seeds,
-        config.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        KEYS.join(" | "),
-        "---|".repeat(KEYS.len())
-    );
-    let mut rows = BTreeMap::new();
-    for method in &METHODS {
-        for &decoding in decodings(method) {
-            let r = row(out, config, method, decoding)?;
-            let label = match decoding {
-                Decoding::Constrained => format!("{}, constrained", method.label),
-                Decoding::Free => method.label.to_string(),
-            };
-            text += &format!("| {label} | {} |\n", r.iter().map(|&c| cell(c)).collect::<Vec<_>>().join(" | "));
-            rows.insert((method.dir, decoding), r);
+    let methods = methods(&config.alpha);
+    let mut loaded = Vec::new();
+    for method in &methods {
+        for &decoding in decodings(method.llm) {
+            let e = Evaluated::load(out, config, method, decoding, catalog)
+                .with_context(|| format!("table row {}", row_label(method, decoding)))?;
+            loaded.push((method, decoding, e));
         }
     }
-    for decoding in [Decoding::Free, Decoding::Constrained] {
-        let (sft, soft) = (&rows[&(SFT.dir, decoding)], &rows[&(SOFT.dir, decoding)]);
-        let gains: Vec<String> = sft
+    let n = loaded[0].2.test_examples();
+    let spread = if seeds > 1 { "mean ± sample std over seeds, then " } else { "" };
+    let mut text = format!(
+        "\n{n} test examples, {seeds} seed(s) ({}). Each cell: {spread}the {:.0} % bootstrap interval over test \
+         examples ({RESAMPLES} resamples{}). One hit moves HR by 1/{n} = {:.4}.\n\n| method | {} |\n|---|{}\n",
+        config.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        100.0 * LEVEL,
+        if seeds > 1 { " of per-example values averaged over seeds" } else { "" },
+        1.0 / n as f64,
+        KEYS.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(KEYS.len())
+    );
+    for (method, decoding, e) in &loaded {
+        let cells: Vec<String> = KEYS
             .iter()
-            .zip(soft)
-            .map(|(a, b)| if a.0 > 0.0 { format!("{:+.1} %", 100.0 * (b.0 / a.0 - 1.0)) } else { "n/a".into() })
+            .enumerate()
+            .map(|(j, &k)| {
+                let i = e.interval(k);
+                let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
+                let head =
+                    if seeds > 1 && method.seeded { format!("{mean:.4} ± {std:.4}") } else { format!("{mean:.4}") };
+                format!("{head} [{:.4}, {:.4}]", i.low, i.high)
+            })
             .collect();
-        text += &format!("| SOFT vs SFT ({}) | {} |\n", decoding.name(), gains.join(" | "));
+        text += &format!("| {} | {} |\n", row_label(method, *decoding), cells.join(" | "));
     }
+    text += &soft_vs_sft(&loaded, n)?;
+    Ok(text)
+}
+
+/// SOFT (first alpha) against SFT on the same test examples: the paired difference with its
+/// interval and p-value, and how many hits the noise spans.
+fn soft_vs_sft(loaded: &[(&Method, Decoding, Evaluated)], n: usize) -> Result<String> {
+    let find = |dir: &str, d: Decoding| {
+        loaded.iter().find(|(m, dd, _)| m.dir == dir && *dd == d).map(|(_, _, e)| e).context("SFT or SOFT row missing")
+    };
+    let mut text = format!(
+        "\nSOFT vs SFT, paired over the same {n} test examples (resampled together; p: two-sided paired \
+         sign-flip test, {RESAMPLES} permutations)\n\n| decoding | metric | SFT | SOFT | SOFT − SFT [{:.0} % interval] | \
+         relative | p |\n|---|---|---|---|---|---|---|\n",
+        100.0 * LEVEL
+    );
+    let mut noise_hits = 0.0f64;
+    for decoding in [Decoding::Free, Decoding::Constrained] {
+        let (sft, soft) = (find(SFT, decoding)?, find(SOFT, decoding)?);
+        for k in KEYS {
+            let p =
+                paired(&sft.example_values(k), &soft.example_values(k), BOOTSTRAP_SEED).map_err(anyhow::Error::msg)?;
+            let relative = p.relative.map_or("n/a".into(), |r| format!("{:+.1} %", 100.0 * r));
+            text += &format!(
+                "| {} | {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] | {relative} | {:.3} |\n",
+                decoding.name(),
+                k.name(),
+                p.a,
+                p.b,
+                p.difference.mean,
+                p.difference.low,
+                p.difference.high,
+                p.p_value
+            );
+            if k == Metric::Hr(10) {
+                noise_hits = noise_hits.max(p.difference.half_width() * n as f64);
+            }
+        }
+    }
+    text += &format!(
+        "\nOn {n} examples a SOFT − SFT difference in HR@10 of fewer than about {:.0} hits lies inside the paired \
+         interval: noise, not a result.\n",
+        noise_hits.ceil()
+    );
     Ok(text)
 }

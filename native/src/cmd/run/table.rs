@@ -160,10 +160,14 @@ fn soft_vs_sft(loaded: &[(&Method, Decoding, Evaluated)], n: usize) -> Result<St
             }
         }
     }
-    text += &format!(
-        "\nOn {n} examples a SOFT − SFT difference in HR@10 of fewer than about {:.0} hits lies inside the paired \
-         interval: noise, not a result.\n",
-        noise_hits.ceil()
-    );
+    text += &if noise_hits > 0.0 {
+        format!(
+            "\nOn {n} examples a SOFT − SFT difference in HR@10 of fewer than about {:.0} hits lies inside the paired \
+             interval: noise, not a result.\n",
+            noise_hits.ceil()
+        )
+    } else {
+        "\nSFT and SOFT hit (HR@10) on exactly the same examples: there is no difference to judge.\n".to_string()
+    };
     Ok(text)
 }

@@ -78,6 +78,7 @@ impl LoadedRun {
             special: &self.base.special,
             grounder: &self.grounder,
             domain,
+            prompt: self.config.prompt.clone(),
             beam: self.beam.clone(),
         }
     }

@@ -219,8 +219,15 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
             )
         })
         .collect();
-    let train_config =
-        TrainConfig { lr: s.lr, warmup_steps: 0, weight_decay: 0.0, micro_batch: batch, grad_accum: 1, seed, max_steps: None };
+    let train_config = TrainConfig {
+        lr: s.lr,
+        warmup_steps: 0,
+        weight_decay: 0.0,
+        micro_batch: batch,
+        grad_accum: 1,
+        seed,
+        max_steps: None,
+    };
     let trainer = || -> Result<LmTrainer> {
         let model = Llama::init(&c, &device.clone().autodiff())?.with_lora(&s.lora, seed)?;
         Ok(LmTrainer::new(model, train_config.clone(), 0))
@@ -240,7 +247,8 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
             let dist: Vec<&[u32]> = examples.iter().map(|e| e.2.as_slice()).collect();
             let units = (batch * (s.prompt_tokens + 2 * s.response_tokens)) as f64;
             measure(args.warmup, args.runs, units, || {
-                let mut losses = shared_prompt_losses(&trainer.model, &prompts, &[real.clone(), dist.clone()])?.into_iter();
+                let mut losses =
+                    shared_prompt_losses(&trainer.model, &prompts, &[real.clone(), dist.clone()])?.into_iter();
                 let (lr, ld) = (losses.next().expect("two sets"), losses.next().expect("two sets"));
                 // SOFT's loop reads both losses for its records; so does the bench.
                 let _: (f32, f32) = (lr.clone().into_scalar(), ld.clone().into_scalar());
@@ -305,8 +313,18 @@ fn plan(args: &Args) -> Vec<(BenchModel, Work, usize, String)> {
                     }
                 }
                 Work::Grounding => out.push((m, w, s.queries, format!("{} x {}, top-{}", s.queries, s.items, s.top_k))),
-                Work::Train => out.push((m, w, s.batch, format!("batch {} x ({} + {}) tokens", s.batch, s.prompt_tokens, s.response_tokens))),
-                Work::Soft => out.push((m, w, s.batch, format!("batch {} x ({} + 2 x {}) tokens", s.batch, s.prompt_tokens, s.response_tokens))),
+                Work::Train => out.push((
+                    m,
+                    w,
+                    s.batch,
+                    format!("batch {} x ({} + {}) tokens", s.batch, s.prompt_tokens, s.response_tokens),
+                )),
+                Work::Soft => out.push((
+                    m,
+                    w,
+                    s.batch,
+                    format!("batch {} x ({} + 2 x {}) tokens", s.batch, s.prompt_tokens, s.response_tokens),
+                )),
             }
         }
     }
@@ -386,7 +404,8 @@ fn pytorch_rows(args: &Args, plan: &[(BenchModel, Work, usize, String)], cores: 
         })).collect::<Vec<_>>(),
     });
     let spec_path = std::env::temp_dir().join(format!("soft-bench-spec-{}.json", std::process::id()));
-    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("writing {}", spec_path.display()))?;
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("writing {}", spec_path.display()))?;
     eprintln!("PyTorch side: {} {}", python.display(), script.display());
     let out = Command::new(&python)
         .arg(&script)
@@ -416,7 +435,9 @@ fn fmt_rate(x: f64) -> String {
 }
 
 fn print_table(rows: &[Row], cpu: &Cpu) {
-    println!("| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | MFU project | MFU PyTorch |");
+    println!(
+        "| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | MFU project | MFU PyTorch |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mfu = |rate: f64, f: f64| format!("{:.1} %", 100.0 * rate * f / (cpu.peak_gflops * 1e9));
     for r in rows {
@@ -474,7 +495,14 @@ pub fn execute(args: &Args) -> Result<()> {
     let cpu = cpu();
     let plan = plan(args);
     let s = Shapes::reference();
-    eprintln!("bench on {} ({} threads): {} measurements x ({} warm-up + {} runs)", backend.name, cpu.cores, plan.len(), args.warmup, args.runs);
+    eprintln!(
+        "bench on {} ({} threads): {} measurements x ({} warm-up + {} runs)",
+        backend.name,
+        cpu.cores,
+        plan.len(),
+        args.warmup,
+        args.runs
+    );
     let mut rows = Vec::new();
     for (model, work, batch, variant) in &plan {
         let project = project_row(args, &backend.device, *model, *work, *batch)

@@ -56,9 +56,16 @@ pub fn execute(args: &Args) -> Result<()> {
     };
     if let Some(path) = &args.logits {
         let n = ids.len();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, n]), &model.device());
+        let tokens = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&t| t as i64).collect(), [1, n]),
+            &model.device(),
+        );
         let logits = model.forward(tokens, Tensor::ones([1, n], &model.device()), None).narrow(1, n - 1, 1);
-        let values = logits.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
         soft_core::atomic_file::write_atomic(path, serde_json::to_string(&values)?.as_bytes())?;
     }
     let out = if args.beams <= 1 {

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod prepare;
 pub mod pretrain;
+pub mod prompt_args;
 pub mod run;
 pub mod run_dir_args;
 pub mod sft;

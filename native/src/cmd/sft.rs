@@ -10,7 +10,11 @@ use soft_core::eval::decoding::Decoding;
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
+use soft_core::data::prompt::PromptOptions;
+use soft_core::model::config::LoraConfig;
+
 use super::data_args::{DataArgs, DataOptions};
+use super::prompt_args::PromptArgs;
 use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::grounder_cache::grounder;
@@ -47,6 +51,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "free")]
     pub decoding: Decoding,
     #[command(flatten)]
+    pub prompt: PromptArgs,
+    #[command(flatten)]
     pub run_dir: RunDirArgs,
 }
 
@@ -71,6 +77,15 @@ pub struct SftSettings {
     pub grad_accum: usize,
     pub max_new_tokens: usize,
     pub decoding: Decoding,
+    /// Missing in runs started before the options existed: the paper's prompt and targets.
+    #[serde(default)]
+    pub prompt: PromptOptions,
+    #[serde(default = "default_lora_targets")]
+    pub lora_targets: Vec<String>,
+}
+
+fn default_lora_targets() -> Vec<String> {
+    LoraConfig::default().target_modules
 }
 
 impl SftSettings {
@@ -80,8 +95,10 @@ impl SftSettings {
             beams,
             max_new_tokens: self.max_new_tokens,
             decoding: self.decoding,
+            prompt: self.prompt.clone(),
             ..Default::default()
         };
+        config.lora.target_modules = self.lora_targets.clone();
         config.train.max_steps = self.max_steps;
         config.train.grad_accum = self.grad_accum;
         config.train.lr = self.lr;
@@ -99,6 +116,8 @@ impl From<Args> for Options {
             grad_accum: args.grad_accum,
             max_new_tokens: args.max_new_tokens,
             decoding: args.decoding,
+            prompt: args.prompt.prompt(),
+            lora_targets: args.prompt.lora_targets(),
         };
         let RunDirArgs { out, backend, resume } = args.run_dir;
         let config = settings.config(args.beams, args.seed);

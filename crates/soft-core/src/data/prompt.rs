@@ -54,6 +54,62 @@ impl Domain {
 
 const PREAMBLE: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.";
 
+/// The text around the history: the reference's Alpaca prompt, or the ChatML turns of an Instruct
+/// model such as SmolLM2, which was tuned on `<|im_start|>user ... <|im_end|>` and not on Alpaca.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    #[default]
+    Alpaca,
+    Chat,
+}
+
+/// How a history becomes a prompt. The defaults are the paper's prompt: every history title,
+/// whole, in the Alpaca template. Shorter prompts train faster on a CPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PromptOptions {
+    pub template: Template,
+    /// Only the last N titles of the history.
+    pub history_len: Option<usize>,
+    /// Each title cut to its first M tokens.
+    pub title_tokens: Option<usize>,
+}
+
+impl PromptOptions {
+    pub fn validate(&self) -> crate::Result<()> {
+        for (name, v) in [("history_len", self.history_len), ("title_tokens", self.title_tokens)] {
+            if v == Some(0) {
+                return Err(crate::Error::config("prompt options", format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The titles of `history` the prompt shows: the last `history_len` of them.
+    pub fn recent<'a, T>(&self, history: &'a [T]) -> &'a [T] {
+        let n = self.history_len.map_or(history.len(), |n| n.min(history.len()));
+        &history[history.len() - n..]
+    }
+}
+
+/// The prompt in `template`; the model continues from its end.
+pub fn prompt_in(template: Template, domain: Domain, history_titles: &[&str]) -> String {
+    match template {
+        Template::Alpaca => prompt(domain, history_titles),
+        Template::Chat => {
+            let quoted: Vec<String> = history_titles.iter().map(|t| format!("\"{t}\"")).collect();
+            format!(
+                "<|im_start|>user\n{}\n{}{}<|im_end|>\n<|im_start|>assistant\n",
+                domain.instruction(),
+                domain.history_lead(),
+                quoted.join(", ")
+            )
+        }
+    }
+}
+
 /// Everything up to and including `### Response:\n`; the model continues from there.
 pub fn prompt(domain: Domain, history_titles: &[&str]) -> String {
     let quoted: Vec<String> = history_titles.iter().map(|t| format!("\"{t}\"")).collect();
@@ -99,6 +155,24 @@ mod tests {
         for d in ["books", "movies", "games", "generic"] {
             assert_eq!(Domain::parse(d).unwrap().name(), d);
         }
+    }
+
+    #[test]
+    fn chat_template_and_shorter_histories() {
+        let chat = prompt_in(Template::Chat, Domain::Books, &["A", "B"]);
+        assert_eq!(
+            chat,
+            "<|im_start|>user\nGiven a list of books the user has read before, please recommend a new book that the \
+             user likes to the user.\nThe user has read the following books before: \"A\", \"B\"<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        assert_eq!(prompt_in(Template::Alpaca, Domain::Books, &["A"]), prompt(Domain::Books, &["A"]));
+        let last2 = PromptOptions { history_len: Some(2), ..Default::default() };
+        assert_eq!(last2.recent(&[1, 2, 3, 4]), &[3, 4]);
+        assert_eq!(last2.recent(&[9]), &[9]);
+        assert_eq!(PromptOptions::default().recent(&[1, 2, 3]), &[1, 2, 3]);
+        let old: PromptOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(old, PromptOptions::default(), "configs without the options read as the paper's prompt");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use tokenizers::Tokenizer;
 
+use crate::data::prompt::PromptOptions;
 use crate::data::{prompt, Catalog, Domain};
 use crate::eval::grounding::embed_last_token;
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
@@ -25,6 +26,34 @@ const GENERATE_BATCH: usize = 32;
 pub fn history_prompt(catalog: &Catalog, domain: Domain, history: &[u32]) -> String {
     let titles: Vec<&str> = history.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
     prompt::prompt(domain, &titles)
+}
+
+/// The prompt of a history as `options` shape it (template, last N titles, titles cut to M
+/// tokens); with the default options, [`history_prompt`]'s text.
+pub fn history_prompt_with(
+    catalog: &Catalog,
+    domain: Domain,
+    options: &PromptOptions,
+    tokenizer: &Tokenizer,
+    history: &[u32],
+) -> Result<String> {
+    let titles = options
+        .recent(history)
+        .iter()
+        .map(|&id| {
+            let title = catalog.title(id).unwrap_or_default();
+            match options.title_tokens {
+                Some(m) => {
+                    let ids = encode(tokenizer, title)?;
+                    let cut = &ids[..m.min(ids.len())];
+                    tokenizer.decode(cut, true).map_err(|e| Error::tokenizer("cutting a title", e))
+                }
+                None => Ok(title.to_string()),
+            }
+        })
+        .collect::<Result<Vec<String>>>()?;
+    let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+    Ok(prompt::prompt_in(options.template, domain, &titles))
 }
 
 /// Item embeddings of every grounding item, computed once with the base model.
@@ -131,12 +160,18 @@ pub struct LlmRecommender<'a> {
     pub special: &'a SpecialIds,
     pub grounder: &'a Grounder,
     pub domain: Domain,
+    pub prompt: PromptOptions,
     pub beam: BeamConfig,
 }
 
 impl LlmRecommender<'_> {
+    /// The prompt this recommender writes an answer to for `history`.
+    pub fn prompt_of(&self, catalog: &Catalog, history: &[u32]) -> Result<String> {
+        history_prompt_with(catalog, self.domain, &self.prompt, self.tokenizer, history)
+    }
+
     pub fn recommend(&self, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
-        let prompts: Vec<String> = histories.iter().map(|h| history_prompt(catalog, self.domain, h)).collect();
+        let prompts: Vec<String> = histories.iter().map(|h| self.prompt_of(catalog, h)).collect::<Result<_>>()?;
         let answers = generate_answers(self.tuned, self.tokenizer, self.special, &prompts, &self.beam)?;
         let ranked = self.grounder.rank(self.base, self.tokenizer, self.special, &answers, RANKED_LEN)?;
         Ok(answers

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::text::{read_bytes, utf8_lines};
 use crate::data::{prompt, Catalog, Window};
-use crate::eval::llm::{generate_answers, history_prompt, Grounder, LlmRecommender};
+use crate::eval::llm::{generate_answers, Grounder, LlmRecommender};
 use crate::{Error, Result};
 
 /// One line of the auxiliary dataset (JSONL).
@@ -26,7 +26,7 @@ pub struct Distilled {
 
 /// The auxiliary dataset for `windows`, in their order.
 pub fn distill(rec: &LlmRecommender, catalog: &Catalog, windows: &[Window]) -> Result<Vec<Distilled>> {
-    let prompts: Vec<String> = windows.iter().map(|w| history_prompt(catalog, rec.domain, w.history())).collect();
+    let prompts: Vec<String> = windows.iter().map(|w| rec.prompt_of(catalog, w.history())).collect::<Result<_>>()?;
     let answers = generate_answers(rec.tuned, rec.tokenizer, rec.special, &prompts, &rec.beam)?;
     let nearest = nearest_items(rec.grounder, rec, &answers)?;
     Ok(prompts

@@ -6,9 +6,10 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::data::prompt::PromptOptions;
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
 use crate::eval::decoding::Decoding;
-use crate::eval::llm::{history_prompt, Grounder, LlmRecommender};
+use crate::eval::llm::{history_prompt_with, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
 use crate::model::generate::BeamConfig;
@@ -35,6 +36,9 @@ pub struct SftConfig {
     /// Decoding of every answer the stage generates (validation; later distillation and d).
     #[serde(default)]
     pub decoding: Decoding,
+    /// How histories become prompts (missing in older runs: the paper's prompt).
+    #[serde(default)]
+    pub prompt: PromptOptions,
 }
 
 impl Default for SftConfig {
@@ -57,6 +61,7 @@ impl Default for SftConfig {
             beams: 4,
             max_new_tokens: 64,
             decoding: Decoding::Free,
+            prompt: PromptOptions::default(),
         }
     }
 }
@@ -94,18 +99,15 @@ pub fn examples(
     special: &SpecialIds,
     catalog: &Catalog,
     domain: Domain,
+    options: &PromptOptions,
     windows: &[Window],
 ) -> Result<Vec<LmExample>> {
     windows
         .iter()
         .map(|w| {
             let title = catalog.title(w.target()).unwrap_or_default();
-            response_example(
-                tokenizer,
-                special,
-                &history_prompt(catalog, domain, w.history()),
-                &prompt::response(title),
-            )
+            let prompt = history_prompt_with(catalog, domain, options, tokenizer, w.history())?;
+            response_example(tokenizer, special, &prompt, &prompt::response(title))
         })
         .collect()
 }
@@ -155,7 +157,7 @@ impl<'a> SftInputs<'a> {
     }
 }
 
-pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, beam: &BeamConfig) -> Result<Metrics> {
+pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, prompt: &PromptOptions, beam: &BeamConfig) -> Result<Metrics> {
     let rec = LlmRecommender {
         tuned,
         base: inputs.base,
@@ -163,6 +165,7 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, beam: &BeamConfig) -> Re
         special: inputs.special,
         grounder: inputs.grounder,
         domain: inputs.domain,
+        prompt: prompt.clone(),
         beam: beam.clone(),
     };
     let histories: Vec<&[u32]> = inputs.valid.iter().map(Window::history).collect();
@@ -180,7 +183,8 @@ pub fn sft(
     checkpoints: Option<&Checkpoints>,
     progress: Progress,
 ) -> Result<Tuned> {
-    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, inputs.train)?;
+    config.prompt.validate()?;
+    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
     let beam = config.decoding_beam(inputs)?;
     let epochs = EpochLoop {
         lora: &config.lora,
@@ -200,7 +204,7 @@ pub fn sft(
             let tokens = batch.iter().map(|e| e.tokens.len()).sum();
             Ok(trainer.micro_step(&batch)?.map(|loss| (loss, tokens)))
         })?;
-        let valid = valid_metrics(inputs, &trainer.model.valid(), &beam)?;
+        let valid = valid_metrics(inputs, &trainer.model.valid(), &config.prompt, &beam)?;
         progress(Event::Epoch { epoch, loss, hr_at_10: valid.hr_at(10), ndcg_at_10: valid.ndcg_at(10) });
         let record = EpochRecord { epoch, loss, valid, seconds: started.elapsed().as_secs_f64(), tokens_per_second };
         Ok(EpochOutcome { record, score: valid.hr_at(10) })

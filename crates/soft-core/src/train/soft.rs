@@ -13,8 +13,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::prompt::strip_response;
+use crate::data::prompt::PromptOptions;
 use crate::data::Window;
-use crate::eval::llm::{embed_texts, generate_answers, history_prompt};
+use crate::eval::llm::{embed_texts, generate_answers, history_prompt_with};
 use crate::eval::Metrics;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
@@ -94,8 +95,11 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn new(inputs: &SftInputs, windows: &[Window]) -> Result<Self> {
-        let prompts = windows.iter().map(|w| history_prompt(inputs.catalog, inputs.domain, w.history())).collect();
+    pub fn new(inputs: &SftInputs, options: &PromptOptions, windows: &[Window]) -> Result<Self> {
+        let prompts = windows
+            .iter()
+            .map(|w| history_prompt_with(inputs.catalog, inputs.domain, options, inputs.tokenizer, w.history()))
+            .collect::<Result<_>>()?;
         let titles: Vec<&str> = windows.iter().map(|w| inputs.catalog.title(w.target()).unwrap_or_default()).collect();
         Ok(Self { prompts, truth: embed_texts(inputs.base, inputs.tokenizer, inputs.special, &titles)? })
     }
@@ -166,7 +170,7 @@ pub fn soft(
     let mut sample: Vec<Window> = inputs.train.to_vec();
     sample.shuffle(&mut StdRng::seed_from_u64(config.sft.train.seed));
     sample.truncate(config.d_samples);
-    let probe = Probe::new(inputs, &sample)?;
+    let probe = Probe::new(inputs, &config.sft.prompt, &sample)?;
 
     let saved = match checkpoints {
         Some(c) => c.latest::<SoftEpoch, SoftCheckpoint>()?.map(|(_, state)| state.extra.d0),
@@ -210,7 +214,7 @@ pub fn soft(
         })?;
         let tuned = trainer.model.valid();
         let d = probe.measure_d(&tuned, inputs, &beam)?;
-        let valid = valid_metrics(inputs, &tuned, &beam)?;
+        let valid = valid_metrics(inputs, &tuned, &config.sft.prompt, &beam)?;
         let n = n.max(1) as f32;
         let record = SoftEpoch {
             epoch,

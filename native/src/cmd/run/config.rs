@@ -13,6 +13,7 @@ use soft_core::train::sft::SftConfig;
 
 use crate::backend::BackendChoice;
 use crate::cmd::data_args::{DataArgs, DataOptions};
+use crate::cmd::prompt_args::PromptArgs;
 use crate::cmd::sft::SftSettings;
 use crate::run_info::TrainOn;
 
@@ -82,6 +83,11 @@ pub struct Args {
     /// First seed of SASRec, SFT and SOFT.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Learning rate of SFT and SOFT (default: the profile's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -171,10 +177,12 @@ impl RunConfig {
             sft: SftSettings {
                 epochs: args.epochs.unwrap_or(p.epochs),
                 max_steps: args.max_steps,
-                lr: p.lr,
+                lr: args.lr.unwrap_or(p.lr),
                 grad_accum: p.grad_accum,
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
                 decoding: args.decoding,
+                prompt: args.prompt.prompt(),
+                lora_targets: args.prompt.lora_targets(),
             },
             alpha: args.alpha.clone(),
             d_samples: args.d_samples.unwrap_or(p.d_samples),
@@ -227,7 +235,7 @@ mod tests {
         assert_eq!(config.alpha, [1.0], "a single alpha reads as a list of one");
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
-        keys.retain(|k| *k != "sasrec_train_on");
+        keys.retain(|k| !["sasrec_train_on", "prompt", "lora_targets"].contains(k));
         let old: serde_json::Value = serde_json::from_str(old).unwrap();
         assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
     }
@@ -251,6 +259,30 @@ mod tests {
         let twice = config_of(&["--alpha", "1,10,1"]).unwrap_err().to_string();
         assert!(twice.contains("twice"), "{twice}");
         assert!(config_of(&["--alpha", "1,-2"]).is_err(), "a negative alpha is refused");
+    }
+
+    #[test]
+    fn prompt_and_lora_levers_reach_the_sft_config() {
+        let c = config_of(&[
+            "--prompt-template",
+            "chat",
+            "--history-len",
+            "5",
+            "--title-tokens",
+            "12",
+            "--lora-targets",
+            "q_proj,k_proj,v_proj,o_proj",
+            "--lr",
+            "0.01",
+        ])
+        .unwrap()
+        .sft_config(1);
+        assert_eq!(c.prompt.template, soft_core::data::prompt::Template::Chat);
+        assert_eq!((c.prompt.history_len, c.prompt.title_tokens), (Some(5), Some(12)));
+        assert_eq!(c.lora.target_modules, ["q_proj", "k_proj", "v_proj", "o_proj"]);
+        assert_eq!(c.train.lr, 0.01);
+        let d = config_of(&[]).unwrap().sft_config(1);
+        assert_eq!((d.prompt, d.lora.target_modules), (Default::default(), vec!["q_proj".into(), "v_proj".into()]));
     }
 
     #[test]

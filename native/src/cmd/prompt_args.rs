@@ -1,0 +1,38 @@
+//! The flags that shape what the language model reads and which weights it tunes (`sft`, `run`):
+//! the levers for making a small model learn on a CPU. Their defaults are the paper's.
+
+use soft_core::data::prompt::{PromptOptions, Template};
+use soft_core::model::config::LoraConfig;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PromptArgs {
+    /// `alpaca` (the paper's prompt) or `chat` (ChatML turns, as Instruct models like SmolLM2
+    /// were tuned on).
+    #[arg(long, value_enum, default_value = "alpaca")]
+    pub prompt_template: Template,
+    /// Only the last N titles of each history go into the prompt.
+    #[arg(long)]
+    pub history_len: Option<usize>,
+    /// Each history title is cut to its first M tokens.
+    #[arg(long)]
+    pub title_tokens: Option<usize>,
+    /// Projections that get LoRA adapters, comma-separated (q_proj,k_proj,v_proj,o_proj,
+    /// gate_proj,up_proj,down_proj); default the paper's q_proj,v_proj.
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Vec<String>,
+}
+
+impl PromptArgs {
+    pub fn prompt(&self) -> PromptOptions {
+        PromptOptions { template: self.prompt_template, history_len: self.history_len, title_tokens: self.title_tokens }
+    }
+
+    /// The LoRA targets asked for, or the default ones.
+    pub fn lora_targets(&self) -> Vec<String> {
+        if self.lora_targets.is_empty() {
+            LoraConfig::default().target_modules
+        } else {
+            self.lora_targets.clone()
+        }
+    }
+}

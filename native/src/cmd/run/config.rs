@@ -18,6 +18,30 @@ use crate::run_info::TrainOn;
 
 pub const CONFIG_FILE: &str = "run-config.json";
 
+/// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
+const RESUME_CONFLICTS: [&str; 20] = [
+    "out",
+    "profile",
+    "model",
+    "dataset",
+    "domain",
+    "k_core",
+    "train_size",
+    "valid_size",
+    "test_size",
+    "split_seed",
+    "epochs",
+    "max_steps",
+    "alpha",
+    "d_samples",
+    "max_new_tokens",
+    "sasrec_epochs",
+    "sasrec_train_on",
+    "decoding",
+    "seeds",
+    "seed",
+];
+
 /// Ready-made settings; any option given explicitly wins over the profile's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -40,8 +64,9 @@ pub struct Args {
     /// seeds/SEED/... for every seed after the first).
     #[arg(long, default_value = "runs/default")]
     pub out: PathBuf,
-    /// Continue the interrupted run in RUN_DIR with the settings it was started with.
-    #[arg(long, value_name = "RUN_DIR")]
+    /// Continue the interrupted run in RUN_DIR with the settings it was started with (only
+    /// --backend may be given with it: a setting that differs from the run's would be ignored).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = RESUME_CONFLICTS)]
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "quick")]
     pub profile: Profile,

@@ -1,34 +1,15 @@
 //! End-to-end checks of `soft-train` as a user runs it: real data, real files, exit codes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_soft-train"))
-}
+use std::path::Path;
+use std::process::Output;
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("soft-train runs")
-}
+use support::{bin, books_items, json, run, scratch, small_tiny, stderr, tiny_run_args};
 
 /// `soft-train eval` on the CPU backend; paths as the CLI takes them.
 fn eval(run_dir: &str, sequences: &str, items: &str, out: &str) -> Output {
     run(&["eval", "--run", run_dir, "--sequences", sequences, "--items", items, "--out", out, "--backend", "cpu"])
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("soft-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn books_items() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/amazon-books/id2name.json")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -171,31 +152,6 @@ fn sasrec_trains_saves_loads_and_evaluates() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A small `tiny` model (3 pre-training steps, 600-token vocabulary) in `dir/tiny`.
-fn small_tiny(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny");
-    let o = run(&[
-        "pretrain",
-        "--steps",
-        "3",
-        "--vocab-size",
-        "600",
-        "--ppl-titles",
-        "20",
-        "--out",
-        model.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    model
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 #[test]
 fn pretrain_a_small_tiny_model_then_generate_from_it() {
     let dir = scratch("tiny");
@@ -260,33 +216,9 @@ fn run_every_stage_on_a_tiny_slice() {
     let dir = scratch("run");
     let model = small_tiny(&dir);
     let out = dir.join("r");
-    let args = [
-        "run",
-        "--out",
-        out.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--train-size",
-        "8",
-        "--valid-size",
-        "4",
-        "--test-size",
-        "6",
-        "--epochs",
-        "2",
-        "--d-samples",
-        "4",
-        "--max-new-tokens",
-        "8",
-        "--sasrec-epochs",
-        "1",
-        "--sasrec-train-on",
-        "sample",
-        "--alpha",
-        "1,10",
-        "--backend",
-        "cpu",
-    ];
+    let mut args = tiny_run_args(&model, &out);
+    args.extend(["--alpha", "1,10"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for bad in ["nan", "-1", "inf", "1,1"] {
         let o = run(&[&args[..], &["--alpha", bad]].concat());
         assert!(!o.status.success() && stderr(&o).contains("alpha"), "{bad}: {}", stderr(&o));

@@ -1,4 +1,5 @@
-//! The one way the workspace writes an output file: whole or not at all.
+//! The one way the workspace writes an output file: whole or not at all, flushed to disk before
+//! it replaces anything; and the fsync helpers that checkpoints use for whole directories.
 
 use std::path::Path;
 
@@ -14,13 +15,49 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    // The bytes reach the disk before the rename publishes them, and the rename itself is
+    // flushed with its directory: a crash right after never leaves an empty or partial file.
     let result = std::fs::write(&tmp, bytes)
         .map_err(|e| Error::io(&tmp, e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+        .and_then(|()| sync_file(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)))
+        .and_then(|()| sync_parent(path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes a file's content to disk.
+pub fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Flushes a directory's entries (names created, renamed or removed in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    sync_file(dir)
+}
+
+/// Flushes the directory that holds `path`.
+pub fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => sync_dir(dir),
+        None => sync_dir(Path::new(".")),
+    }
+}
+
+/// Flushes every file and directory under `dir`, `dir` included.
+pub fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            sync_file(&path)?;
+        }
+    }
+    sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod atomic_file;
 pub mod baselines;
+pub mod checksums;
 pub mod data;
 pub mod early_stop;
 pub mod error;
@@ -18,6 +19,8 @@ pub mod hash;
 pub mod loss;
 pub mod model;
 pub mod progress;
+#[cfg(test)]
+mod test_assets;
 pub mod train;
 
 pub use error::{Error, Result};

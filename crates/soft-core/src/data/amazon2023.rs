@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::data::interactions::{k_core, number_items, windows, Interaction};
-use crate::data::text::{read_bytes, utf8_lines};
+use crate::data::text::{excerpt, read_bytes, utf8_lines};
 use crate::data::{Catalog, Window};
 use crate::{Error, Result};
 
@@ -84,7 +84,7 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>> {
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| Error::parse(path, line, format!("timestamp `{ts}` is not a number")))?;
+            .ok_or_else(|| Error::parse(path, line, format!("timestamp `{}` is not a number", excerpt(ts))))?;
         rows.push(Interaction { user: field(u)?.to_string(), item: field(i)?.to_string(), timestamp });
     }
     Ok(rows)

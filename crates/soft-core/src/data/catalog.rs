@@ -7,8 +7,31 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::data::text::{read_bytes, utf8_text};
+use crate::data::text::{excerpt, read_bytes, utf8_text};
 use crate::{Error, Result};
+
+/// An `id2name.json` object's entries in file order, repeated keys kept (a map would drop them).
+struct Entries(Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of \"id\": \"title\" pairs")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
@@ -40,18 +63,22 @@ impl Catalog {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let raw: BTreeMap<String, String> = serde_json::from_str(text)
+        let Entries(raw) = serde_json::from_str(text)
             .map_err(|e| Error::parse(path, e.line(), format!("expected an object of \"id\": \"title\" pairs: {e}")))?;
-        let line_of = |key: &str| {
+        let line_of = |key: &str, last: bool| {
             let needle = format!("\"{key}\"");
-            text.find(&needle).map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
+            let at = if last { text.rfind(&needle) } else { text.find(&needle) };
+            at.map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
         };
-        let mut items = Vec::with_capacity(raw.len());
+        let mut items = BTreeMap::new();
         for (key, title) in raw {
             let id: u32 = key.trim().parse().ok().filter(|&id| id > 0).ok_or_else(|| {
-                Error::parse(path, line_of(&key), format!("item id `{key}` is not a positive integer"))
+                Error::parse(path, line_of(&key, false), format!("item id `{}` is not a positive integer", excerpt(&key)))
             })?;
-            items.push((id, title));
+            // A JSON object with a repeated key would silently keep one title: refuse it.
+            if items.insert(id, title).is_some() {
+                return Err(Error::parse(path, line_of(&key, true), format!("item id {id} appears twice")));
+            }
         }
         if items.is_empty() {
             return Err(Error::format(path, "no items"));

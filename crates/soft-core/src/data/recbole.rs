@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::data::interactions::{k_core, number_items, windows, Interaction};
-use crate::data::text::{read_bytes, utf8_lines};
+use crate::data::text::{excerpt, read_bytes, utf8_lines};
 use crate::data::{Catalog, Window};
 use crate::{Error, Result};
 
@@ -90,7 +90,7 @@ pub fn load_inter(path: &Path) -> Result<Vec<Interaction>> {
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::parse(path, *n, format!("timestamp `{ts}` is not a number")))?;
+                .ok_or_else(|| Error::parse(path, *n, format!("timestamp `{}` is not a number", excerpt(ts))))?;
             Ok(Interaction {
                 user: file.field(*n, fields, u)?.trim().to_string(),
                 item: file.field(*n, fields, i)?.trim().to_string(),
@@ -154,8 +154,8 @@ mod tests {
     #[test]
     fn real_ml100k_when_fetched() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/ml-100k");
-        let Some((inter, item)) = find_files(&dir) else {
-            eprintln!("skipped: {} not fetched", dir.display());
+        let Some((inter, item)) = crate::test_assets::present_or_required(&dir.display().to_string(), find_files(&dir))
+        else {
             return;
         };
         assert_eq!(load_inter(&inter).unwrap().len(), 100_000);

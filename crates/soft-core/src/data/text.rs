@@ -33,3 +33,13 @@ pub fn utf8_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
         }
     }
 }
+
+/// `text` as quoted in an error message: at most 60 characters, so a corrupt 10 MB field gives a
+/// readable message.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
+}

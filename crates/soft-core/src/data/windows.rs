@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::data::catalog::Catalog;
+use crate::data::text::excerpt;
 use crate::{Error, Result};
 
 /// Windows are at most this long: 10 history items and the target.
@@ -37,7 +38,7 @@ fn parse_id_list(field: &str) -> std::result::Result<Vec<u32>, String> {
         .trim()
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
-        .ok_or_else(|| format!("item_ids `{field}` is not a bracketed list like \"[1, 2, 3]\""))?;
+        .ok_or_else(|| format!("item_ids `{}` is not a bracketed list like \"[1, 2, 3]\"", excerpt(field)))?;
     if inner.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -46,7 +47,7 @@ fn parse_id_list(field: &str) -> std::result::Result<Vec<u32>, String> {
         .map(|s| {
             s.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("item id `{}` in `{field}` is not a non-negative integer", s.trim()))
+                .map_err(|_| format!("item id `{}` in `{}` is not a non-negative integer", excerpt(s.trim()), excerpt(field)))
         })
         .collect()
 }
@@ -92,7 +93,7 @@ pub fn parse_sequences(path: &Path, bytes: &[u8], catalog: &Catalog) -> Result<V
             .parse::<i64>()
             .ok()
             .or_else(|| ts_text.parse::<f64>().ok().filter(|t| t.is_finite()).map(|t| t as i64))
-            .ok_or_else(|| Error::parse(path, line, format!("timestamp `{ts_text}` is not a number")))?;
+            .ok_or_else(|| Error::parse(path, line, format!("timestamp `{}` is not a number", excerpt(ts_text))))?;
         windows.push(Window { user: field(user_col)?.trim().to_string(), items, timestamp });
     }
     if windows.is_empty() {

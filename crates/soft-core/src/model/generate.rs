@@ -548,10 +548,7 @@ mod tests {
     fn smollm2_if_present() -> Option<(Llama, crate::model::gguf::Metadata)> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !path.exists() {
-            eprintln!("skipped: {} not found", path.display());
-            return None;
-        }
+        crate::test_assets::present_or_required(&path.display().to_string(), path.exists().then_some(()))?;
         let (_, meta, weights) = crate::model::gguf::llama::load_llama_gguf(&path).unwrap();
         let config = crate::model::config::LlamaConfig::smollm2_135m();
         let model = Llama::from_weights(&config, &weights, &burn::tensor::Device::flex()).unwrap();

@@ -5,8 +5,8 @@
 pub mod dequant;
 pub mod llama;
 pub mod tokenizer;
-#[cfg(test)]
-mod writer;
+/// Writes GGUF files: the fixtures of this crate's tests and of its reliability suite.
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -198,7 +198,9 @@ pub fn load_hf_checkpoint(dir: &Path) -> Result<(LlamaConfig, WeightMap, Tokeniz
         weights.remove("lm_head.weight");
     }
     config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
-    check_weights(&config, &weights, dir)?;
+    // A missing or misshapen tensor is named with the file that should hold it.
+    let single = dir.join(SINGLE_FILE);
+    check_weights(&config, &weights, &if single.exists() { single } else { dir.join(INDEX_FILE) })?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab_fits(&tokenizer, config.vocab_size, &tokenizer_path)?;

@@ -81,7 +81,16 @@ pub fn train_bpe(texts: &[String], vocab_size: usize, special_tokens: &[&str]) -
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(path.display().to_string(), e))
+    // The tokenizers crate panics on some malformed files (found by the corruption suite:
+    // decoders' deserializer unwraps), so the JSON is checked first and a panic still left is
+    // turned into an error naming the file.
+    let text = crate::data::text::utf8_text(path, &bytes)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| Error::parse(path, e.line(), format!("not a tokenizer.json: {e}")))?;
+    match std::panic::catch_unwind(|| text.parse::<Tokenizer>()) {
+        Ok(parsed) => parsed.map_err(|e| Error::tokenizer(path.display().to_string(), e)),
+        Err(_) => Err(Error::format(path, "not a tokenizer the tokenizers library can read (it panicked on it)")),
+    }
 }
 
 pub fn save_tokenizer(tokenizer: &Tokenizer, path: &Path) -> Result<()> {

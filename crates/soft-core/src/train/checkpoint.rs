@@ -1,14 +1,19 @@
 //! Epoch checkpoints, so that a killed run continues from its last complete epoch.
 //!
 //! `DIR/epoch-NNN/` holds the adapter (PEFT layout), the optimizer state and `state.json` (epoch
-//! records, best epoch, optimizer step count). It is written as `epoch-NNN.tmp/` and renamed, so
-//! a directory without `.tmp` is always complete. The newest epoch and the best one are kept.
+//! records, best epoch, optimizer step count) and `checksums.json` (SHA-256 of every other file).
+//! It is written as `epoch-NNN.tmp/`, flushed to disk (files and directories) and renamed, so a
+//! directory without `.tmp` is complete; its checksums are verified before it is resumed from,
+//! so a damaged one is refused by name, never trained on. The newest epoch and the best one are
+//! kept.
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::{sync_dir, sync_tree};
+use crate::checksums::{verify_manifest, write_manifest};
 use crate::model::llama::Llama;
 use crate::train::trainer::{LmTrainer, TrainConfig};
 use crate::{Error, Result};
@@ -16,6 +21,9 @@ use crate::{Error, Result};
 pub(crate) const ADAPTER: &str = "adapter";
 const OPTIMIZER: &str = "optimizer.bpk";
 pub(crate) const STATE: &str = "state.json";
+/// Test hook: milliseconds to sleep between a checkpoint's complete write and its rename, so a
+/// test can kill the process exactly while a checkpoint is being written.
+pub const PAUSE_ENV: &str = "SOFT_TEST_CHECKPOINT_PAUSE_MS";
 
 /// What `state.json` holds besides the adapter and optimizer files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +79,7 @@ impl Checkpoints {
     /// inconsistent one is an error naming its state file.
     pub fn latest<R: DeserializeOwned, X: DeserializeOwned>(&self) -> Result<Option<(PathBuf, EpochState<R, X>)>> {
         let Some((_, dir)) = self.complete()?.pop() else { return Ok(None) };
+        verify_manifest(&dir)?;
         let path = dir.join(STATE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let state: EpochState<R, X> = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
@@ -96,10 +105,17 @@ impl Checkpoints {
         let state_path = tmp.join(STATE);
         let json = serde_json::to_string_pretty(state).map_err(|e| Error::json(&state_path, e))?;
         std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+        write_manifest(&tmp)?;
+        // Everything is on disk before the rename makes the checkpoint visible.
+        sync_tree(&tmp)?;
+        if let Some(ms) = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        sync_dir(&self.dir)?;
         // Only the newest and the best epoch are ever read again.
         let best = state.best.map(|b| b.0);
         for (epoch, path) in self.complete()? {
@@ -107,7 +123,7 @@ impl Checkpoints {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             }
         }
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// A trainer continuing from the checkpoint in `dir` (from [`Checkpoints::latest`]):
@@ -128,6 +144,8 @@ impl Checkpoints {
 
     /// `base` with the adapter saved at `epoch` (the best epoch's model of a resumed run).
     pub(crate) fn epoch_model(&self, base: Llama, epoch: usize) -> Result<Llama> {
-        base.load_adapter(&self.epoch_dir(epoch).join(ADAPTER))
+        let dir = self.epoch_dir(epoch);
+        verify_manifest(&dir)?;
+        base.load_adapter(&dir.join(ADAPTER))
     }
 }

@@ -228,6 +228,33 @@ mod tests {
         }
     }
 
+    /// A checkpoint whose files changed after they were written, or that has no checksums (a
+    /// half-copied one, or one from before checksums existed), is refused by name; training does
+    /// not quietly restart or continue from it.
+    #[test]
+    fn a_damaged_or_unchecksummed_checkpoint_is_refused_by_name() {
+        let dir = temp("damaged");
+        train(&dir, 1, None).unwrap();
+        let checkpoints = Checkpoints::new(&dir, "t");
+        let weights = checkpoints.epoch_dir(1).join(ADAPTER).join(crate::model::peft::ADAPTER_WEIGHTS);
+        let good = std::fs::read(&weights).unwrap();
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x40; // one bit of one weight: the file still parses
+        std::fs::write(&weights, &bad).unwrap();
+        for err in [checkpoints.latest::<f32, ()>().unwrap_err(), train(&dir, 2, None).err().unwrap()] {
+            let err = err.to_string();
+            assert!(err.contains("adapter_model.safetensors") && err.contains("checksum mismatch"), "{err}");
+        }
+        std::fs::write(&weights, &good).unwrap();
+        checkpoints.latest::<f32, ()>().unwrap().unwrap();
+        std::fs::remove_file(checkpoints.epoch_dir(1).join(crate::checksums::MANIFEST)).unwrap();
+        let err = checkpoints.latest::<f32, ()>().unwrap_err().to_string();
+        assert!(err.contains("checksums.json: missing"), "{err}");
+        assert_eq!(std::fs::read(&weights).unwrap(), good, "nothing already written is lost");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
         let dir = temp("nan");
@@ -238,7 +265,9 @@ mod tests {
         assert_eq!((state.epoch, path), (1, checkpoints.epoch_dir(1)));
         assert!(state.records[0].is_finite());
         // A corrupted state file is named, not a panic, and keeps serde's error as its source.
+        // (The manifest is rewritten after each edit, so the state file's own check is reached.)
         std::fs::write(checkpoints.epoch_dir(1).join(STATE), "{").unwrap();
+        crate::checksums::write_manifest(&checkpoints.epoch_dir(1)).unwrap();
         let err = checkpoints.latest::<f32, ()>().unwrap_err();
         assert!(matches!(err, Error::Json { .. }) && err.to_string().contains("state.json"), "{err}");
         // So is one whose records do not match its epoch.
@@ -247,6 +276,7 @@ mod tests {
             r#"{"epoch":2,"steps":1,"records":[1.0],"best":null,"extra":null}"#,
         )
         .unwrap();
+        crate::checksums::write_manifest(&checkpoints.epoch_dir(1)).unwrap();
         let err = checkpoints.latest::<f32, ()>().unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains("corrupted"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

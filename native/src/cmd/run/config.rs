@@ -19,6 +19,35 @@ use crate::run_info::TrainOn;
 
 pub const CONFIG_FILE: &str = "run-config.json";
 
+/// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
+const RESUME_CONFLICTS: [&str; 25] = [
+    "out",
+    "profile",
+    "model",
+    "dataset",
+    "domain",
+    "k_core",
+    "train_size",
+    "valid_size",
+    "test_size",
+    "split_seed",
+    "epochs",
+    "max_steps",
+    "alpha",
+    "d_samples",
+    "max_new_tokens",
+    "sasrec_epochs",
+    "sasrec_train_on",
+    "decoding",
+    "seeds",
+    "seed",
+    "lr",
+    "prompt_template",
+    "history_len",
+    "title_tokens",
+    "lora_targets",
+];
+
 /// Ready-made settings; any option given explicitly wins over the profile's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -41,8 +70,9 @@ pub struct Args {
     /// seeds/SEED/... for every seed after the first).
     #[arg(long, default_value = "runs/default")]
     pub out: PathBuf,
-    /// Continue the interrupted run in RUN_DIR with the settings it was started with.
-    #[arg(long, value_name = "RUN_DIR")]
+    /// Continue the interrupted run in RUN_DIR with the settings it was started with (only
+    /// --backend may be given with it: a setting that differs from the run's would be ignored).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = RESUME_CONFLICTS)]
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "quick")]
     pub profile: Profile,
@@ -250,6 +280,20 @@ mod tests {
         use clap::Parser;
         let cli = Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))?;
         RunConfig::from_args(&cli.args)
+    }
+
+    /// A setting added to `run` without joining RESUME_CONFLICTS would be silently ignored by
+    /// `--resume`.
+    #[test]
+    fn resume_conflicts_with_every_setting_but_the_backend() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if !["resume", "backend", "help"].contains(&id) {
+                assert!(RESUME_CONFLICTS.contains(&id), "--resume does not conflict with {id}");
+            }
+        }
     }
 
     #[test]

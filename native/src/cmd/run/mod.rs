@@ -217,7 +217,7 @@ fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
     if let Some(dir) = &args.resume {
         let config =
             read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
-        eprintln!("resuming {} (its own settings apply; other options are ignored)", dir.display());
+        eprintln!("resuming {} with the settings it was started with", dir.display());
         return Ok((dir.clone(), config));
     }
     let config = RunConfig::from_args(args)?;

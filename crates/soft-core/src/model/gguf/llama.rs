@@ -343,8 +343,8 @@ mod tests {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
         let path = dir.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !path.exists() {
-            eprintln!("skipped: {} not found (run scripts/fetch-smollm2.sh)", path.display());
+        let found = path.exists().then_some(());
+        if crate::test_assets::present_or_required(&path.display().to_string(), found).is_none() {
             return;
         }
         let (config, meta, weights) = load_llama_gguf(&path).unwrap();

@@ -1,4 +1,4 @@
-//! A minimal GGUF writer, for the files tests make.
+//! A minimal GGUF writer (version 3), for the files tests make; not a converter.
 
 use std::path::PathBuf;
 
@@ -54,14 +54,14 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
 }
 
 /// A tensor to write: GGUF name, HF-order shape, ggml type id and its encoded bytes.
-pub(crate) struct Out {
-    pub(crate) name: String,
-    pub(crate) shape: Vec<usize>,
-    pub(crate) type_id: u32,
-    pub(crate) bytes: Vec<u8>,
+pub struct Out {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub type_id: u32,
+    pub bytes: Vec<u8>,
 }
 
-pub(crate) fn write_gguf(kv: &[(&str, MetaValue)], tensors: &[Out], alignment: usize) -> Vec<u8> {
+pub fn write_gguf(kv: &[(&str, MetaValue)], tensors: &[Out], alignment: usize) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend(MAGIC);
     out.extend(3u32.to_le_bytes());
@@ -93,7 +93,7 @@ pub(crate) fn write_gguf(kv: &[(&str, MetaValue)], tensors: &[Out], alignment: u
 }
 
 /// Q8_0 blocks with scale 0.5: every value must be a multiple of 0.5 in [-64, 63.5].
-pub(crate) fn q8_0_bytes(data: &[f32]) -> Vec<u8> {
+pub fn q8_0_bytes(data: &[f32]) -> Vec<u8> {
     data.chunks(QK)
         .flat_map(|block| {
             let mut b = f16::from_f32(0.5).to_le_bytes().to_vec();
@@ -103,6 +103,6 @@ pub(crate) fn q8_0_bytes(data: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-pub(crate) fn temp_path(name: &str) -> PathBuf {
+pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("soft-gguf-test-{}-{name}.gguf", std::process::id()))
 }

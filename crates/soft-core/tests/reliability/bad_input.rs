@@ -18,7 +18,7 @@ use soft_core::train::distill::load_jsonl;
 use crate::support::*;
 
 /// The number of cases below; the README's "Failure behaviour" section quotes it.
-pub const BAD_INPUTS: usize = 105;
+pub const BAD_INPUTS: usize = 107;
 
 /// A set of files that loads as a whole: `setup` writes a valid set into a directory, `load`
 /// reads it back.
@@ -148,6 +148,12 @@ fn resealed(
 
 fn cut(bytes: &[u8], keep: usize) -> Vec<u8> {
     bytes[..keep.min(bytes.len())].to_vec()
+}
+
+/// `text` cut `extra` bytes after the first `marker`.
+fn cut_after(text: &str, marker: &str, extra: usize) -> Vec<u8> {
+    let at = text.find(marker).expect("the marker is in the fixture") + marker.len() + extra;
+    cut(text.as_bytes(), at)
 }
 
 fn with_long_line(head: &str, fill: u8, tail: &str) -> Vec<u8> {
@@ -312,6 +318,10 @@ pub fn cases() -> Vec<Case> {
         // tokenizer.json.
         case(&TOKENIZER, "tokenizer.json", "empty file", "", &[]),
         case(&TOKENIZER, "tokenizer.json", "truncated", cut(tokenizer_json().as_bytes(), 200), &[]),
+        // Regressions found by the corruption suite: the tokenizers crate panicked ("Helper: EOF
+        // while parsing", "key must be a string") on files damaged inside its decoder section.
+        case(&TOKENIZER, "tokenizer.json", "truncated in the decoder", cut_after(&tokenizer_json(), "\"decoder\":", 5), &["not a tokenizer.json"]),
+        case(&TOKENIZER, "tokenizer.json", "a number as a key in the decoder", tokenizer_json().replacen("\"decoder\":{\"", "\"decoder\":{7:\"", 1), &["not a tokenizer.json"]),
         case(&TOKENIZER, "tokenizer.json", "wrong type", "{\"model\": 7}", &[]),
         case(&TOKENIZER, "tokenizer.json", "non-UTF-8", b"{\"version\": \"\xff\"}".to_vec(), &[]),
         case(&TOKENIZER, "tokenizer.json", "ids past the model's vocabulary", tokenizer_json().replacen("\"<|endoftext|>\":0", "\"<|endoftext|>\":4000", 1), &[]),

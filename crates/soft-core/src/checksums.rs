@@ -69,26 +69,31 @@ pub fn write_manifest(dir: &Path) -> Result<()> {
 /// Checks `dir` against its `checksums.json`: the same files, each with its recorded hash.
 pub fn verify_manifest(dir: &Path) -> Result<()> {
     let path = dir.join(MANIFEST);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::format(
+    let text =
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::format(
                 &path,
                 "missing: the directory is incomplete or was written before checksums existed, so it is not trusted \
                  (delete it to redo that work)",
-            ))
-        }
-        Err(e) => return Err(Error::io(&path, e)),
-    };
+            )),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
     let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
     let on_disk = files(dir)?;
     for (name, file) in &on_disk {
         let Some(want) = manifest.sha256.get(name) else {
-            return Err(Error::format(file, format!("not listed in {}: not part of the checkpoint as written", path.display())));
+            return Err(Error::format(
+                file,
+                format!("not listed in {}: not part of the checkpoint as written", path.display()),
+            ));
         };
         let got = sha256_file(file)?;
         if &got != want {
-            return Err(Error::format(file, format!("checksum mismatch (SHA-256 {got}, {} records {want}): the file is corrupted", MANIFEST)));
+            return Err(Error::format(
+                file,
+                format!("checksum mismatch (SHA-256 {got}, {} records {want}): the file is corrupted", MANIFEST),
+            ));
         }
     }
     if let Some(name) = manifest.sha256.keys().find(|n| !on_disk.iter().any(|(d, _)| d == *n)) {

@@ -73,7 +73,11 @@ impl Catalog {
         let mut items = BTreeMap::new();
         for (key, title) in raw {
             let id: u32 = key.trim().parse().ok().filter(|&id| id > 0).ok_or_else(|| {
-                Error::parse(path, line_of(&key, false), format!("item id `{}` is not a positive integer", excerpt(&key)))
+                Error::parse(
+                    path,
+                    line_of(&key, false),
+                    format!("item id `{}` is not a positive integer", excerpt(&key)),
+                )
             })?;
             // A JSON object with a repeated key would silently keep one title: refuse it.
             if items.insert(id, title).is_some() {

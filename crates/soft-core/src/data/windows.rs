@@ -45,9 +45,9 @@ fn parse_id_list(field: &str) -> std::result::Result<Vec<u32>, String> {
     inner
         .split(',')
         .map(|s| {
-            s.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("item id `{}` in `{}` is not a non-negative integer", excerpt(s.trim()), excerpt(field)))
+            s.trim().parse::<u32>().map_err(|_| {
+                format!("item id `{}` in `{}` is not a non-negative integer", excerpt(s.trim()), excerpt(field))
+            })
         })
         .collect()
 }

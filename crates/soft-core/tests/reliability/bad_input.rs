@@ -18,7 +18,7 @@ use soft_core::train::distill::load_jsonl;
 use crate::support::*;
 
 /// The number of cases below; the README's "Failure behaviour" section quotes it.
-pub const BAD_INPUTS: usize = 105;
+pub const BAD_INPUTS: usize = 107;
 
 /// A set of files that loads as a whole: `setup` writes a valid set into a directory, `load`
 /// reads it back.
@@ -73,13 +73,11 @@ pub const TOKENIZER: Format = Format {
     },
 };
 
-pub const HF: Format = Format { name: "Hugging Face checkpoint", setup: write_hf_dir, load: |d| load_hf_checkpoint(d).map(drop) };
+pub const HF: Format =
+    Format { name: "Hugging Face checkpoint", setup: write_hf_dir, load: |d| load_hf_checkpoint(d).map(drop) };
 
-pub const PEFT: Format = Format {
-    name: "PEFT adapter",
-    setup: write_adapter,
-    load: |d| small_model().load_adapter(d).map(drop),
-};
+pub const PEFT: Format =
+    Format { name: "PEFT adapter", setup: write_adapter, load: |d| small_model().load_adapter(d).map(drop) };
 
 pub const GGUF: Format = Format {
     name: "GGUF",
@@ -129,16 +127,33 @@ impl Case {
     }
 }
 
-fn case(format: &'static Format, file: &'static str, what: &'static str, bytes: impl Into<Vec<u8>>, needles: &'static [&'static str]) -> Case {
+fn case(
+    format: &'static Format,
+    file: &'static str,
+    what: &'static str,
+    bytes: impl Into<Vec<u8>>,
+    needles: &'static [&'static str],
+) -> Case {
     Case { format, file, what, bytes: bytes.into(), needles, reseal: false, named: None }
 }
 
-fn resealed(file: &'static str, what: &'static str, bytes: impl Into<Vec<u8>>, needles: &'static [&'static str]) -> Case {
+fn resealed(
+    file: &'static str,
+    what: &'static str,
+    bytes: impl Into<Vec<u8>>,
+    needles: &'static [&'static str],
+) -> Case {
     Case { reseal: true, ..case(&CHECKPOINT, file, what, bytes, needles) }
 }
 
 fn cut(bytes: &[u8], keep: usize) -> Vec<u8> {
     bytes[..keep.min(bytes.len())].to_vec()
+}
+
+/// `text` cut `extra` bytes after the first `marker`.
+fn cut_after(text: &str, marker: &str, extra: usize) -> Vec<u8> {
+    let at = text.find(marker).expect("the marker is in the fixture") + marker.len() + extra;
+    cut(text.as_bytes(), at)
 }
 
 fn with_long_line(head: &str, fill: u8, tail: &str) -> Vec<u8> {
@@ -177,7 +192,16 @@ fn gguf_meta(n_tensors: u64, n_kv: u64, key: &str, ty: u32, rest: &[u8]) -> Vec<
 
 fn llama_gguf(meta: Vec<(&str, MetaValue)>) -> Vec<u8> {
     let values: Vec<f32> = vec![0.5; 64];
-    write_gguf(&meta, &[Out { name: "token_embd.weight".into(), shape: vec![2, 32], type_id: 0, bytes: FloatEncoding::F32.encode(&values) }], 32)
+    write_gguf(
+        &meta,
+        &[Out {
+            name: "token_embd.weight".into(),
+            shape: vec![2, 32],
+            type_id: 0,
+            bytes: FloatEncoding::F32.encode(&values),
+        }],
+        32,
+    )
 }
 
 fn llama_meta() -> Vec<(&'static str, MetaValue)> {
@@ -202,7 +226,8 @@ fn swap_tensor(bytes: &[u8], name: &str, dtype: safetensors::Dtype, shape: Vec<u
     let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let size = dtype.bitsize() / 8;
     let replacement = vec![0u8; shape.iter().product::<usize>() * size];
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = file.tensors().into_iter().filter(|(n, _)| n != name).collect();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> =
+        file.tensors().into_iter().filter(|(n, _)| n != name).collect();
     tensors.push((name.to_string(), safetensors::tensor::TensorView::new(dtype, shape, &replacement).unwrap()));
     safetensors::serialize(tensors, None).unwrap()
 }
@@ -293,6 +318,10 @@ pub fn cases() -> Vec<Case> {
         // tokenizer.json.
         case(&TOKENIZER, "tokenizer.json", "empty file", "", &[]),
         case(&TOKENIZER, "tokenizer.json", "truncated", cut(tokenizer_json().as_bytes(), 200), &[]),
+        // Regressions found by the corruption suite: the tokenizers crate panicked ("Helper: EOF
+        // while parsing", "key must be a string") on files damaged inside its decoder section.
+        case(&TOKENIZER, "tokenizer.json", "truncated in the decoder", cut_after(&tokenizer_json(), "\"decoder\":", 5), &["not a tokenizer.json"]),
+        case(&TOKENIZER, "tokenizer.json", "a number as a key in the decoder", tokenizer_json().replacen("\"decoder\":{\"", "\"decoder\":{7:\"", 1), &["not a tokenizer.json"]),
         case(&TOKENIZER, "tokenizer.json", "wrong type", "{\"model\": 7}", &[]),
         case(&TOKENIZER, "tokenizer.json", "non-UTF-8", b"{\"version\": \"\xff\"}".to_vec(), &[]),
         case(&TOKENIZER, "tokenizer.json", "ids past the model's vocabulary", tokenizer_json().replacen("\"<|endoftext|>\":0", "\"<|endoftext|>\":4000", 1), &[]),
@@ -364,10 +393,17 @@ pub fn check(case: &Case) {
         soft_core::checksums::write_manifest(&dir.join("epoch-001")).unwrap();
     }
     let result = std::panic::catch_unwind(|| (case.format.load)(&dir));
-    let result = result.unwrap_or_else(|_| panic!("{} / {} ({}): the loader panicked", case.format.name, case.file, case.what));
+    let result =
+        result.unwrap_or_else(|_| panic!("{} / {} ({}): the loader panicked", case.format.name, case.file, case.what));
     // The error names the bad file itself, or for a missing manifest the manifest's path.
     let err = expect_error(result, &named, case.needles);
-    assert!(err.len() < 2_000, "{} / {}: an unreadably long message ({} bytes)", case.format.name, case.what, err.len());
+    assert!(
+        err.len() < 2_000,
+        "{} / {}: an unreadably long message ({} bytes)",
+        case.format.name,
+        case.what,
+        err.len()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

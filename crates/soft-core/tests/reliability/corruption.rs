@@ -121,8 +121,14 @@ fn damaged_peft_adapters_are_errors_or_valid() {
 
 #[test]
 fn a_damaged_checkpoint_is_always_refused() {
-    let files = ["adapter/adapter_model.safetensors", "adapter/adapter_config.json", "optimizer.bpk", "state.json", "checksums.json"]
-        .map(|f| Box::leak(format!("epoch-001/{f}").into_boxed_str()) as &str);
+    let files = [
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "optimizer.bpk",
+        "state.json",
+        "checksums.json",
+    ]
+    .map(|f| Box::leak(format!("epoch-001/{f}").into_boxed_str()) as &str);
     fuzz(&CHECKPOINT, &files, CASES / 2, false, true);
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use soft_core::baselines::sasrec::EpochLog;
 use soft_core::baselines::SasRecConfig;
 use soft_core::data::dataset::DatasetMeta;
+use soft_core::data::prompt::PromptOptions;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::Decoding;
 use soft_core::train::sft::{EpochRecord, SftConfig};
@@ -98,6 +99,8 @@ pub struct GuidanceOnlyDetails {
     pub beams: usize,
     pub max_new_tokens: usize,
     pub decoding: Decoding,
+    #[serde(default)]
+    pub prompt: PromptOptions,
 }
 
 impl GuidanceOnlyDetails {
@@ -107,6 +110,7 @@ impl GuidanceOnlyDetails {
             beams: self.beams,
             max_new_tokens: self.max_new_tokens,
             decoding: self.decoding,
+            prompt: self.prompt.clone(),
             ..Default::default()
         }
     }

@@ -12,6 +12,7 @@ use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::SftConfig;
 
 use super::data_args::{DataArgs, DataOptions};
+use super::prompt_args::PromptArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::model_arg::resolve;
 use crate::progress::Reporter;
@@ -55,6 +56,9 @@ pub struct Args {
     pub max_new_tokens: usize,
     #[arg(long, value_enum, default_value = "free")]
     pub decoding: Decoding,
+    /// Guidance-Only's prompt (the same options as `sft`'s, to compare like with like).
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -86,6 +90,7 @@ impl From<Args> for Options {
                 beams: args.beams,
                 max_new_tokens: args.max_new_tokens,
                 decoding: args.decoding,
+                prompt: args.prompt.prompt(),
             }),
         };
         Self { baseline, out: args.out, data: (&args.data).into(), train_on: args.train_on, backend: args.backend }

@@ -16,6 +16,11 @@ pub struct PromptArgs {
     /// Each history title is cut to its first M tokens.
     #[arg(long)]
     pub title_tokens: Option<usize>,
+}
+
+/// Which projections of the model are tuned (`sft`, `run`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoraArgs {
     /// Projections that get LoRA adapters, comma-separated (q_proj,k_proj,v_proj,o_proj,
     /// gate_proj,up_proj,down_proj); default the paper's q_proj,v_proj.
     #[arg(long, value_delimiter = ',')]
@@ -26,7 +31,9 @@ impl PromptArgs {
     pub fn prompt(&self) -> PromptOptions {
         PromptOptions { template: self.prompt_template, history_len: self.history_len, title_tokens: self.title_tokens }
     }
+}
 
+impl LoraArgs {
     /// The LoRA targets asked for, or the default ones.
     pub fn lora_targets(&self) -> Vec<String> {
         if self.lora_targets.is_empty() {

@@ -14,7 +14,7 @@ use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
 
 use super::data_args::{DataArgs, DataOptions};
-use super::prompt_args::PromptArgs;
+use super::prompt_args::{LoraArgs, PromptArgs};
 use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::grounder_cache::grounder;
@@ -52,6 +52,8 @@ pub struct Args {
     pub decoding: Decoding,
     #[command(flatten)]
     pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub run_dir: RunDirArgs,
 }
@@ -117,7 +119,7 @@ impl From<Args> for Options {
             max_new_tokens: args.max_new_tokens,
             decoding: args.decoding,
             prompt: args.prompt.prompt(),
-            lora_targets: args.prompt.lora_targets(),
+            lora_targets: args.lora.lora_targets(),
         };
         let RunDirArgs { out, backend, resume } = args.run_dir;
         let config = settings.config(args.beams, args.seed);

@@ -13,7 +13,7 @@ use soft_core::train::sft::SftConfig;
 
 use crate::backend::BackendChoice;
 use crate::cmd::data_args::{DataArgs, DataOptions};
-use crate::cmd::prompt_args::PromptArgs;
+use crate::cmd::prompt_args::{LoraArgs, PromptArgs};
 use crate::cmd::sft::SftSettings;
 use crate::run_info::TrainOn;
 
@@ -118,6 +118,8 @@ pub struct Args {
     pub lr: Option<f64>,
     #[command(flatten)]
     pub prompt: PromptArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -212,7 +214,7 @@ impl RunConfig {
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
                 decoding: args.decoding,
                 prompt: args.prompt.prompt(),
-                lora_targets: args.prompt.lora_targets(),
+                lora_targets: args.lora.lora_targets(),
             },
             alpha: args.alpha.clone(),
             d_samples: args.d_samples.unwrap_or(p.d_samples),

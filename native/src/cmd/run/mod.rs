@@ -137,6 +137,7 @@ impl Runner<'_> {
                 beams: c.sft_config(c.seeds[0]).beams,
                 max_new_tokens: c.sft.max_new_tokens,
                 decoding: c.sft.decoding,
+                prompt: c.sft.prompt.clone(),
             }),
             out: self.out.join(GUIDANCE_ONLY),
             data: c.data.clone(),

@@ -81,6 +81,11 @@ pub fn train_bpe(texts: &[String], vocab_size: usize, special_tokens: &[&str]) -
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    tokenizer_from_bytes(&bytes, path)
+}
+
+/// A `tokenizer.json` already in memory (the page fetches it); `path` names it in errors.
+pub fn tokenizer_from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
     Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(path.display().to_string(), e))
 }
 

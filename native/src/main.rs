@@ -40,6 +40,9 @@ enum Command {
     Soft(cmd::soft::Args),
     /// Every stage in order, each method evaluated on the test split, then one table.
     Run(cmd::run::Args),
+    /// What the browser page loads from a `run` directory: base model, SFT and per-epoch SOFT
+    /// adapters, tokenizer, catalog embeddings, reports and manifest.json.
+    Export(cmd::export::Args),
     /// Speed on fixed work (LoRA training, SOFT step, beam search, grounding), optionally side
     /// by side with PyTorch + transformers + peft (`--against pytorch`).
     Bench(cmd::bench::Args),
@@ -58,6 +61,7 @@ fn main() {
         Command::Distill(args) => cmd::distill::execute(&args.into()),
         Command::Soft(args) => cmd::soft::execute(&args.into()),
         Command::Run(args) => cmd::run::execute(&args),
+        Command::Export(args) => cmd::export::execute(&args),
         Command::Bench(args) => cmd::bench::execute(&args),
     };
     if let Err(e) = result {

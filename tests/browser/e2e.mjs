@@ -60,6 +60,11 @@ const manifest = JSON.parse(readFileSync(join(dist, 'assets/manifest.json'), 'ut
 const softEntry = manifest.reports.find((r) => JSON.parse(readFileSync(join(dist, 'assets', r.path), 'utf8')).d0 !== undefined);
 const softReport = JSON.parse(readFileSync(join(dist, 'assets', softEntry.path), 'utf8'));
 const EPOCHS = softReport.epochs.length;
+// The exported model, when the assets hold one (`soft-train export`), and its catalog.
+const MODEL = manifest.model;
+const CATALOG = JSON.parse(readFileSync(join(dist, 'assets', manifest.dataset.items), 'utf8'));
+// Per mode, what SFT and SOFT answered for the same history (compared across backends at the end).
+const answers = {};
 
 const COMMON = [
   '--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
@@ -151,11 +156,47 @@ async function runMode(mode) {
     check(mode.name, 'a real user from the test split: 10 items and the true next book', real === 10 && truth.length > 20, truth);
 
     await page.click('[data-testid=recommend]');
+    // With a model: wait until the model has loaded and both answers are in.
+    if (MODEL) {
+      await page.waitForFunction(() => /Model:|did not load|No model/.test(document.querySelector('[data-testid=model-status]')?.textContent ?? ''), null, { timeout: STARTUP_MS });
+      await page.click('[data-testid=recommend]');
+      await page.waitForFunction(() => !document.querySelector('[data-testid=recommend]')?.disabled && document.querySelector('.results, [data-testid=recommend-message]'), null, { timeout: 300_000 });
+    }
     await page.waitForSelector('[data-testid=recommend-message], .results', { timeout: 120_000 });
     const rec = await page.locator('[data-testid=recommend-message]').count()
       ? await text(page, '[data-testid=recommend-message]')
       : await text(page, '.results');
     check(mode.name, 'Recommend answers (or says why not)', rec.length > 10, rec.slice(0, 120));
+    if (MODEL) {
+      const truthId = Number(/#(\d+)\s*$/.exec(truth)?.[1]);
+      const cards = await page.locator('.results .result').evaluateAll((els) => els.map((e) => ({
+        model: e.dataset.model,
+        generated: e.querySelector('.generated q')?.textContent ?? '',
+        timings: e.querySelector('[data-testid=timings]')?.textContent ?? '',
+        error: e.querySelector('.message')?.textContent ?? '',
+        items: [...e.querySelectorAll('[data-testid=top10] li')].map((li) => ({
+          id: Number(li.dataset.id),
+          title: li.querySelector('.title')?.textContent ?? '',
+          hit: li.classList.contains('hit'),
+          dist: Number(li.querySelector('.dist')?.textContent),
+        })),
+      })));
+      check(mode.name, 'SFT and SOFT answer side by side', cards.map((c) => c.model).join() === 'SFT,SOFT', cards.map((c) => c.error || c.model).join(' | '));
+      for (const c of cards) {
+        check(mode.name, `${c.model}: ten real catalog titles`, c.items.length === 10 && c.items.every((i) => CATALOG[String(i.id)] !== undefined && i.title.length > 0), `wrote "${c.generated}"`);
+        check(mode.name, `${c.model}: the true next item highlighted exactly where it appears`, c.items.every((i) => i.hit === (i.id === truthId)));
+        const t = /tokenize (\d+) ms · generate (\d+) ms · ground (\d+) ms · (\d+) ms in all on (.+) · answered by/.exec(c.timings);
+        check(mode.name, `${c.model}: latency per stage, on the backend in use`, Boolean(t) && t[5] === label, c.timings);
+      }
+      answers[mode.name] = cards;
+      // The other decoding: every answer is then a real title (the trie), still ten items.
+      await page.locator('input[name=decoding]').nth(1).check();
+      await page.click('[data-testid=recommend]');
+      await page.waitForFunction(() => !document.querySelector('[data-testid=recommend]')?.disabled, null, { timeout: 300_000 });
+      const constrained = await page.locator('.results [data-testid=top10]').evaluateAll((els) => els.map((e) => e.children.length));
+      check(mode.name, 'constrained decoding: both models answer with ten items', constrained.join() === '10,10', constrained.join());
+      await page.locator('input[name=decoding]').nth(0).check();
+    }
     if (shotsDir && mode.name === MODES[0].name) {
       await page.screenshot({ path: join(shotsDir, 'recommend.png'), fullPage: true });
     }
@@ -172,7 +213,21 @@ async function runMode(mode) {
       const tips = await page.locator(`svg[data-chart=${chart}] g.pt title`).count();
       check(mode.name, `curriculum chart ${chart}: axes and tooltips`, ticks >= 4 && tips >= EPOCHS, `${ticks} tick labels, ${tips} tooltips`);
     }
-    check(mode.name, 'curriculum: run stages table', (await page.locator('[data-testid=run-stages] tbody tr').count()) > 3);
+    // The whole run's report exists once every stage and evaluation is done; an export of a run
+    // still evaluating ships without it.
+    if (manifest.reports.some((r) => r.path.endsWith('run.json'))) {
+      check(mode.name, 'curriculum: run stages table', (await page.locator('[data-testid=run-stages] tbody tr').count()) > 3);
+    }
+    if (MODEL) {
+      // The epoch slider: each epoch's adapter answers for the history, and the page names it.
+      for (const e of MODEL.soft.epochs.map((x) => x.epoch)) {
+        await page.locator('[data-testid=epoch-slider]').fill(String(e));
+        await page.waitForSelector(`[data-testid=epoch-result][data-epoch="SOFT after epoch ${e}"]`, { timeout: 300_000 });
+        const n = await page.locator('[data-testid=epoch-result] .top10 li').count();
+        const named = await text(page, '[data-testid=epoch-result] h4');
+        check(mode.name, `epoch slider: epoch ${e}'s adapter answers with ten items and is named`, n === 10 && named === `Answered by SOFT after epoch ${e}`, named);
+      }
+    }
     if (shotsDir && mode.name === MODES[0].name) {
       await page.screenshot({ path: join(shotsDir, 'curriculum.png'), fullPage: true });
     }
@@ -232,6 +287,21 @@ async function runMode(mode) {
       );
       check(mode.name, '?backend=cpu: the page reports CPU (wasm)', true);
     }
+    // ---- a corrupt weight file: a visible message naming it, and the page keeps working ----
+    if (MODEL && mode.name === MODES.at(-1).name) {
+      const bad = await context.newPage();
+      await bad.route(`**/assets/${MODEL.weights}`, (r) => r.fulfill({ status: 200, contentType: 'application/octet-stream', body: Buffer.from('not a safetensors file') }));
+      await bad.goto(`${base}#/recommend`);
+      await bad.waitForFunction(() => /did not load/.test(document.querySelector('[data-testid=model-status]')?.textContent ?? ''), null, { timeout: STARTUP_MS });
+      const status = (await bad.locator('[data-testid=model-status]').textContent()) ?? '';
+      check(mode.name, 'a corrupt weight file: a visible message naming the file', status.includes(MODEL.weights.split('/').pop()), status.slice(0, 160));
+      await bad.click('[data-testid=real-user]');
+      await bad.click('[data-testid=recommend]');
+      await bad.waitForSelector('[data-testid=recommend-message]', { timeout: 30_000 });
+      await bad.click('[data-tab=walkthrough]');
+      check(mode.name, 'a corrupt weight file: the rest of the page still works', (await bad.locator('section.stage').count()) === 6);
+      await bad.close();
+    }
   } catch (e) {
     check(mode.name, 'no exception while driving the page', false, e.message.split('\n')[0]);
     if (shotsDir) await page.screenshot({ path: join(shotsDir, `failure-${mode.name}.png`), fullPage: true }).catch(() => {});
@@ -247,6 +317,16 @@ try {
   for (const mode of MODES) await runMode(mode);
 } finally {
   server.close();
+}
+// Both backends ran the same models on the same history: the same answers and the same top-10
+// (distances within float tolerance; the page shows them to 4 significant digits).
+if (answers.webgpu && answers.cpu) {
+  for (const [i, g] of answers.webgpu.entries()) {
+    const c = answers.cpu[i];
+    const same = g.generated === c?.generated && JSON.stringify(g.items.map((x) => x.id)) === JSON.stringify(c.items.map((x) => x.id));
+    const diff = Math.max(...g.items.map((x, j) => Math.abs(x.dist - (c?.items[j]?.dist ?? Infinity))));
+    check('both', `${g.model}: the same answer and top-10 on WebGPU and CPU`, same && diff <= 0.02 * Math.max(1, ...g.items.map((x) => x.dist)), `max distance difference ${diff}`);
+  }
 }
 console.log(`\n${results.length - failures} of ${results.length} checks passed`);
 process.exit(failures ? 1 : 0);

@@ -183,19 +183,13 @@ pub fn App() -> impl IntoView {
     let reports = RwSignal::new(Reports::default());
     let loaded: RwSignal<Option<Result<Loaded, String>>, LocalStorage> = RwSignal::new_local(None);
     let tab = RwSignal::new(Tab::from_hash());
+    // The history built in Recommend; the epoch slider in Curriculum runs on it too.
+    let history = RwSignal::new(Vec::<u32>::new());
 
     let _hash = window_event_listener(leptos::ev::hashchange, move |_| tab.set(Tab::from_hash()));
 
-    // The device, then the recommender the assets allow.
-    spawn_local(async move {
-        let rt = runtime::start(force_cpu()).await;
-        log(&format!("backend: {} ({}; check {:.1} ms)", rt.backend.label(), rt.backend.detail(), rt.check_ms));
-        backend.set(rt.backend.clone());
-        let r = runtime::load_recommender(&rt).await;
-        model_status.set(r.describe());
-        recommender.set_value(Some(Rc::from(r)));
-    });
-
+    // The shipped assets (the views need them first), then the device, then the model the
+    // manifest names on that device.
     spawn_local(async move {
         let (shipped, manifest, problems) = load_assets().await;
         for p in &problems {
@@ -206,10 +200,25 @@ pub fn App() -> impl IntoView {
         reports.set(shipped);
         let result = PageData::load(manifest.as_ref(), split_config).await.map(|d| Loaded {
             data: Arc::new(d),
-            manifest,
+            manifest: manifest.clone(),
             problems,
         });
+        let data = result.as_ref().ok().map(|l| l.data.clone());
         loaded.set(Some(result));
+
+        let rt = runtime::start(force_cpu()).await;
+        log(&format!("backend: {} ({}; check {:.1} ms)", rt.backend.label(), rt.backend.detail(), rt.check_ms));
+        backend.set(rt.backend.clone());
+        let Some(data) = data else {
+            model_status.set("No model: the catalog did not load.".into());
+            return;
+        };
+        model_status.set("Loading the model…".into());
+        let r = runtime::load_recommender(&rt, manifest.as_ref(), data).await;
+        let status = r.describe();
+        log(&format!("model: {status}"));
+        model_status.set(status);
+        recommender.set_value(Some(Rc::from(r)));
     });
 
     let tabs = Tab::ALL
@@ -247,10 +256,25 @@ pub fn App() -> impl IntoView {
             let data = l.data.clone();
             let view = move || match tab.get() {
                 Tab::Recommend => view! {
-                    <Recommend data=data.clone() backend=backend recommender=recommender model_status=model_status />
+                    <Recommend
+                        data=data.clone()
+                        backend=backend
+                        recommender=recommender
+                        model_status=model_status
+                        items=history
+                    />
                 }
                 .into_any(),
-                Tab::Curriculum => view! { <Curriculum reports=reports /> }.into_any(),
+                Tab::Curriculum => view! {
+                    <Curriculum
+                        reports=reports
+                        data=data.clone()
+                        recommender=recommender
+                        history=history
+                        model_status=model_status
+                    />
+                }
+                .into_any(),
                 Tab::Walkthrough => view! { <Walkthrough data=data.clone() reports=reports /> }.into_any(),
             };
             view! {

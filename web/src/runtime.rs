@@ -52,7 +52,8 @@ pub struct Runtime {
     pub check_ms: f64,
 }
 
-fn now_ms() -> f64 {
+/// Milliseconds since the page started (`performance.now()`): no `std::time` in a browser.
+pub fn now_ms() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
@@ -193,7 +194,7 @@ pub async fn read_file(file: &web_sys::File) -> Result<String, String> {
 }
 
 /// Which tuned model answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ModelChoice {
     /// The SFT ("Tuning-Only") adapter.
     Sft,
@@ -298,7 +299,7 @@ pub struct NoModel {
 
 impl Recommender for NoModel {
     fn describe(&self) -> String {
-        "No model weights are shipped with this build yet.".into()
+        format!("No model: {}", self.why)
     }
 
     fn soft_epochs(&self) -> Vec<usize> {
@@ -313,14 +314,24 @@ impl Recommender for NoModel {
     }
 }
 
-/// The recommender the assets allow: the exported model when `manifest.json` names one (after
-/// the core's async inference lands), otherwise [`NoModel`] with the reason.
-pub async fn load_recommender(_runtime: &Runtime) -> Box<dyn Recommender> {
-    let manifest: Option<serde_json::Value> =
-        fetch_text("assets/manifest.json").await.ok().and_then(|t| serde_json::from_str(&t).ok());
-    let why = match manifest.as_ref().and_then(|m| m.get("model")) {
-        None => "this build ships no model weights yet: `soft-train export` writes them (base weights, the SFT adapter, every SOFT epoch's adapter, tokenizer, catalog embeddings)".to_string(),
-        Some(_) => "the exported model needs the core's async (WebGPU-safe) inference, which this build does not have yet".to_string(),
+/// The recommender the assets allow: the exported model when `manifest.json` names one and it
+/// loads, otherwise [`NoModel`] with the reason (naming the file that failed).
+pub async fn load_recommender(
+    runtime: &Runtime,
+    manifest: Option<&serde_json::Value>,
+    data: std::sync::Arc<crate::app::PageData>,
+) -> Box<dyn Recommender> {
+    let Some(entry) = manifest.and_then(|m| m.get("model")) else {
+        return Box::new(NoModel {
+            why: "this build ships no model: `soft-train export` writes one (base weights, the SFT adapter, every SOFT epoch's adapter, tokenizer, catalog embeddings)".into(),
+        });
     };
-    Box::new(NoModel { why })
+    let manifest: crate::model::ModelManifest = match serde_json::from_value(entry.clone()) {
+        Ok(m) => m,
+        Err(e) => return Box::new(NoModel { why: format!("assets/manifest.json: the `model` entry is not one: {e}") }),
+    };
+    match crate::model::PageModel::load(runtime, manifest, data).await {
+        Ok(model) => Box::new(model),
+        Err(why) => Box::new(NoModel { why: format!("the model did not load: {why}") }),
+    }
 }

@@ -8,7 +8,9 @@
 //! events, hashing, the NLL head, early stopping and atomic file writing. Nothing here touches a
 //! terminal.
 
+#[cfg(feature = "native")]
 pub mod atomic_file;
+#[cfg(feature = "native")]
 pub mod baselines;
 pub mod checksums;
 pub mod data;
@@ -24,3 +26,17 @@ mod test_assets;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Runs a future to completion on this thread: the tests' executor for the async (WebGPU) paths,
+/// whose reads on the CPU backend are ready at once.
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod data_args;
 pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod prepare;
 pub mod pretrain;

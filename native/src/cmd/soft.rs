@@ -11,7 +11,7 @@ use soft_core::model::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::scheduler::{validate_alpha, Schedule};
 use soft_core::train::sft::SftInputs;
-use soft_core::train::soft::{soft, SoftConfig};
+use soft_core::train::soft::{soft, EpochAdapters, SoftConfig};
 
 use super::data_args::{DataArgs, DataOptions};
 use super::distill::{check_split, DISTILLED_FILE};
@@ -106,7 +106,10 @@ pub fn execute(o: &Options) -> Result<()> {
     eprintln!("SOFT ({:?}, alpha {}) on {} examples, backend {}", o.schedule, o.alpha, distilled.len(), backend.name);
     let mut reporter = Reporter::new();
     let checkpoints = checkpoints(&o.out, &base_name, o.resume)?;
-    let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
+    let epoch_adapters = EpochAdapters { run_dir: &o.out, base_model: &base_name };
+    let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), Some(&epoch_adapters), &mut |e| {
+        reporter.handle(e)
+    })
         .with_context(|| stopped(&checkpoints))?;
     result.model.save_adapter(&o.out.join(ADAPTER_DIR), &base_name)?;
     let details = SoftDetails { base_model: base_name, config, sft_run: o.sft.clone(), report: result.report };

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
+use super::epochs::EpochSlider;
 use super::{Level, Message};
 use crate::app::{Named, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
@@ -248,7 +249,13 @@ fn run_table(run: &Named<report::RunReport>) -> impl IntoView {
 }
 
 #[component]
-pub fn Curriculum(reports: RwSignal<Reports>) -> impl IntoView {
+pub fn Curriculum(
+    reports: RwSignal<Reports>,
+    data: std::sync::Arc<crate::app::PageData>,
+    recommender: StoredValue<Option<std::rc::Rc<dyn crate::runtime::Recommender>>, LocalStorage>,
+    history: RwSignal<Vec<u32>>,
+    model_status: RwSignal<String>,
+) -> impl IntoView {
     let message = RwSignal::new(None::<(Level, String)>);
     let dragging = RwSignal::new(false);
 
@@ -363,6 +370,7 @@ pub fn Curriculum(reports: RwSignal<Reports>) -> impl IntoView {
             </div>
             <Message msg=message testid="report-message" />
             {soft_part}
+            <EpochSlider data=data recommender=recommender history=history model_status=model_status />
             {move || run.get().map(|r| run_table(&r))}
         </section>
     }

@@ -1,6 +1,7 @@
 //! The three views of the page, one file each.
 
 pub mod curriculum;
+pub mod epochs;
 pub mod recommend;
 pub mod walkthrough;
 

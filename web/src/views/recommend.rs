@@ -25,9 +25,10 @@ pub fn Recommend(
     backend: RwSignal<Backend>,
     recommender: StoredValue<Option<Rc<dyn Recommender>>, LocalStorage>,
     model_status: RwSignal<String>,
+    /// The history, shared with the epoch slider.
+    items: RwSignal<Vec<u32>>,
 ) -> impl IntoView {
     let query = RwSignal::new(String::new());
-    let items = RwSignal::new(Vec::<u32>::new());
     // The true next item, when the history is a real user's from the test split.
     let target = RwSignal::new(None::<(u32, String)>);
     let cursor = RwSignal::new(0usize);
@@ -313,7 +314,8 @@ pub fn Recommend(
                         </label>
                     </fieldset>
                     <p class="hint">
-                        "Runs on " <strong>{move || backend.get().label()}</strong> ". " {move || model_status.get()}
+                        "Runs on " <strong>{move || backend.get().label()}</strong> ". "
+                        <span data-testid="model-status">{move || model_status.get()}</span>
                     </p>
                     <button
                         class="primary"
@@ -345,7 +347,7 @@ fn ResultCard(
                 .map(|item| {
                     let hit = Some(item.id) == target;
                     view! {
-                        <li class:hit=hit>
+                        <li class:hit=hit data-id=item.id>
                             <span class="title">{item.title.clone()}</span>
                             <span class="id">"#"{item.id}</span>
                             <span class="dist" title="L2 distance to the answer's embedding">
@@ -360,8 +362,8 @@ fn ResultCard(
                 <p class="generated">
                     "Wrote: " <q>{r.generated.clone()}</q>
                 </p>
-                <ol class="top10">{rows}</ol>
-                <p class="timings">
+                <ol class="top10" data-testid="top10">{rows}</ol>
+                <p class="timings" data-testid="timings">
                     {format!(
                         "tokenize {:.0} ms · generate {:.0} ms · ground {:.0} ms · {:.0} ms in all on {} · answered by {}",
                         t.tokenize_ms,

@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::model::batch::left_pad;
 use crate::model::llama::Llama;
+use crate::model::weights::host_values_async;
 use crate::progress::{Event, Progress};
 use crate::{Error, Result};
 
@@ -77,14 +78,48 @@ pub fn squared_l2(queries: Tensor<2>, table: Tensor<2>) -> Tensor<2> {
 /// the product and the table's norms are computed on the device, and the `[Q, N]` scores are
 /// formed while reading them back (no elementwise passes over the matrix; BENCHMARKS.md).
 pub fn rank_by_l2(queries: Tensor<2>, table: Tensor<2>, k: usize) -> Vec<Vec<usize>> {
-    let [q, n] = [queries.dims()[0], table.dims()[0]];
-    let norms = (table.clone() * table.clone()).sum_dim(1).reshape([n]).into_data().convert::<f32>();
-    let cross = queries.matmul(table.transpose()).into_data().convert::<f32>();
-    let (norms, cross) = (norms.as_slice::<f32>().expect("f32 data"), cross.as_slice::<f32>().expect("f32 data"));
+    let (norms, cross) = l2_parts(queries, table);
+    let norms = norms.into_data().convert::<f32>();
+    let cross = cross.into_data().convert::<f32>();
+    rank_on_host(norms.as_slice::<f32>().expect("f32 data"), cross.as_slice::<f32>().expect("f32 data"), k)
+}
+
+/// [`rank_by_l2`] reading back with an await (WebGPU in a browser; no device top-k), with each
+/// item's L2 distance to its query: per query, `(row, distance)`, nearest first.
+pub async fn rank_by_l2_async(queries: Tensor<2>, table: Tensor<2>, k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+    let q = queries.dims()[0];
+    let query_norms = (queries.clone() * queries.clone()).sum_dim(1).reshape([q]);
+    let (norms, cross) = l2_parts(queries, table);
+    let query_norms: Vec<f32> = host_values_async(query_norms).await?;
+    let norms: Vec<f32> = host_values_async(norms).await?;
+    let cross: Vec<f32> = host_values_async(cross).await?;
+    let n = norms.len();
+    Ok(rank_on_host(&norms, &cross, k)
+        .into_iter()
+        .enumerate()
+        .map(|(i, rows)| {
+            rows.into_iter()
+                .map(|j| (j, (query_norms[i] + norms[j] - 2.0 * cross[i * n + j]).max(0.0).sqrt()))
+                .collect()
+        })
+        .collect())
+}
+
+/// The device half of the ranking: the table's squared norms `[N]` and the products `[Q, N]`.
+fn l2_parts(queries: Tensor<2>, table: Tensor<2>) -> (Tensor<1>, Tensor<2>) {
+    let n = table.dims()[0];
+    let norms = (table.clone() * table.clone()).sum_dim(1).reshape([n]);
+    (norms, queries.matmul(table.transpose()))
+}
+
+/// The host half: per query row of `cross`, the `k` smallest |t|² - 2 q·t.
+fn rank_on_host(norms: &[f32], cross: &[f32], k: usize) -> Vec<Vec<usize>> {
+    let n = norms.len();
     let mut row = vec![0.0f32; n];
-    (0..q)
-        .map(|i| {
-            for ((r, &t2), &c) in row.iter_mut().zip(norms).zip(&cross[i * n..(i + 1) * n]) {
+    cross
+        .chunks_exact(n.max(1))
+        .map(|products| {
+            for ((r, &t2), &c) in row.iter_mut().zip(norms).zip(products) {
                 *r = t2 - 2.0 * c;
             }
             top_k(&row, k)
@@ -143,6 +178,24 @@ mod tests {
         assert_eq!(all.len(), 300);
         for i in [0, 1, 149, 150, 151, 299] {
             assert_eq!(all[i], rank_by_l2(queries.clone().narrow(0, i, 1), table.clone(), 10)[0], "query {i}");
+        }
+    }
+
+    /// The async ranking (the page's) gives the same rows as the sync one, with true distances.
+    #[test]
+    fn async_ranking_equals_sync_ranking() {
+        let device = Device::flex();
+        let queries = Tensor::<2>::random([5, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let table = Tensor::<2>::random([70, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let sync = rank_by_l2(queries.clone(), table.clone(), 10);
+        let ranked = crate::block_on(rank_by_l2_async(queries.clone(), table.clone(), 10)).unwrap();
+        let d = squared_l2(queries, table).into_data().convert::<f32>();
+        let d = d.as_slice::<f32>().unwrap();
+        for (i, (rows, expected)) in ranked.iter().zip(&sync).enumerate() {
+            assert_eq!(&rows.iter().map(|r| r.0).collect::<Vec<_>>(), expected, "query {i}");
+            for &(j, dist) in rows {
+                assert!((dist * dist - d[i * 70 + j]).abs() < 1e-3, "query {i}, row {j}");
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::prompt::PromptOptions;
 use crate::data::{prompt, Catalog, Domain};
-use crate::eval::grounding::embed_last_token;
+use crate::eval::grounding::{embed_last_token, rank_by_l2_async};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::generate::{beam_search, BeamConfig};
 use crate::model::llama::Llama;
@@ -93,6 +93,38 @@ impl Grounder {
         let ids = catalog.grounding_ids();
         let titles: Vec<&str> = ids.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
         Ok(Self { table: embed_texts_reporting(base, tokenizer, special, &titles, progress)?, ids })
+    }
+
+    /// A grounder from an embedding table computed elsewhere (`soft-train export` ships one to
+    /// the page): row i embeds item `ids[i]`.
+    pub fn from_table(ids: Vec<u32>, table: Tensor<2>) -> Result<Self> {
+        if table.dims()[0] != ids.len() {
+            return Err(Error::Input(format!(
+                "grounding: the embedding table has {} rows for {} items",
+                table.dims()[0],
+                ids.len()
+            )));
+        }
+        Ok(Self { ids, table })
+    }
+
+    /// [`Grounder::rank`] reading back with an await (WebGPU in a browser): per answer, the
+    /// `k` nearest items with their L2 distances, nearest first.
+    pub async fn rank_async(
+        &self,
+        base: &Llama,
+        tokenizer: &Tokenizer,
+        special: &SpecialIds,
+        answers: &[String],
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
+        let queries = embed_texts(base, tokenizer, special, &stripped)?;
+        Ok(rank_by_l2_async(queries, self.table.clone(), k)
+            .await?
+            .into_iter()
+            .map(|r| r.into_iter().map(|(i, d)| (self.ids[i], d)).collect())
+            .collect())
     }
 
     /// The `k` nearest items to each answer, nearest first.

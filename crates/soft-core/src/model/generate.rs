@@ -4,88 +4,16 @@
 //! read at the same (last) column. Rows that finish are dropped from the cache, so the batch
 //! shrinks as sequences end.
 
-use std::sync::Arc;
-
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::batch::left_pad;
+pub use super::beam_search::{host_candidates, Beam, BeamConfig, BeamSearch, Hypothesis, Step};
 use super::kv_cache::KvCache;
 use super::llama::Llama;
 use super::trie::TitleTrie;
-use super::weights::host_values;
-use crate::{Error, Result};
-
-/// Beam-search settings. `new` gives the SOFT reference's: 4 beams, 4 returned sequences, at most
-/// 64 new tokens, length penalty 1.0, free (unconstrained) decoding.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BeamConfig {
-    pub num_beams: usize,
-    /// How many hypotheses to return per prompt, best first (at most `num_beams`).
-    pub num_return_sequences: usize,
-    pub max_new_tokens: usize,
-    pub eos_token_id: u32,
-    /// A hypothesis scores `sum_logprob / generated_len^length_penalty`, `generated_len`
-    /// counting the EOS token, as Hugging Face does (default 1.0: mean log-probability per
-    /// token). 0.0 ranks by the raw sum, which favours short answers.
-    pub length_penalty: f64,
-    /// Constrained decoding: beams may only follow this trie (whose EOS must be
-    /// `eos_token_id`), so every finished hypothesis is one of its sequences. Shared, as one
-    /// trie of all titles serves every batch.
-    pub constraint: Option<Arc<TitleTrie>>,
-}
-
-impl BeamConfig {
-    pub fn new(eos_token_id: u32) -> Self {
-        Self {
-            num_beams: 4,
-            num_return_sequences: 4,
-            max_new_tokens: 64,
-            eos_token_id,
-            length_penalty: 1.0,
-            constraint: None,
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::config("beam search", msg));
-        if self.num_beams == 0 || self.max_new_tokens == 0 {
-            return bad("num_beams and max_new_tokens must be positive".into());
-        }
-        if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
-            return bad(format!(
-                "num_return_sequences ({}) must be between 1 and num_beams ({})",
-                self.num_return_sequences, self.num_beams
-            ));
-        }
-        if let Some(trie) = &self.constraint {
-            if trie.eos() != self.eos_token_id {
-                return bad(format!(
-                    "the constraint's EOS ({}) is not eos_token_id ({})",
-                    trie.eos(),
-                    self.eos_token_id
-                ));
-            }
-            if trie.num_sequences() == 0 {
-                return bad("the constraint allows no sequence".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One generated continuation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hypothesis {
-    /// Generated tokens, without the EOS token.
-    pub tokens: Vec<u32>,
-    /// Sum of the log-probabilities of the generated tokens, EOS included when `finished`.
-    pub sum_logprob: f32,
-    /// `sum_logprob` normalised by length (see [`BeamConfig::length_penalty`]); the ranking key.
-    pub score: f32,
-    /// Ended with EOS (rather than by reaching `max_new_tokens`).
-    pub finished: bool,
-}
+use super::weights::{host_values, host_values_async};
+use crate::Result;
 
 /// Greedy decoding: for each prompt, the most likely token at every step until EOS (not
 /// included) or `max_new_tokens`.
@@ -136,90 +64,49 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// one (cut by `max_new_tokens`) a prefix of one. A prompt with fewer allowed continuations than
 /// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
 pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
-    config.validate()?;
-    let k = config.num_beams;
     let vocab = model.config().vocab_size;
-    if 2 * k > vocab {
-        return Err(Error::config("beam search", format!("{k} beams need a vocabulary of at least {}", 2 * k)));
-    }
-    let trie = config.constraint.as_deref();
-    if let Some(trie) = trie {
-        let top = trie.max_token().map_or(trie.eos(), |t| t.max(trie.eos()));
-        if top as usize >= vocab {
-            return Err(Error::Input(format!(
-                "beam search: the constraint has token id {top}, outside the vocabulary ({vocab})"
-            )));
-        }
-    }
+    let mut search = BeamSearch::new(config, vocab, prompts.len())?;
     let (tokens, mask) = left_pad(model, prompts)?;
     let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
-    let mut finished: Vec<Finished> = prompts.iter().map(|_| Finished::new(k, config.length_penalty)).collect();
-    // Running beams per prompt; before the first step each prompt has one, the prompt itself.
-    let root = trie.map_or(0, |t| t.root());
-    let mut running: Vec<Vec<Beam>> =
-        prompts.iter().map(|_| vec![Beam { tokens: Vec::new(), sum_logprob: 0.0, node: root }]).collect();
-    // Prompts still searching, in cache order; each prompt's beams own consecutive cache rows.
-    let mut active: Vec<usize> = (0..prompts.len()).collect();
     let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
-
-    for generated in 1..=config.max_new_tokens {
-        // The first cache row of each active prompt.
-        let starts: Vec<usize> = active
-            .iter()
-            .scan(0, |row, &p| {
-                let start = *row;
-                *row += running[p].len();
-                Some(start)
-            })
-            .collect();
-        let candidates = match trie {
-            None => top_candidates(logprobs, &active, &running, 2 * k, vocab)?,
-            Some(trie) => allowed_candidates(logprobs, &active, &running, trie, 2 * k, vocab)?,
+    loop {
+        let n = search.candidates_needed();
+        // Ranked on the device: only 2·num_beams values per prompt come back.
+        let candidates = match search.constraint() {
+            None => top_candidates(logprobs, search.active(), search.running(), n, vocab)?,
+            Some(trie) => allowed_candidates(logprobs, search.active(), search.running(), trie, n, vocab)?,
         };
-
-        let last = generated == config.max_new_tokens;
-        let (mut next_active, mut next_rows, mut next_tokens) = (Vec::new(), Vec::new(), Vec::new());
-        for (a, &p) in active.iter().enumerate() {
-            let mut beams = Vec::with_capacity(k);
-            for (rank, &(score, index)) in candidates[a].iter().enumerate() {
-                let (parent, token) = (&running[p][index / vocab], (index % vocab) as u32);
-                if token == config.eos_token_id {
-                    // Like HF, EOS only counts when it is among the top num_beams candidates.
-                    if rank < k {
-                        finished[p].add(parent.tokens.clone(), score, generated, true);
-                    }
-                } else {
-                    let node = match trie {
-                        Some(trie) => trie
-                            .child(parent.node, token)
-                            .ok_or_else(|| Error::Input(format!("beam search: token {token} left the trie")))?,
-                        None => parent.node,
-                    };
-                    let tokens = parent.tokens.iter().copied().chain([token]).collect();
-                    beams.push((Beam { tokens, sum_logprob: score, node }, starts[a] + index / vocab, token));
-                    if beams.len() == k {
-                        break;
-                    }
-                }
-            }
-            if last {
-                for (beam, _, _) in beams {
-                    finished[p].add(beam.tokens, beam.sum_logprob, generated, false);
-                }
-            } else if beams.first().is_some_and(|best| !finished[p].is_done(best.0.sum_logprob, generated)) {
-                next_active.push(p);
-                next_rows.extend(beams.iter().map(|b| b.1));
-                next_tokens.extend(beams.iter().map(|b| b.2));
-                running[p] = beams.into_iter().map(|b| b.0).collect();
-            }
+        match search.advance(candidates)? {
+            None => break,
+            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens), 1),
         }
-        if next_active.is_empty() {
-            break;
-        }
-        active = next_active;
-        logprobs = log_softmax(decode_step(model, &mut cache, &next_rows, &next_tokens), 1);
     }
-    Ok(finished.into_iter().map(|f| f.best(config.num_return_sequences)).collect())
+    Ok(search.finish())
+}
+
+/// [`beam_search`] for devices that cannot read synchronously (WebGPU in a browser): each step's
+/// log-probabilities are read back with an await and ranked on the host ([`host_candidates`]);
+/// no device top-k, which panics on WebGPU in wasm (burn issue 5110). Same hypotheses as
+/// [`beam_search`] up to ties between equal scores.
+pub async fn beam_search_async<S: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[S],
+    config: &BeamConfig,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    let vocab = model.config().vocab_size;
+    let mut search = BeamSearch::new(config, vocab, prompts.len())?;
+    let (tokens, mask) = left_pad(model, prompts)?;
+    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
+    let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    loop {
+        let values: Vec<f32> = host_values_async(logprobs).await?;
+        let candidates = host_candidates(&search, &values, search.candidates_needed())?;
+        match search.advance(candidates)? {
+            None => break,
+            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens), 1),
+        }
+    }
+    Ok(search.finish())
 }
 
 /// Per active prompt, its best `n` continuations, best first, as `(sum_logprob, beam·vocab +
@@ -335,54 +222,10 @@ fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
     host_values(t)
 }
 
-/// A running beam. Public for `benches/decoding.rs`.
-#[doc(hidden)]
-pub struct Beam {
-    pub tokens: Vec<u32>,
-    pub sum_logprob: f32,
-    /// The beam's trie node under a constraint (unused without one).
-    pub node: usize,
-}
-
-/// The best `capacity` hypotheses of one prompt that have ended.
-struct Finished {
-    capacity: usize,
-    length_penalty: f64,
-    hypotheses: Vec<Hypothesis>,
-}
-
-impl Finished {
-    fn new(capacity: usize, length_penalty: f64) -> Self {
-        Self { capacity, length_penalty, hypotheses: Vec::with_capacity(capacity + 1) }
-    }
-
-    fn normalise(&self, sum_logprob: f32, len: usize) -> f32 {
-        (sum_logprob as f64 / (len as f64).powf(self.length_penalty)) as f32
-    }
-
-    /// Adds a hypothesis of `len` generated tokens (EOS included), dropping the worst if over
-    /// capacity.
-    fn add(&mut self, tokens: Vec<u32>, sum_logprob: f32, len: usize, finished: bool) {
-        let score = self.normalise(sum_logprob, len);
-        self.hypotheses.push(Hypothesis { tokens, sum_logprob, score, finished });
-        self.hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
-        self.hypotheses.truncate(self.capacity);
-    }
-
-    fn is_done(&self, best_running_sum: f32, len: usize) -> bool {
-        self.hypotheses.len() >= self.capacity
-            && self.hypotheses.last().is_some_and(|worst| worst.score >= self.normalise(best_running_sum, len))
-    }
-
-    fn best(mut self, n: usize) -> Vec<Hypothesis> {
-        self.hypotheses.truncate(n);
-        self.hypotheses
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use crate::model::llama::tests::{int_tensor, small_model};
 
     fn prompts() -> Vec<Vec<u32>> {
@@ -526,6 +369,28 @@ mod tests {
         let results = beam_search(&model, &prompts(), &constrained(&titles, 2, 3)).unwrap();
         for h in results.iter().flatten() {
             assert!(!h.finished && h.tokens.len() == 3 && trie.walk(&h.tokens).is_some(), "{h:?}");
+        }
+    }
+
+    /// The page's search (log-probabilities read back with an await, ranked on the host) finds
+    /// the same hypotheses as the native one (ranked by the device's top-k), free and constrained.
+    #[test]
+    fn async_beam_search_equals_sync_beam_search() {
+        let model = small_model(67);
+        let eos = greedy(&model, &prompts(), 4, u32::MAX).unwrap()[0][2];
+        let titles = vec![vec![10, 11, 12], vec![10, 11, 13, 14], vec![10, 11], vec![20, 21, 22], vec![30], vec![50, 52]];
+        let free = BeamConfig { num_beams: 4, num_return_sequences: 4, max_new_tokens: 7, ..BeamConfig::new(eos) };
+        for config in [free, constrained(&titles, 4, 6), constrained(&titles, 2, 2)] {
+            let sync = beam_search(&model, &prompts(), &config).unwrap();
+            let async_ = crate::block_on(beam_search_async(&model, &prompts(), &config)).unwrap();
+            assert_eq!(sync.len(), async_.len());
+            for (s, a) in sync.iter().zip(&async_) {
+                assert_eq!(s.len(), a.len(), "{s:?} vs {a:?}");
+                for (s, a) in s.iter().zip(a) {
+                    assert_eq!((&s.tokens, s.finished), (&a.tokens, a.finished));
+                    assert!((s.sum_logprob - a.sum_logprob).abs() < 1e-5, "{s:?} vs {a:?}");
+                }
+            }
         }
     }
 

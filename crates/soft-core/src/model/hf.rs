@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::model::config::{implied_head_dim, LlamaConfig};
-use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, SpecialIds};
+use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, tokenizer_from_bytes, SpecialIds};
 use crate::model::weights::{check_weights, safetensors_f32, RawTensor, WeightMap};
 use crate::{Error, Result};
 
@@ -72,14 +72,22 @@ impl TokenIds {
 }
 
 fn parse_config(path: &Path) -> Result<HfConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::json(path, e))
 }
 
 /// Reads the hyper-parameters from a `config.json`. Whether Q/K/V carry biases is not in it:
 /// [`load_hf_checkpoint`] sees it in the weights.
 pub fn read_config(path: &Path) -> Result<LlamaConfig> {
-    let config = parse_config(path)?;
+    llama_config(parse_config(path)?, path)
+}
+
+/// [`read_config`] from the file's bytes; `path` names it in errors.
+pub fn config_from_bytes(bytes: &[u8], path: &Path) -> Result<LlamaConfig> {
+    llama_config(serde_json::from_slice(bytes).map_err(|e| Error::json(path, e))?, path)
+}
+
+fn llama_config(config: HfConfig, path: &Path) -> Result<LlamaConfig> {
     if !config.architectures.is_empty()
         && !config.architectures.iter().any(|a| SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
     {
@@ -124,16 +132,23 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig> {
 /// and whether prompts start with BOS from `tokenizer_config.json` (no when it cannot be read).
 pub fn read_special_ids(dir: &Path) -> Result<SpecialIds> {
     let path = dir.join(CONFIG_FILE);
-    let config = parse_config(&path)?;
+    let config = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let tokenizer_config = std::fs::read(dir.join(TOKENIZER_CONFIG_FILE)).ok();
+    special_ids_from_bytes(&config, tokenizer_config.as_deref(), &path)
+}
+
+/// [`read_special_ids`] from the bytes of `config.json` (named `path` in errors) and of
+/// `tokenizer_config.json`, if there is one.
+pub fn special_ids_from_bytes(config: &[u8], tokenizer_config: Option<&[u8]>, path: &Path) -> Result<SpecialIds> {
+    let config: HfConfig = serde_json::from_slice(config).map_err(|e| Error::json(path, e))?;
     let eos =
-        config.eos_token_id.and_then(|ids| ids.first()).ok_or_else(|| Error::format(&path, "missing eos_token_id"))?;
+        config.eos_token_id.and_then(|ids| ids.first()).ok_or_else(|| Error::format(path, "missing eos_token_id"))?;
     #[derive(Deserialize)]
     struct TokenizerConfig {
         add_bos_token: Option<bool>,
     }
-    let add_bos = std::fs::read_to_string(dir.join(TOKENIZER_CONFIG_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str::<TokenizerConfig>(&text).ok())
+    let add_bos = tokenizer_config
+        .and_then(|bytes| serde_json::from_slice::<TokenizerConfig>(bytes).ok())
         .and_then(|c| c.add_bos_token)
         .unwrap_or(false);
     Ok(SpecialIds { bos: config.bos_token_id.and_then(|ids| ids.first()), eos, pad: eos, add_bos })
@@ -142,7 +157,12 @@ pub fn read_special_ids(dir: &Path) -> Result<SpecialIds> {
 /// Reads every tensor of one `.safetensors` file, converted to f32.
 pub fn load_safetensors(path: &Path) -> Result<WeightMap> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::safetensors(path, e))?;
+    safetensors_from_bytes(&bytes, path)
+}
+
+/// [`load_safetensors`] from the file's bytes; `path` names it in errors.
+pub fn safetensors_from_bytes(bytes: &[u8], path: &Path) -> Result<WeightMap> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| Error::safetensors(path, e))?;
     file.iter()
         .map(|(name, view)| {
             let data = safetensors_f32(&view, path, name)?;
@@ -157,9 +177,10 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
-const CONFIG_FILE: &str = "config.json";
-const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
-const SINGLE_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const SINGLE_FILE: &str = "model.safetensors";
 const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Reads the weights of a checkpoint directory: `model.safetensors`, or else the shards named by
@@ -192,18 +213,45 @@ pub fn load_hf_weights(dir: &Path) -> Result<WeightMap> {
 /// checkpoint that still stores `lm_head.weight` has it dropped; Q/K/V biases, Qwen2's, are
 /// used when present) and `tokenizer.json` (checked to fit the embedding).
 pub fn load_hf_checkpoint(dir: &Path) -> Result<(LlamaConfig, WeightMap, Tokenizer)> {
-    let mut config = read_config(&dir.join(CONFIG_FILE))?;
-    let mut weights = load_hf_weights(dir)?;
+    let config = read_config(&dir.join(CONFIG_FILE))?;
+    let weights = load_hf_weights(dir)?;
+    let tokenizer_path = dir.join(TOKENIZER_FILE);
+    let tokenizer = load_tokenizer(&tokenizer_path)?;
+    checked_checkpoint(config, weights, tokenizer, dir)
+}
+
+/// A single-file checkpoint already in memory (the page fetches its files): the bytes of
+/// `config.json`, `model.safetensors` and `tokenizer.json`, checked as [`load_hf_checkpoint`]
+/// checks a directory; `dir` is where they came from, named in errors.
+pub fn checkpoint_from_bytes(
+    config: &[u8],
+    weights: &[u8],
+    tokenizer: &[u8],
+    dir: &Path,
+) -> Result<(LlamaConfig, WeightMap, Tokenizer)> {
+    let config = config_from_bytes(config, &dir.join(CONFIG_FILE))?;
+    let weights = safetensors_from_bytes(weights, &dir.join(SINGLE_FILE))?;
+    let tokenizer = tokenizer_from_bytes(tokenizer, &dir.join(TOKENIZER_FILE))?;
+    checked_checkpoint(config, weights, tokenizer, dir)
+}
+
+/// Drops a tied checkpoint's stored `lm_head.weight`, sees Q/K/V biases in the weights, and
+/// checks the weights against the config and the tokenizer against the embedding.
+fn checked_checkpoint(
+    mut config: LlamaConfig,
+    mut weights: WeightMap,
+    tokenizer: Tokenizer,
+    dir: &Path,
+) -> Result<(LlamaConfig, WeightMap, Tokenizer)> {
     if config.tie_embeddings {
         weights.remove("lm_head.weight");
     }
     config.attention_bias = weights.contains_key("model.layers.0.self_attn.q_proj.bias");
-    // A missing or misshapen tensor is named with the file that should hold it.
-    let single = dir.join(SINGLE_FILE);
-    check_weights(&config, &weights, &if single.exists() { single } else { dir.join(INDEX_FILE) })?;
-    let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = load_tokenizer(&tokenizer_path)?;
-    check_vocab_fits(&tokenizer, config.vocab_size, &tokenizer_path)?;
+    // A missing or misshapen tensor is named with the file that should hold it (bytes fetched by
+    // the page always come from the single file).
+    let index = dir.join(INDEX_FILE);
+    check_weights(&config, &weights, &if index.exists() { index } else { dir.join(SINGLE_FILE) })?;
+    check_vocab_fits(&tokenizer, config.vocab_size, &dir.join(TOKENIZER_FILE))?;
     Ok((config, weights, tokenizer))
 }
 

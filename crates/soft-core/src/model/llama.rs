@@ -43,9 +43,9 @@ pub struct Llama {
 
 #[derive(Module, Debug)]
 pub(crate) struct Block {
-    input_layernorm: RmsNorm,
+    pub(crate) input_layernorm: RmsNorm,
     pub(crate) self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
+    pub(crate) post_attention_layernorm: RmsNorm,
     pub(crate) mlp: Mlp,
 }
 

@@ -1,10 +1,13 @@
 //! The language model: a Llama-architecture causal LM with LoRA, its weights and tokenizer.
 
 pub mod batch;
+pub mod beam_search;
 pub mod config;
 pub mod generate;
+#[cfg(feature = "native")]
 pub mod gguf;
 pub mod hf;
+pub mod hf_write;
 pub mod kv_cache;
 pub mod llama;
 pub mod lora;

@@ -90,12 +90,23 @@ impl Llama {
     /// Attaches the adapters of a PEFT adapter directory (ours or Python PEFT's, f32/f16/bf16).
     /// Every target projection must have both factors with matching shapes, and the file must
     /// hold nothing else.
-    pub fn load_adapter(mut self, dir: &Path) -> Result<Self> {
+    pub fn load_adapter(self, dir: &Path) -> Result<Self> {
         self.refuse_second_adapter()?;
-        let config = read_adapter_config(&dir.join(ADAPTER_CONFIG))?;
+        let config_path = dir.join(ADAPTER_CONFIG);
+        let config = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let path = dir.join(ADAPTER_WEIGHTS);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| Error::safetensors(&path, e))?;
+        let weights = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        self.load_adapter_from_bytes(&config, &weights, dir)
+    }
+
+    /// [`Llama::load_adapter`] from the bytes of `adapter_config.json` and
+    /// `adapter_model.safetensors` (the page fetches them); `dir` names them in errors.
+    pub fn load_adapter_from_bytes(mut self, config: &[u8], weights: &[u8], dir: &Path) -> Result<Self> {
+        self.refuse_second_adapter()?;
+        let config_path = dir.join(ADAPTER_CONFIG);
+        let config = adapter_config_from_bytes(config, &config_path)?;
+        let path = dir.join(ADAPTER_WEIGHTS);
+        let file = SafeTensors::deserialize(weights).map_err(|e| Error::safetensors(&path, e))?;
         let mut unused: BTreeSet<String> = file.names().into_iter().map(String::from).collect();
 
         let device = self.device();
@@ -283,10 +294,9 @@ impl PeftConfig {
     }
 }
 
-/// The LoRA settings of a PEFT `adapter_config.json`.
-fn read_adapter_config(path: &Path) -> Result<LoraConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let config: PeftConfig = serde_json::from_str(&text).map_err(|e| Error::json(path, e))?;
+/// The LoRA settings of a PEFT `adapter_config.json` (its bytes; `path` names it in errors).
+fn adapter_config_from_bytes(bytes: &[u8], path: &Path) -> Result<LoraConfig> {
+    let config: PeftConfig = serde_json::from_slice(bytes).map_err(|e| Error::json(path, e))?;
     config.lora_config(path)
 }
 
@@ -441,8 +451,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(ADAPTER_CONFIG);
         let read = |json: &str| {
-            std::fs::write(&path, json).unwrap();
-            read_adapter_config(&path)
+            adapter_config_from_bytes(json.as_bytes(), &path)
         };
         let peft = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "bias": "none",
             "target_modules": "all-linear", "rank_pattern": {}, "alpha_pattern": {}, "use_rslora": false,

@@ -2,19 +2,26 @@
 //! by `soft-train pretrain`), a GGUF file (SmolLM2), or a Hugging Face checkpoint directory.
 //! The one place that knows every format; each format's reader knows only its own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "native")]
+use std::path::PathBuf;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
-use crate::model::config::LlamaConfig;
-use crate::model::gguf::llama::load_llama_gguf;
-use crate::model::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf};
-use crate::model::hf::{load_hf_checkpoint, read_special_ids};
+use crate::model::hf::{self, checkpoint_from_bytes, special_ids_from_bytes};
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer, SpecialIds};
+use crate::model::tokenizer::SpecialIds;
 use crate::{Error, Result};
+#[cfg(feature = "native")]
+use {
+    crate::model::config::LlamaConfig,
+    crate::model::gguf::llama::load_llama_gguf,
+    crate::model::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf},
+    crate::model::hf::{load_hf_checkpoint, read_special_ids},
+    crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer},
+    burn::module::Module,
+};
 
 /// Files of a model directory written by this project.
 pub const CONFIG_FILE: &str = "llama.json";
@@ -29,6 +36,7 @@ pub struct Pretrained {
     pub source: String,
 }
 
+#[cfg(feature = "native")]
 /// Writes a model directory: config, weights (burnpack) and tokenizer.
 pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> {
     let config = serde_json::to_string_pretty(model.config()).expect("config serialises");
@@ -40,6 +48,7 @@ pub fn save_dir(dir: &Path, model: &Llama, tokenizer: &Tokenizer) -> Result<()> 
     save_tokenizer(tokenizer, &dir.join(TOKENIZER_FILE))
 }
 
+#[cfg(feature = "native")]
 fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -59,6 +68,7 @@ fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
     Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
 }
 
+#[cfg(feature = "native")]
 fn load_gguf(path: &Path, device: &Device) -> Result<Pretrained> {
     let (config, meta, weights) = load_llama_gguf(path)?;
     let tokenizer = tokenizer_from_gguf(&meta)?;
@@ -68,10 +78,28 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Pretrained> {
     Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
 }
 
+#[cfg(feature = "native")]
 fn load_hf(dir: &Path, device: &Device) -> Result<Pretrained> {
     let (config, weights, tokenizer) = load_hf_checkpoint(dir)?;
     let special = read_special_ids(dir)?;
     let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, dir))?;
+    Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
+}
+
+/// The files of a single-file Hugging Face checkpoint, already in memory (the page fetches them).
+pub struct HfBytes<'a> {
+    pub config: &'a [u8],
+    pub weights: &'a [u8],
+    pub tokenizer: &'a [u8],
+    pub tokenizer_config: Option<&'a [u8]>,
+}
+
+/// A model from the bytes of its checkpoint files, checked as a directory would be; `dir` is
+/// where the files came from (a URL prefix on the page), named in errors.
+pub fn from_hf_bytes(files: &HfBytes, dir: &Path, device: &Device) -> Result<Pretrained> {
+    let (config, weights, tokenizer) = checkpoint_from_bytes(files.config, files.weights, files.tokenizer, dir)?;
+    let special = special_ids_from_bytes(files.config, files.tokenizer_config, &dir.join(hf::CONFIG_FILE))?;
+    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, &dir.join(hf::SINGLE_FILE)))?;
     Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
 }
 
@@ -83,6 +111,7 @@ fn rename_path(e: Error, path: &Path) -> Error {
     }
 }
 
+#[cfg(feature = "native")]
 /// A `.gguf` file, a Hugging Face checkpoint directory (`config.json`), or a directory written
 /// by this project (`llama.json`).
 pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
@@ -101,15 +130,18 @@ pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
     )))
 }
 
+#[cfg(feature = "native")]
 /// Where named models live: $SOFT_MODELS_DIR, else `models/` under the current directory.
 pub fn models_dir() -> PathBuf {
     std::env::var_os("SOFT_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
 }
 
+#[cfg(feature = "native")]
 pub fn smollm2_path() -> PathBuf {
     models_dir().join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+#[cfg(feature = "native")]
 pub fn tiny_dir() -> PathBuf {
     models_dir().join("tiny")
 }

@@ -81,10 +81,15 @@ pub fn train_bpe(texts: &[String], vocab_size: usize, special_tokens: &[&str]) -
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    tokenizer_from_bytes(&bytes, path)
+}
+
+/// A `tokenizer.json` already in memory (the page fetches it); `path` names it in errors.
+pub fn tokenizer_from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
     // The tokenizers crate panics on some malformed files (found by the corruption suite:
     // decoders' deserializer unwraps), so the JSON is checked first and a panic still left is
     // turned into an error naming the file.
-    let text = crate::data::text::utf8_text(path, &bytes)?;
+    let text = crate::data::text::utf8_text(path, bytes)?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| Error::parse(path, e.line(), format!("not a tokenizer.json: {e}")))?;
     match std::panic::catch_unwind(|| text.parse::<Tokenizer>()) {

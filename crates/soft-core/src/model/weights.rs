@@ -134,6 +134,15 @@ pub fn host_values<E: Element, const D: usize, K: Basic>(t: Tensor<D, K>) -> Res
     })
 }
 
+/// [`host_values`] with an await: the only way to read a tensor on WebGPU in a browser.
+pub async fn host_values_async<E: Element, const D: usize, K: Basic>(t: Tensor<D, K>) -> Result<Vec<E>> {
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::ModelState(format!("reading tensor values back from the device: {e:?}")))?;
+    Ok(data.convert::<E>().try_into_vec::<E>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,14 @@
 //! stages (SFT, self-distillation, SOFT with its scheduler) are configurations of them. Stages
 //! validate through `eval`, which sits below them.
 
+#[cfg(feature = "native")]
 pub mod checkpoint;
+#[cfg(feature = "native")]
 pub mod distill;
+#[cfg(feature = "native")]
 pub mod epoch_loop;
 pub mod lm;
+#[cfg(feature = "native")]
 pub mod pretrain;
 pub mod scheduler;
 pub mod sft;

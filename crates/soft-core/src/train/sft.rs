@@ -17,10 +17,14 @@ use crate::model::llama::Llama;
 use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::{encode_prompt, SpecialIds};
 use crate::progress::{Event, Progress};
+#[cfg(feature = "native")]
 use crate::train::checkpoint::Checkpoints;
+#[cfg(feature = "native")]
 use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
 use crate::train::lm::{tokens_with_eos, LmExample};
-use crate::train::trainer::{train_pass, TrainConfig};
+#[cfg(feature = "native")]
+use crate::train::trainer::train_pass;
+use crate::train::trainer::TrainConfig;
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +177,7 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, prompt: &PromptOptions, 
     Ok(evaluate(inputs.catalog, &rec.recommend(inputs.catalog, &histories, &targets)?))
 }
 
+#[cfg(feature = "native")]
 /// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`); fresh
 /// adapters are attached to it and only they train. With `checkpoints`, every epoch is saved
 /// and a run continues from the newest one found there.

@@ -5,6 +5,8 @@
 //! distance between the grounding embeddings of the model's answers and of the true items over
 //! a fixed sample of training prompts (d0: the base model before any training).
 
+use std::path::{Path, PathBuf};
+
 use burn::module::Module;
 use burn::tensor::Tensor;
 use rand::rngs::StdRng;
@@ -21,12 +23,16 @@ use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::model::tokenizer::encode_prompt;
 use crate::progress::{Event, Progress};
+#[cfg(feature = "native")]
 use crate::train::checkpoint::Checkpoints;
+#[cfg(feature = "native")]
 use crate::train::distill::Distilled;
+#[cfg(feature = "native")]
 use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
 use crate::train::lm::{shared_prompt_losses, tokens_with_eos};
 use crate::train::scheduler::{Schedule, Scheduler};
 use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
+#[cfg(feature = "native")]
 use crate::train::trainer::train_pass;
 use crate::{Error, Result};
 
@@ -121,6 +127,7 @@ impl Probe {
     }
 }
 
+#[cfg(feature = "native")]
 /// One prompt's tokens and its two responses (EOS included).
 struct Pair {
     prompt: Vec<u32>,
@@ -128,6 +135,7 @@ struct Pair {
     distilled: Vec<u32>,
 }
 
+#[cfg(feature = "native")]
 fn pairs(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<Pair>> {
     let response = |text: &str| tokens_with_eos(inputs.tokenizer, text, inputs.special.eos);
     distilled
@@ -142,11 +150,31 @@ fn pairs(inputs: &SftInputs, distilled: &[Distilled]) -> Result<Vec<Pair>> {
         .collect()
 }
 
+#[cfg(feature = "native")]
+/// Where a SOFT run keeps the adapter of every epoch (`epochs/<e>/adapter`, PEFT layout), beside
+/// its checkpoints, which keep only the newest and the best: the page's epoch slider runs the
+/// model as it was after each epoch.
+pub struct EpochAdapters<'a> {
+    pub run_dir: &'a Path,
+    /// Written into each adapter's config (`base_model_name_or_path`).
+    pub base_model: &'a str,
+}
+
+#[cfg(feature = "native")]
+impl EpochAdapters<'_> {
+    /// The adapter directory of `epoch` (1-based) under `run_dir`.
+    pub fn dir(run_dir: &Path, epoch: usize) -> PathBuf {
+        run_dir.join("epochs").join(epoch.to_string()).join("adapter")
+    }
+}
+
+#[cfg(feature = "native")]
 pub struct SoftResult {
     pub model: Llama,
     pub report: SoftReport,
 }
 
+#[cfg(feature = "native")]
 /// `distilled` must be the auxiliary dataset of `inputs.train`, in its order. With
 /// `checkpoints`, every epoch is saved and a run continues from the newest one found there.
 pub fn soft(
@@ -155,6 +183,7 @@ pub fn soft(
     distilled: &[Distilled],
     trainable: Llama,
     checkpoints: Option<&Checkpoints>,
+    epoch_adapters: Option<&EpochAdapters>,
     progress: Progress,
 ) -> Result<SoftResult> {
     if distilled.len() != inputs.train.len() || distilled.iter().zip(inputs.train).any(|(d, w)| d.target != w.target())
@@ -215,6 +244,9 @@ pub fn soft(
         let tuned = trainer.model.valid();
         let d = probe.measure_d(&tuned, inputs, &beam)?;
         let valid = valid_metrics(inputs, &tuned, &config.sft.prompt, &beam)?;
+        if let Some(keep) = epoch_adapters {
+            trainer.model.save_adapter(&EpochAdapters::dir(keep.run_dir, epoch), keep.base_model)?;
+        }
         let n = n.max(1) as f32;
         let record = SoftEpoch {
             epoch,

@@ -114,6 +114,7 @@ impl LmTrainer {
 
 /// One epoch: `step` trains each micro-batch of example indices from `order` and returns its
 /// loss and token count; stops early at `max_steps`. Returns the mean loss and tokens per second.
+#[cfg(feature = "native")]
 pub(crate) fn train_pass(
     trainer: &mut LmTrainer,
     order: &[usize],

@@ -1,0 +1,300 @@
+//! The exported model in the page: what `soft-train export` wrote (manifest.json's `model`),
+//! fetched and loaded on the started device with soft_core's byte loaders, run through its
+//! async inference (beam search and grounding read back with an await: WebGPU has no
+//! synchronous read). SFT and the SOFT epochs are the base model with one adapter each, merged
+//! once when first asked for.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, TensorData};
+use serde::Deserialize;
+use soft_core::data::Catalog;
+use soft_core::eval::decoding::Decoding;
+use soft_core::data::prompt::strip_response;
+use soft_core::eval::llm::{embed_texts, history_prompt, title_trie, Grounder};
+use soft_core::model::generate::{beam_search_async, BeamConfig};
+use soft_core::model::hf::safetensors_from_bytes;
+use soft_core::model::llama::Llama;
+use soft_core::model::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use soft_core::model::pretrained::{from_hf_bytes, HfBytes, Pretrained};
+use soft_core::model::tokenizer::encode_prompt;
+use soft_core::model::trie::TitleTrie;
+use soft_core::model::weights::host_values_async;
+
+use crate::app::PageData;
+use crate::runtime::{
+    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, Ranked, RecommendError, RecommendRequest, Recommendation,
+    Recommender, Runtime, Timings,
+};
+
+/// manifest.json's `model` entry (paths relative to `assets/`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelManifest {
+    pub name: String,
+    pub config: String,
+    pub weights: String,
+    pub tokenizer: String,
+    pub tokenizer_config: Option<String>,
+    pub grounding: GroundingManifest,
+    pub beam: BeamManifest,
+    pub sft: AdapterManifest,
+    pub soft: SoftManifest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroundingManifest {
+    pub table: String,
+    pub tensor: String,
+    pub ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BeamManifest {
+    pub num_beams: usize,
+    pub max_new_tokens: usize,
+    pub length_penalty: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdapterManifest {
+    pub adapter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SoftManifest {
+    pub adapter: String,
+    pub best_epoch: usize,
+    pub epochs: Vec<EpochManifest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EpochManifest {
+    pub epoch: usize,
+    pub adapter: String,
+}
+
+fn asset(path: &str) -> String {
+    format!("assets/{path}")
+}
+
+async fn fetch(path: &str) -> Result<Vec<u8>, String> {
+    fetch_bytes(&asset(path)).await.map_err(|e| e.to_string())
+}
+
+/// The loaded model: the base (which also embeds answers for grounding), the catalog's table,
+/// and the tuned models, each merged on first use.
+pub struct PageModel {
+    manifest: ModelManifest,
+    base: Pretrained,
+    grounder: Grounder,
+    data: Arc<PageData>,
+    beam: BeamConfig,
+    backend: String,
+    parameters: usize,
+    tuned: RefCell<BTreeMap<ModelChoice, Rc<Llama>>>,
+    trie: RefCell<Option<Arc<TitleTrie>>>,
+    /// On WebGPU, the project's own WGSL kernel (soft-gpu) ranks the catalog; `None` on the CPU
+    /// backend (or if the kernel could not start), where the tensor version ranks.
+    kernel: Option<soft_gpu::GpuGrounder>,
+}
+
+impl PageModel {
+    /// Fetches and loads everything the manifest's `model` names; an error names the file.
+    pub async fn load(runtime: &Runtime, manifest: ModelManifest, data: Arc<PageData>) -> Result<Self, String> {
+        let config = fetch(&manifest.config).await?;
+        let weights = fetch(&manifest.weights).await?;
+        let tokenizer = fetch(&manifest.tokenizer).await?;
+        let tokenizer_config = match &manifest.tokenizer_config {
+            Some(path) => Some(fetch(path).await?),
+            None => None,
+        };
+        let files = HfBytes {
+            config: &config,
+            weights: &weights,
+            tokenizer: &tokenizer,
+            tokenizer_config: tokenizer_config.as_deref(),
+        };
+        let dir = asset(manifest.weights.rsplit_once('/').map_or("", |(dir, _)| dir));
+        let base = from_hf_bytes(&files, Path::new(&dir), &runtime.device).map_err(|e| e.to_string())?;
+        let c = base.model.config();
+        let parameters = c.vocab_size * c.hidden_size
+            + c.n_layers * c.projections().iter().map(|p| p.d_in * p.d_out).sum::<usize>();
+
+        let table_url = asset(&manifest.grounding.table);
+        let bytes = fetch(&manifest.grounding.table).await?;
+        let mut tensors = safetensors_from_bytes(&bytes, Path::new(&table_url)).map_err(|e| e.to_string())?;
+        let table = tensors
+            .remove(&manifest.grounding.tensor)
+            .ok_or_else(|| format!("{table_url}: no tensor `{}`", manifest.grounding.tensor))?;
+        let &[n, d] = table.shape.as_slice() else {
+            return Err(format!("{table_url}: `{}` has shape {:?}, expected 2 dimensions", manifest.grounding.tensor, table.shape));
+        };
+        if d != c.hidden_size {
+            return Err(format!("{table_url}: embeddings of width {d}, but the model's hidden size is {}", c.hidden_size));
+        }
+        let kernel = match &runtime.backend {
+            Backend::WebGpu { .. } => match soft_gpu::GpuGrounder::new_default(&table.data, n, d).await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    crate::app::log(&format!("the WGSL grounding kernel did not start ({e}): ranking with tensors"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let table = Tensor::<2>::from_data(TensorData::new(table.data, [n, d]), &runtime.device);
+        let grounder = Grounder::from_table(manifest.grounding.ids.clone(), table)
+            .map_err(|e| format!("{table_url}: {e}"))?;
+        let beam = BeamConfig {
+            num_beams: manifest.beam.num_beams,
+            num_return_sequences: 1,
+            max_new_tokens: manifest.beam.max_new_tokens,
+            length_penalty: manifest.beam.length_penalty,
+            ..BeamConfig::new(base.special.eos)
+        };
+        let model = Self {
+            manifest,
+            base,
+            grounder,
+            data,
+            beam,
+            backend: runtime.backend.label(),
+            parameters,
+            tuned: RefCell::new(BTreeMap::new()),
+            trie: RefCell::new(None),
+            kernel,
+        };
+        // The models the Recommend view runs first, loaded now rather than on the first click.
+        model.tuned(ModelChoice::Sft).await?;
+        model.tuned(ModelChoice::Soft { epoch: None }).await?;
+        Ok(model)
+    }
+
+    /// The adapter directory of `choice`; `None` for an epoch the export does not hold.
+    fn adapter_dir(&self, choice: ModelChoice) -> Option<&str> {
+        match choice {
+            ModelChoice::Sft => Some(&self.manifest.sft.adapter),
+            ModelChoice::Soft { epoch: None } => Some(&self.manifest.soft.adapter),
+            ModelChoice::Soft { epoch: Some(e) } => {
+                self.manifest.soft.epochs.iter().find(|x| x.epoch == e).map(|x| x.adapter.as_str())
+            }
+        }
+    }
+
+    /// The base model with `choice`'s adapter merged in, fetched on first use.
+    async fn tuned(&self, choice: ModelChoice) -> Result<Rc<Llama>, String> {
+        if let Some(m) = self.tuned.borrow().get(&choice) {
+            return Ok(m.clone());
+        }
+        let dir = self.adapter_dir(choice).ok_or_else(|| format!("the export has no adapter for {}", choice.label()))?;
+        let config = fetch(&format!("{dir}/{ADAPTER_CONFIG}")).await?;
+        let weights = fetch(&format!("{dir}/{ADAPTER_WEIGHTS}")).await?;
+        let model = self
+            .base
+            .model
+            .clone()
+            .load_adapter_from_bytes(&config, &weights, Path::new(&asset(dir)))
+            .map_err(|e| e.to_string())?
+            .merge_lora();
+        let model = Rc::new(model);
+        self.tuned.borrow_mut().insert(choice, model.clone());
+        Ok(model)
+    }
+
+    /// Beam search's settings for `decoding`; the title trie is built on first use.
+    fn beam(&self, decoding: Decoding) -> Result<BeamConfig, String> {
+        Ok(match decoding {
+            Decoding::Free => self.beam.clone(),
+            Decoding::Constrained => {
+                let mut trie = self.trie.borrow_mut();
+                if trie.is_none() {
+                    let built = title_trie(&self.base.tokenizer, &self.base.special, &self.data.catalog)
+                        .map_err(|e| e.to_string())?;
+                    *trie = Some(Arc::new(built));
+                }
+                BeamConfig { constraint: trie.clone(), ..self.beam.clone() }
+            }
+        })
+    }
+
+    /// The `k` items nearest to `answer` with their L2 distances, nearest first: the WGSL kernel
+    /// on WebGPU, the tensor version (`Grounder::rank_async`) otherwise. Both embed the answer
+    /// with the base model, as the native evaluation does.
+    async fn ground(&self, answer: &str, k: usize) -> Result<Vec<(u32, f32)>, String> {
+        let (tokenizer, special) = (&self.base.tokenizer, &self.base.special);
+        let Some(kernel) = &self.kernel else {
+            let ranked = self.grounder.rank_async(&self.base.model, tokenizer, special, &[answer.to_string()], k).await;
+            return Ok(ranked.map_err(|e| e.to_string())?.into_iter().next().unwrap_or_default());
+        };
+        let query = embed_texts(&self.base.model, tokenizer, special, &[strip_response(answer)]).map_err(|e| e.to_string())?;
+        let query: Vec<f32> = host_values_async(query).await.map_err(|e| e.to_string())?;
+        let hits = kernel.top_k(&query, 1, k).await.map_err(|e| format!("the WGSL grounding kernel: {e}"))?;
+        Ok(hits
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(row, squared)| (self.grounder.ids[row as usize], squared.max(0.0).sqrt()))
+            .collect())
+    }
+
+    async fn run(&self, request: &RecommendRequest) -> Result<Recommendation, RecommendError> {
+        let catalog: &Catalog = &self.data.catalog;
+        crate::history::check(catalog, &request.history).map_err(|e| RecommendError::BadInput(e.to_string()))?;
+        let failed = RecommendError::Failed;
+        let model = self.tuned(request.model).await.map_err(RecommendError::NoModel)?;
+        let beam = self.beam(request.decoding).map_err(failed)?;
+
+        let t0 = now_ms();
+        let prompt = history_prompt(catalog, self.data.domain, &request.history);
+        let ids = encode_prompt(&self.base.tokenizer, &self.base.special, &prompt).map_err(|e| failed(e.to_string()))?;
+        let t1 = now_ms();
+        let hyps = beam_search_async(&model, &[ids], &beam).await.map_err(|e| failed(e.to_string()))?;
+        let best = hyps.first().and_then(|h| h.first()).map(|h| h.tokens.clone()).unwrap_or_default();
+        let generated = self.base.tokenizer.decode(&best, true).map_err(|e| failed(format!("decoding the answer: {e}")))?;
+        let t2 = now_ms();
+        let ranked = self.ground(&generated, request.top_k).await.map_err(failed)?;
+        let t3 = now_ms();
+        let top = ranked
+            .into_iter()
+            .map(|(id, distance)| Ranked { id, title: catalog.title(id).unwrap_or_default().to_string(), distance })
+            .collect();
+        Ok(Recommendation {
+            answered_by: request.model,
+            generated,
+            top,
+            timings: Timings { tokenize_ms: t1 - t0, generate_ms: t2 - t1, ground_ms: t3 - t2 },
+            backend: self.backend.clone(),
+        })
+    }
+}
+
+impl Recommender for PageModel {
+    fn describe(&self) -> String {
+        let epochs = self.soft_epochs();
+        format!(
+            "Model: {}, {:.1} M parameters; SFT and SOFT adapters (SOFT as evaluated: epoch {}; epochs {}-{} for the slider); grounding by {}.",
+            self.manifest.name,
+            self.parameters as f64 / 1e6,
+            self.manifest.soft.best_epoch,
+            epochs.first().copied().unwrap_or(0),
+            epochs.last().copied().unwrap_or(0),
+            if self.kernel.is_some() { "the project's WGSL kernel" } else { "tensor ops" },
+        )
+    }
+
+    fn soft_epochs(&self) -> Vec<usize> {
+        self.manifest.soft.epochs.iter().map(|e| e.epoch).collect()
+    }
+
+    fn recommend<'a>(
+        &'a self,
+        request: &'a RecommendRequest,
+    ) -> LocalFuture<'a, Result<Recommendation, RecommendError>> {
+        Box::pin(self.run(request))
+    }
+}

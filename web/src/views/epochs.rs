@@ -1,0 +1,114 @@
+//! The epoch slider: the SOFT model as it was after epoch e (the export ships every epoch's
+//! adapter), run on the history chosen in Recommend (or a real test user), so a person watches
+//! the answers move as lambda hands the curriculum from the distilled to the real targets.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use soft_core::eval::decoding::Decoding;
+
+use crate::app::PageData;
+use crate::charts::fmt_num;
+use crate::runtime::{ModelChoice, RecommendError, RecommendRequest, Recommendation, Recommender};
+
+#[component]
+pub fn EpochSlider(
+    data: Arc<PageData>,
+    recommender: StoredValue<Option<Rc<dyn Recommender>>, LocalStorage>,
+    history: RwSignal<Vec<u32>>,
+    model_status: RwSignal<String>,
+) -> impl IntoView {
+    let epoch = RwSignal::new(None::<usize>);
+    let busy = RwSignal::new(false);
+    let result: RwSignal<Option<Result<Recommendation, RecommendError>>, LocalStorage> = RwSignal::new_local(None);
+    // Re-read when the model finishes loading (the status changes then).
+    let epochs = Memo::new(move |_| {
+        model_status.track();
+        recommender.with_value(|r| r.as_ref().map(|r| r.soft_epochs()).unwrap_or_default())
+    });
+
+    let d = data.clone();
+    let run = move |e: usize| {
+        epoch.set(Some(e));
+        let Some(r) = recommender.get_value() else { return };
+        // The history built in Recommend, else the first user of the test split.
+        let mut h = history.get_untracked();
+        if h.is_empty() {
+            h = d.test.first().map(|w| w.history().to_vec()).unwrap_or_default();
+        }
+        busy.set(true);
+        spawn_local(async move {
+            let request =
+                RecommendRequest { history: h, decoding: Decoding::Free, model: ModelChoice::Soft { epoch: Some(e) }, top_k: 10 };
+            let out = r.recommend(&request).await;
+            // A later move of the slider wins: only show the answer of the epoch still selected.
+            if epoch.get_untracked() == Some(e) {
+                result.set(Some(out));
+            }
+            busy.set(false);
+        });
+    };
+
+    let body = move || {
+        let list = epochs.get();
+        let (Some(&first), Some(&last)) = (list.first(), list.last()) else {
+            return view! { <p class="hint">"The epoch slider needs the exported model; "{move || model_status.get()}</p> }
+                .into_any();
+        };
+        let run = run.clone();
+        let on_input = move |ev: leptos::ev::Event| {
+            if let Ok(e) = event_target_value(&ev).parse::<usize>() {
+                run(e);
+            }
+        };
+        view! {
+            <label class="field epoch-slider">
+                <span>{move || match epoch.get() {
+                    Some(e) => format!("SOFT after epoch {e} of {last}"),
+                    None => format!("Move the slider: SOFT after epoch {first} to {last}"),
+                }}</span>
+                <input
+                    type="range"
+                    data-testid="epoch-slider"
+                    min=first.to_string()
+                    max=last.to_string()
+                    step="1"
+                    prop:value=move || epoch.get().unwrap_or(first).to_string()
+                    on:change=on_input
+                />
+            </label>
+            {move || busy.get().then(|| view! { <p class="hint">"Running…"</p> })}
+            {move || result.get().map(|r| match r {
+                Err(e) => view! { <p class="message error" role="alert" data-testid="epoch-message">{e.to_string()}</p> }.into_any(),
+                Ok(r) => {
+                    let rows = r.top.iter().map(|item| view! {
+                        <li><span class="title">{item.title.clone()}</span><span class="id">"#"{item.id}</span>
+                        <span class="dist">{fmt_num(item.distance as f64)}</span></li>
+                    }).collect_view();
+                    view! {
+                        <div class="result" data-testid="epoch-result" data-epoch=r.answered_by.label()>
+                            <h4>{format!("Answered by {}", r.answered_by.label())}</h4>
+                            <p class="generated">"Wrote: " <q>{r.generated.clone()}</q></p>
+                            <ol class="top10">{rows}</ol>
+                            <p class="timings">{format!("{:.0} ms on {}", r.timings.total_ms(), r.backend)}</p>
+                        </div>
+                    }.into_any()
+                }
+            })}
+        }
+        .into_any()
+    };
+
+    view! {
+        <div class="card epochs" data-testid="epochs">
+            <h3>"The model after each epoch"</h3>
+            <p>
+                "Every SOFT epoch's adapter ships with the page. Pick an epoch: the model as it was then answers "
+                "for the history chosen in Recommend (or the first user of the test split)."
+            </p>
+            {body}
+        </div>
+    }
+}

@@ -159,6 +159,8 @@ async function runMode(mode) {
     // With a model: wait until the model has loaded and both answers are in.
     if (MODEL) {
       await page.waitForFunction(() => /Model:|did not load|No model/.test(document.querySelector('[data-testid=model-status]')?.textContent ?? ''), null, { timeout: STARTUP_MS });
+      // The first click may still be answering (WebGPU on SwiftShader compiles its kernels first).
+      await page.waitForFunction(() => !document.querySelector('[data-testid=recommend]')?.disabled, null, { timeout: 300_000 });
       await page.click('[data-testid=recommend]');
       await page.waitForFunction(() => !document.querySelector('[data-testid=recommend]')?.disabled && document.querySelector('.results, [data-testid=recommend-message]'), null, { timeout: 300_000 });
     }

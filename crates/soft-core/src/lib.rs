@@ -12,6 +12,7 @@
 pub mod atomic_file;
 #[cfg(feature = "native")]
 pub mod baselines;
+#[cfg(feature = "native")]
 pub mod checksums;
 pub mod data;
 pub mod early_stop;

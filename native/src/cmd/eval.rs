@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use soft_core::baselines::{Popularity, SasRec};
+use soft_core::data::text::{read_bytes, utf8_lines};
 use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
 use soft_core::eval::decoding::Decoding;
@@ -79,16 +80,14 @@ pub fn read_metrics(path: &Path) -> Result<MetricsFile> {
 /// The predictions an evaluation wrote to `path` (its output directory's [`PREDICTIONS_FILE`]),
 /// one per test example in the order of the sequences file.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line).with_context(|| {
-                format!("{}:{}: not a prediction; delete the file to evaluate again", path.display(), i + 1)
-            })
+    let bytes = read_bytes(path)?;
+    let rows = utf8_lines(path, &bytes)
+        .map(|line| {
+            let (n, text) = line?;
+            serde_json::from_str(text).map_err(|e| soft_core::Error::parse(path, n, format!("not a prediction: {e}")))
         })
-        .collect()
+        .collect::<soft_core::Result<Vec<Prediction>>>();
+    rows.with_context(|| format!("{}: delete it to evaluate again", path.display()))
 }
 
 pub fn execute(o: &Options) -> Result<()> {

@@ -81,6 +81,12 @@ fn embed_texts_reporting(
     embed_last_token(&base.valid(), &ids, EMBED_BATCH, progress)
 }
 
+/// Generated answers as grounding queries: quotes stripped, embedded by the base model.
+fn embed_answers(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, answers: &[String]) -> Result<Tensor<2>> {
+    let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
+    embed_texts(base, tokenizer, special, &stripped)
+}
+
 impl Grounder {
     /// Embeds every grounding title: minutes for a 135 M model on a CPU, hence the progress.
     pub fn new(
@@ -118,8 +124,7 @@ impl Grounder {
         answers: &[String],
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
-        let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
-        let queries = embed_texts(base, tokenizer, special, &stripped)?;
+        let queries = embed_answers(base, tokenizer, special, answers)?;
         Ok(rank_by_l2_async(queries, self.table.clone(), k)
             .await?
             .into_iter()
@@ -136,8 +141,7 @@ impl Grounder {
         answers: &[String],
         k: usize,
     ) -> Result<Vec<Vec<u32>>> {
-        let stripped: Vec<&str> = answers.iter().map(|a| prompt::strip_response(a)).collect();
-        let queries = embed_texts(base, tokenizer, special, &stripped)?;
+        let queries = embed_answers(base, tokenizer, special, answers)?;
         Ok(rank_by_l2(queries, self.table.clone(), k)
             .into_iter()
             .map(|r| r.into_iter().map(|i| self.ids[i]).collect())

@@ -80,7 +80,6 @@ pub struct Hypothesis {
     pub finished: bool,
 }
 
-
 /// What the model must compute next: keep cache rows `rows` (in this order) and feed row i the
 /// token `tokens[i]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,14 +252,24 @@ pub fn host_candidates(search: &BeamSearch, logprobs: &[f32], n: usize) -> Resul
                 }
                 row += 1;
             }
-            if candidates.len() > n {
-                candidates.select_nth_unstable_by(n - 1, by_score);
-                candidates.truncate(n);
-            }
-            candidates.sort_by(by_score);
+            keep_best(&mut candidates, n, by_score);
             candidates
         })
         .collect())
+}
+
+/// Keeps the `n` first candidates in `by`'s order, sorted: a partial selection, then a sort of
+/// only those. Shared by the device and the host ranking, each with its own tie rule.
+pub(crate) fn keep_best(
+    candidates: &mut Vec<(f32, usize)>,
+    n: usize,
+    by: impl Fn(&(f32, usize), &(f32, usize)) -> std::cmp::Ordering + Copy,
+) {
+    if candidates.len() > n {
+        candidates.select_nth_unstable_by(n - 1, by);
+        candidates.truncate(n);
+    }
+    candidates.sort_by(by);
 }
 
 /// A running beam. Public for `benches/decoding.rs`.
@@ -307,4 +316,3 @@ impl Finished {
         self.hypotheses
     }
 }
-

@@ -8,6 +8,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::batch::left_pad;
+use super::beam_search::keep_best;
 pub use super::beam_search::{host_candidates, Beam, BeamConfig, BeamSearch, Hypothesis, Step};
 use super::kv_cache::KvCache;
 use super::llama::Llama;
@@ -65,10 +66,7 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
 pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
     let vocab = model.config().vocab_size;
-    let mut search = BeamSearch::new(config, vocab, prompts.len())?;
-    let (tokens, mask) = left_pad(model, prompts)?;
-    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
-    let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    let (mut search, mut cache, mut logprobs) = start(model, prompts, config)?;
     loop {
         let n = search.candidates_needed();
         // Ranked on the device: only 2·num_beams values per prompt come back.
@@ -93,11 +91,7 @@ pub async fn beam_search_async<S: AsRef<[u32]>>(
     prompts: &[S],
     config: &BeamConfig,
 ) -> Result<Vec<Vec<Hypothesis>>> {
-    let vocab = model.config().vocab_size;
-    let mut search = BeamSearch::new(config, vocab, prompts.len())?;
-    let (tokens, mask) = left_pad(model, prompts)?;
-    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
-    let mut logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    let (mut search, mut cache, mut logprobs) = start(model, prompts, config)?;
     loop {
         let values: Vec<f32> = host_values_async(logprobs).await?;
         let candidates = host_candidates(&search, &values, search.candidates_needed())?;
@@ -183,14 +177,24 @@ pub fn allowed_candidates(
             let mut candidates: Vec<(f32, usize)> =
                 (begin..end).map(|j| (values[j] + allowed[j].0, allowed[j].1)).collect();
             begin = end;
-            if candidates.len() > n {
-                candidates.select_nth_unstable_by(n - 1, by_score);
-                candidates.truncate(n);
-            }
-            candidates.sort_by(by_score);
+            keep_best(&mut candidates, n, by_score);
             candidates
         })
         .collect())
+}
+
+/// The search's state, a cache sized for the whole answer, and the prompts' first log-probs
+/// `[B, vocab]`: the start both drivers share.
+fn start<S: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[S],
+    config: &BeamConfig,
+) -> Result<(BeamSearch, KvCache, Tensor<2>)> {
+    let search = BeamSearch::new(config, model.config().vocab_size, prompts.len())?;
+    let (tokens, mask) = left_pad(model, prompts)?;
+    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
+    let logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    Ok((search, cache, logprobs))
 }
 
 /// Runs `tokens` through the model, extending `cache`, and returns the logits of the last
@@ -225,8 +229,8 @@ fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use crate::model::llama::tests::{int_tensor, small_model};
+    use std::sync::Arc;
 
     fn prompts() -> Vec<Vec<u32>> {
         vec![vec![3, 14, 15, 92], vec![65], vec![35, 89, 79, 32, 38, 46]]
@@ -378,7 +382,8 @@ mod tests {
     fn async_beam_search_equals_sync_beam_search() {
         let model = small_model(67);
         let eos = greedy(&model, &prompts(), 4, u32::MAX).unwrap()[0][2];
-        let titles = vec![vec![10, 11, 12], vec![10, 11, 13, 14], vec![10, 11], vec![20, 21, 22], vec![30], vec![50, 52]];
+        let titles =
+            vec![vec![10, 11, 12], vec![10, 11, 13, 14], vec![10, 11], vec![20, 21, 22], vec![30], vec![50, 52]];
         let free = BeamConfig { num_beams: 4, num_return_sequences: 4, max_new_tokens: 7, ..BeamConfig::new(eos) };
         for config in [free, constrained(&titles, 4, 6), constrained(&titles, 2, 2)] {
             let sync = beam_search(&model, &prompts(), &config).unwrap();

@@ -310,6 +310,37 @@ fn run_every_stage_on_a_tiny_slice() {
         assert_eq!(d["target"].to_string(), last_id, "{line}");
     }
 
+    // `eval --backend wgpu` (lavapipe here) grounds with the project's WGSL kernel: where it
+    // writes the same answer as the CPU run, it ranks the same items.
+    let on_gpu = dir.join("sft-wgpu");
+    let o = run(&[
+        "eval",
+        "--run",
+        out.join("sft").to_str().unwrap(),
+        "--sequences",
+        out.join("data/test.csv").to_str().unwrap(),
+        "--items",
+        books_items().to_str().unwrap(),
+        "--out",
+        on_gpu.to_str().unwrap(),
+        "--backend",
+        "wgpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("grounding with the WGSL kernel on"), "{}", stderr(&o));
+    let predictions = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (gpu, cpu) =
+        (predictions(&on_gpu.join("predictions.jsonl")), predictions(&out.join("sft/test/predictions.jsonl")));
+    assert_eq!(gpu.len(), cpu.len());
+    let same_answers: Vec<_> = gpu.iter().zip(&cpu).filter(|(g, c)| g["generated"] == c["generated"]).collect();
+    assert!(!same_answers.is_empty(), "wgpu and flex wrote no answer alike");
+    for (g, c) in same_answers {
+        let top10 = |p: &serde_json::Value| p["ranked"].as_array().unwrap()[..10].to_vec();
+        assert_eq!(top10(g), top10(c), "answer {}", g["generated"]);
+    }
+
     // A finished run: a second start is refused, a resume redoes nothing.
     let o = run(&args);
     assert!(!o.status.success() && stderr(&o).contains("--resume"), "{}", stderr(&o));

@@ -16,16 +16,18 @@ pub struct Chosen {
     pub device: Device,
     /// Backend and adapter, for reports.
     pub name: String,
+    /// A wgpu adapter: grounding then runs the project's WGSL kernel on it.
+    pub gpu: bool,
 }
 
 fn cpu() -> Chosen {
-    Chosen { device: Device::flex(), name: "flex (CPU)".into() }
+    Chosen { device: Device::flex(), name: "flex (CPU)".into(), gpu: false }
 }
 
 fn wgpu(kind: DeviceKind) -> Result<Chosen> {
     let (device, setup) = Device::wgpu_options().device_kind(kind).init_with_setup().context("no wgpu adapter")?;
     let info = setup.adapter.get_info();
-    Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type) })
+    Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type), gpu: true })
 }
 
 pub fn choose(choice: BackendChoice) -> Result<Chosen> {

@@ -17,7 +17,7 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     let ids = catalog.grounding_ids();
     let cache = cache_path(model_path, catalog, &ids);
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
-        return Ok(Grounder { ids, table });
+        return Ok(Grounder::from_table(ids, table)?);
     }
     let mut reporter = crate::progress::Reporter::new();
     let grounder = Grounder::new(&pre.model, &pre.tokenizer, &pre.special, catalog, &mut |e| reporter.handle(e))?;

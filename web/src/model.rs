@@ -14,8 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
-use soft_core::data::prompt::strip_response;
-use soft_core::eval::llm::{embed_texts, history_prompt, title_trie, Grounder};
+use soft_core::eval::llm::{history_prompt, title_trie, Grounder, KernelAgreement};
 use soft_core::model::generate::{beam_search_async, BeamConfig};
 use soft_core::model::hf::safetensors_from_bytes;
 use soft_core::model::llama::Llama;
@@ -23,7 +22,6 @@ use soft_core::model::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use soft_core::model::pretrained::{from_hf_bytes, HfBytes, Pretrained};
 use soft_core::model::tokenizer::encode_prompt;
 use soft_core::model::trie::TitleTrie;
-use soft_core::model::weights::host_values_async;
 
 use crate::app::PageData;
 use crate::runtime::{
@@ -97,10 +95,14 @@ pub struct PageModel {
     parameters: usize,
     tuned: RefCell<BTreeMap<ModelChoice, Rc<Llama>>>,
     trie: RefCell<Option<Arc<TitleTrie>>>,
-    /// On WebGPU, the project's own WGSL kernel (soft-gpu) ranks the catalog; `None` on the CPU
-    /// backend (or if the kernel could not start), where the tensor version ranks.
-    kernel: Option<soft_gpu::GpuGrounder>,
+    /// On WebGPU the project's WGSL kernel ranks the catalog (the grounder holds it), checked at
+    /// load against the tensor ranking; `None` on the CPU backend or if the kernel did not start.
+    kernel_check: Option<KernelAgreement>,
 }
+
+/// Probe queries and ranks of the kernel check at load.
+const KERNEL_CHECK_QUERIES: usize = 32;
+const KERNEL_CHECK_K: usize = 10;
 
 impl PageModel {
     /// Fetches and loads everything the manifest's `model` names; an error names the file.
@@ -121,8 +123,8 @@ impl PageModel {
         let dir = asset(manifest.weights.rsplit_once('/').map_or("", |(dir, _)| dir));
         let base = from_hf_bytes(&files, Path::new(&dir), &runtime.device).map_err(|e| e.to_string())?;
         let c = base.model.config();
-        let parameters = c.vocab_size * c.hidden_size
-            + c.n_layers * c.projections().iter().map(|p| p.d_in * p.d_out).sum::<usize>();
+        let parameters =
+            c.vocab_size * c.hidden_size + c.n_layers * c.projections().iter().map(|p| p.d_in * p.d_out).sum::<usize>();
 
         let table_url = asset(&manifest.grounding.table);
         let bytes = fetch(&manifest.grounding.table).await?;
@@ -131,24 +133,31 @@ impl PageModel {
             .remove(&manifest.grounding.tensor)
             .ok_or_else(|| format!("{table_url}: no tensor `{}`", manifest.grounding.tensor))?;
         let &[n, d] = table.shape.as_slice() else {
-            return Err(format!("{table_url}: `{}` has shape {:?}, expected 2 dimensions", manifest.grounding.tensor, table.shape));
+            return Err(format!(
+                "{table_url}: `{}` has shape {:?}, expected 2 dimensions",
+                manifest.grounding.tensor, table.shape
+            ));
         };
         if d != c.hidden_size {
-            return Err(format!("{table_url}: embeddings of width {d}, but the model's hidden size is {}", c.hidden_size));
+            return Err(format!(
+                "{table_url}: embeddings of width {d}, but the model's hidden size is {}",
+                c.hidden_size
+            ));
         }
-        let kernel = match &runtime.backend {
-            Backend::WebGpu { .. } => match soft_gpu::GpuGrounder::new_default(&table.data, n, d).await {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    crate::app::log(&format!("the WGSL grounding kernel did not start ({e}): ranking with tensors"));
-                    None
-                }
-            },
-            _ => None,
-        };
         let table = Tensor::<2>::from_data(TensorData::new(table.data, [n, d]), &runtime.device);
-        let grounder = Grounder::from_table(manifest.grounding.ids.clone(), table)
-            .map_err(|e| format!("{table_url}: {e}"))?;
+        let mut grounder =
+            Grounder::from_table(manifest.grounding.ids.clone(), table).map_err(|e| format!("{table_url}: {e}"))?;
+        let mut kernel_check = None;
+        if let Backend::WebGpu { .. } = &runtime.backend {
+            match grounder.clone().with_kernel().await {
+                Ok(with_kernel) => {
+                    let check = with_kernel.kernel_agreement(KERNEL_CHECK_QUERIES, KERNEL_CHECK_K).await;
+                    kernel_check = check.map_err(|e| e.to_string())?;
+                    grounder = with_kernel;
+                }
+                Err(e) => crate::app::log(&format!("{e}: ranking with tensors")),
+            }
+        }
         let beam = BeamConfig {
             num_beams: manifest.beam.num_beams,
             num_return_sequences: 1,
@@ -166,7 +175,7 @@ impl PageModel {
             parameters,
             tuned: RefCell::new(BTreeMap::new()),
             trie: RefCell::new(None),
-            kernel,
+            kernel_check,
         };
         // The models the Recommend view runs first, loaded now rather than on the first click.
         model.tuned(ModelChoice::Sft).await?;
@@ -190,7 +199,8 @@ impl PageModel {
         if let Some(m) = self.tuned.borrow().get(&choice) {
             return Ok(m.clone());
         }
-        let dir = self.adapter_dir(choice).ok_or_else(|| format!("the export has no adapter for {}", choice.label()))?;
+        let dir =
+            self.adapter_dir(choice).ok_or_else(|| format!("the export has no adapter for {}", choice.label()))?;
         let config = fetch(&format!("{dir}/{ADAPTER_CONFIG}")).await?;
         let weights = fetch(&format!("{dir}/{ADAPTER_WEIGHTS}")).await?;
         let model = self
@@ -221,25 +231,12 @@ impl PageModel {
         })
     }
 
-    /// The `k` items nearest to `answer` with their L2 distances, nearest first: the WGSL kernel
-    /// on WebGPU, the tensor version (`Grounder::rank_async`) otherwise. Both embed the answer
-    /// with the base model, as the native evaluation does.
+    /// The `k` items nearest to `answer` with their L2 distances, nearest first (the WGSL kernel
+    /// on WebGPU), embedded with the base model as the native evaluation does.
     async fn ground(&self, answer: &str, k: usize) -> Result<Vec<(u32, f32)>, String> {
         let (tokenizer, special) = (&self.base.tokenizer, &self.base.special);
-        let Some(kernel) = &self.kernel else {
-            let ranked = self.grounder.rank_async(&self.base.model, tokenizer, special, &[answer.to_string()], k).await;
-            return Ok(ranked.map_err(|e| e.to_string())?.into_iter().next().unwrap_or_default());
-        };
-        let query = embed_texts(&self.base.model, tokenizer, special, &[strip_response(answer)]).map_err(|e| e.to_string())?;
-        let query: Vec<f32> = host_values_async(query).await.map_err(|e| e.to_string())?;
-        let hits = kernel.top_k(&query, 1, k).await.map_err(|e| format!("the WGSL grounding kernel: {e}"))?;
-        Ok(hits
-            .into_iter()
-            .next()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(row, squared)| (self.grounder.ids[row as usize], squared.max(0.0).sqrt()))
-            .collect())
+        let ranked = self.grounder.rank_async(&self.base.model, tokenizer, special, &[answer.to_string()], k).await;
+        Ok(ranked.map_err(|e| e.to_string())?.into_iter().next().unwrap_or_default())
     }
 
     async fn run(&self, request: &RecommendRequest) -> Result<Recommendation, RecommendError> {
@@ -251,11 +248,13 @@ impl PageModel {
 
         let t0 = now_ms();
         let prompt = history_prompt(catalog, self.data.domain, &request.history);
-        let ids = encode_prompt(&self.base.tokenizer, &self.base.special, &prompt).map_err(|e| failed(e.to_string()))?;
+        let ids =
+            encode_prompt(&self.base.tokenizer, &self.base.special, &prompt).map_err(|e| failed(e.to_string()))?;
         let t1 = now_ms();
         let hyps = beam_search_async(&model, &[ids], &beam).await.map_err(|e| failed(e.to_string()))?;
         let best = hyps.first().and_then(|h| h.first()).map(|h| h.tokens.clone()).unwrap_or_default();
-        let generated = self.base.tokenizer.decode(&best, true).map_err(|e| failed(format!("decoding the answer: {e}")))?;
+        let generated =
+            self.base.tokenizer.decode(&best, true).map_err(|e| failed(format!("decoding the answer: {e}")))?;
         let t2 = now_ms();
         let ranked = self.ground(&generated, request.top_k).await.map_err(failed)?;
         let t3 = now_ms();
@@ -283,7 +282,13 @@ impl Recommender for PageModel {
             self.manifest.soft.best_epoch,
             epochs.first().copied().unwrap_or(0),
             epochs.last().copied().unwrap_or(0),
-            if self.kernel.is_some() { "the project's WGSL kernel" } else { "tensor ops" },
+            match (&self.kernel_check, self.grounder.kernel_adapter()) {
+                (Some(c), Some(adapter)) => format!(
+                    "the project's WGSL kernel on {adapter} (checked at load: the same top-{KERNEL_CHECK_K} as the tensor ranking for {} of {} probe queries, distances within {:.1e})",
+                    c.same_top_k, c.queries, c.max_distance_diff
+                ),
+                _ => "tensor ops".to_string(),
+            },
         )
     }
 

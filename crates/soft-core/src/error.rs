@@ -73,6 +73,10 @@ pub enum Error {
         source: TokenizerError,
     },
 
+    /// The WGSL grounding kernel (soft-gpu) could not start or run.
+    #[error("the WGSL grounding kernel: {0}")]
+    Kernel(#[from] soft_gpu::GpuError),
+
     /// A tensor's values could not be read back in the expected element type.
     #[error("reading tensor values: {0}")]
     TensorData(#[from] burn::tensor::DataError),

@@ -123,10 +123,15 @@ pub fn execute(o: &Options) -> Result<()> {
     finish(o, &header, &catalog, predictions)
 }
 
-/// A language-model run: base model + adapter write answers, the base model grounds them.
+/// A language-model run: base model + adapter write answers, the base model grounds them (on a
+/// wgpu adapter with the project's WGSL kernel, shaders/grounding.wgsl).
 fn llm_predictions(o: &Options, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
     let backend = choose(o.backend)?;
-    let run = LoadedRun::open(&o.run, catalog, &backend.device, o.decoding)?;
+    let mut run = LoadedRun::open(&o.run, catalog, &backend.device, o.decoding)?;
+    if backend.gpu {
+        run.grounder = run.grounder.with_kernel_blocking()?;
+        eprintln!("grounding with the WGSL kernel on {}", run.grounder.kernel_adapter().unwrap_or_default());
+    }
     Ok(run.recommender(run.header.dataset.domain).recommend(catalog, histories, targets)?)
 }
 

@@ -100,7 +100,11 @@ pub fn execute(args: &Args) -> Result<()> {
     let reread = soft_core::model::hf::safetensors_from_bytes(&weight_bytes, &weights_path)?;
     let exported = Llama::from_weights(base.model.config(), &reread, &device)?;
     let logit_diff = max_logit_diff(&base.model, &exported, &prompts);
-    println!("base weights as {}: max |logit - f32 logit| {logit_diff:.3e} on {} prompts", args.dtype.name(), prompts.len());
+    println!(
+        "base weights as {}: max |logit - f32 logit| {logit_diff:.3e} on {} prompts",
+        args.dtype.name(),
+        prompts.len()
+    );
 
     let special = &base.special;
     let model_files = [
@@ -108,7 +112,10 @@ pub fn execute(args: &Args) -> Result<()> {
         ("tokenizer_config.json", serde_json::to_vec_pretty(&tokenizer_config_json(special))?),
         (
             "tokenizer.json",
-            base.tokenizer.to_string(false).map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))?.into_bytes(),
+            base.tokenizer
+                .to_string(false)
+                .map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))?
+                .into_bytes(),
         ),
         ("model.safetensors", weight_bytes),
     ];
@@ -119,7 +126,8 @@ pub fn execute(args: &Args) -> Result<()> {
     // The catalog's embedding table, as the native runs ground with it.
     let grounder = grounder(&base, &model_path, &dataset.catalog)?;
     let [n, d] = grounder.table.dims();
-    let table = grounder.table.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(soft_core::Error::from)?;
+    let table =
+        grounder.table.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(soft_core::Error::from)?;
     let table_map = WeightMap::from([(GROUNDING_TENSOR.to_string(), RawTensor::new(vec![n, d], table))]);
     let grounding_path = out.join(GROUNDING_FILE);
     write_atomic(&grounding_path, &safetensors_bytes(&table_map, encoding, &grounding_path)?)?;

@@ -110,7 +110,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), Some(&epoch_adapters), &mut |e| {
         reporter.handle(e)
     })
-        .with_context(|| stopped(&checkpoints))?;
+    .with_context(|| stopped(&checkpoints))?;
     result.model.save_adapter(&o.out.join(ADAPTER_DIR), &base_name)?;
     let details = SoftDetails { base_model: base_name, config, sft_run: o.sft.clone(), report: result.report };
     let run = RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details);

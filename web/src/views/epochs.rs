@@ -40,8 +40,12 @@ pub fn EpochSlider(
         }
         busy.set(true);
         spawn_local(async move {
-            let request =
-                RecommendRequest { history: h, decoding: Decoding::Free, model: ModelChoice::Soft { epoch: Some(e) }, top_k: 10 };
+            let request = RecommendRequest {
+                history: h,
+                decoding: Decoding::Free,
+                model: ModelChoice::Soft { epoch: Some(e) },
+                top_k: 10,
+            };
             let out = r.recommend(&request).await;
             // A later move of the slider wins: only show the answer of the epoch still selected.
             if epoch.get_untracked() == Some(e) {

@@ -2,8 +2,11 @@
 //! the answer is embedded with the BASE model (last-layer hidden state at its last token) and
 //! every item is ranked by the L2 distance between that embedding and its title's.
 
+use std::sync::Arc;
+
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
+use soft_gpu::GpuGrounder;
 use tokenizers::Tokenizer;
 
 use crate::data::prompt::PromptOptions;
@@ -14,6 +17,7 @@ use crate::model::generate::{beam_search, BeamConfig};
 use crate::model::llama::Llama;
 use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::model::trie::TitleTrie;
+use crate::model::weights::host_values_async;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
@@ -57,10 +61,28 @@ pub fn history_prompt_with(
 }
 
 /// Item embeddings of every grounding item, computed once with the base model.
+#[derive(Clone)]
 pub struct Grounder {
     pub ids: Vec<u32>,
     pub table: Tensor<2>,
+    /// The project's WGSL kernel (soft-gpu) over the same table, once [`Grounder::with_kernel`]
+    /// started it: it then ranks instead of the tensor ops.
+    kernel: Option<Arc<GpuGrounder>>,
 }
+
+/// How the WGSL kernel and the tensor ranking agree on probe queries ([`Grounder::kernel_agreement`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelAgreement {
+    pub queries: usize,
+    /// Queries whose top-k is the same from both: the same items in the same order, except that
+    /// two items at (nearly) the same distance may swap (the kernel sums in a different order).
+    pub same_top_k: usize,
+    /// Largest difference between the two L2 distances at the same rank.
+    pub max_distance_diff: f32,
+}
+
+/// Distances this close (relative) count as a tie between the kernel and the tensor ranking.
+const TIE_TOLERANCE: f32 = 1e-4;
 
 /// Last-token embeddings of texts; an empty text is embedded as the EOS token alone.
 pub fn embed_texts(base: &Llama, tokenizer: &Tokenizer, special: &SpecialIds, texts: &[&str]) -> Result<Tensor<2>> {
@@ -98,7 +120,8 @@ impl Grounder {
     ) -> Result<Self> {
         let ids = catalog.grounding_ids();
         let titles: Vec<&str> = ids.iter().map(|&id| catalog.title(id).unwrap_or_default()).collect();
-        Ok(Self { table: embed_texts_reporting(base, tokenizer, special, &titles, progress)?, ids })
+        let table = embed_texts_reporting(base, tokenizer, special, &titles, progress)?;
+        Self::from_table(ids, table)
     }
 
     /// A grounder from an embedding table computed elsewhere (`soft-train export` ships one to
@@ -111,7 +134,82 @@ impl Grounder {
                 ids.len()
             )));
         }
-        Ok(Self { ids, table })
+        Ok(Self { ids, table, kernel: None })
+    }
+
+    /// This grounder ranking with the project's WGSL kernel (shaders/grounding.wgsl) on the
+    /// default wgpu adapter (WebGPU in the page; `soft-train eval --backend wgpu` natively).
+    pub async fn with_kernel(mut self) -> Result<Self> {
+        let [n, d] = self.table.dims();
+        let values: Vec<f32> = host_values_async(self.table.clone()).await?;
+        self.kernel = Some(Arc::new(GpuGrounder::new_default(&values, n, d).await?));
+        Ok(self)
+    }
+
+    /// [`Grounder::with_kernel`], blocking (native only).
+    #[cfg(feature = "native")]
+    pub fn with_kernel_blocking(mut self) -> Result<Self> {
+        let [n, d] = self.table.dims();
+        let values: Vec<f32> = crate::model::weights::host_values(self.table.clone())?;
+        self.kernel = Some(Arc::new(GpuGrounder::new_default_blocking(&values, n, d)?));
+        Ok(self)
+    }
+
+    /// The adapter the WGSL kernel runs on, when it ranks.
+    pub fn kernel_adapter(&self) -> Option<String> {
+        self.kernel.as_ref().map(|k| k.adapter_info().name.clone())
+    }
+
+    /// Ranks `queries` embeddings with the kernel: per query, `(item id, L2 distance)`.
+    async fn kernel_rank(&self, kernel: &GpuGrounder, queries: Tensor<2>, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let n = queries.dims()[0];
+        let values: Vec<f32> = host_values_async(queries).await?;
+        Ok(self.kernel_ids(kernel.top_k(&values, n, k).await?))
+    }
+
+    fn kernel_ids(&self, hits: Vec<Vec<soft_gpu::Neighbor>>) -> Vec<Vec<(u32, f32)>> {
+        hits.into_iter()
+            .map(|r| r.into_iter().map(|(row, sq)| (self.ids[row as usize], sq.max(0.0).sqrt())).collect())
+            .collect()
+    }
+
+    /// Checks the kernel against the tensor ranking on `n` probe queries, each a blend of two
+    /// table rows (0.7 and 0.3) spread over the table: the page runs this on WebGPU so its own
+    /// test can see the two agree there. `None` when no kernel ranks.
+    pub async fn kernel_agreement(&self, n: usize, k: usize) -> Result<Option<KernelAgreement>> {
+        let Some(kernel) = &self.kernel else { return Ok(None) };
+        let rows = self.ids.len();
+        if rows < 2 || n == 0 {
+            return Err(Error::Input(format!("grounding: {n} probe queries over a table of {rows} rows")));
+        }
+        let pick = |offset: usize| -> Tensor<1, Int> {
+            let idx: Vec<i64> = (0..n).map(|i| ((i * rows / n + offset) % rows) as i64).collect();
+            Tensor::from_data(TensorData::new(idx, [n]), &self.table.device())
+        };
+        let queries = self.table.clone().select(0, pick(0)).mul_scalar(0.7)
+            + self.table.clone().select(0, pick(rows / 2 + 1)).mul_scalar(0.3);
+        let by_kernel = self.kernel_rank(kernel, queries.clone(), k).await?;
+        let by_tensors = self.tensor_rank(queries, k).await?;
+        let mut agreement = KernelAgreement { queries: n, same_top_k: 0, max_distance_diff: 0.0 };
+        for (a, b) in by_kernel.iter().zip(&by_tensors) {
+            let mut same = a.len() == b.len();
+            for (x, y) in a.iter().zip(b) {
+                let diff = (x.1 - y.1).abs();
+                agreement.max_distance_diff = agreement.max_distance_diff.max(diff);
+                same &= x.0 == y.0 || diff <= TIE_TOLERANCE * y.1.max(1e-6);
+            }
+            agreement.same_top_k += usize::from(same);
+        }
+        Ok(Some(agreement))
+    }
+
+    /// The tensor ranking: per query, `(item id, L2 distance)`, nearest first.
+    async fn tensor_rank(&self, queries: Tensor<2>, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        Ok(rank_by_l2_async(queries, self.table.clone(), k)
+            .await?
+            .into_iter()
+            .map(|r| r.into_iter().map(|(i, d)| (self.ids[i], d)).collect())
+            .collect())
     }
 
     /// [`Grounder::rank`] reading back with an await (WebGPU in a browser): per answer, the
@@ -125,11 +223,10 @@ impl Grounder {
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
         let queries = embed_answers(base, tokenizer, special, answers)?;
-        Ok(rank_by_l2_async(queries, self.table.clone(), k)
-            .await?
-            .into_iter()
-            .map(|r| r.into_iter().map(|(i, d)| (self.ids[i], d)).collect())
-            .collect())
+        match &self.kernel {
+            Some(kernel) => self.kernel_rank(kernel, queries, k).await,
+            None => self.tensor_rank(queries, k).await,
+        }
     }
 
     /// The `k` nearest items to each answer, nearest first.
@@ -142,6 +239,13 @@ impl Grounder {
         k: usize,
     ) -> Result<Vec<Vec<u32>>> {
         let queries = embed_answers(base, tokenizer, special, answers)?;
+        #[cfg(feature = "native")]
+        if let Some(kernel) = &self.kernel {
+            let n = queries.dims()[0];
+            let values: Vec<f32> = crate::model::weights::host_values(queries)?;
+            let hits = self.kernel_ids(kernel.top_k_blocking(&values, n, k)?);
+            return Ok(hits.into_iter().map(|r| r.into_iter().map(|(id, _)| id).collect()).collect());
+        }
         Ok(rank_by_l2(queries, self.table.clone(), k)
             .into_iter()
             .map(|r| r.into_iter().map(|i| self.ids[i]).collect())
@@ -216,5 +320,50 @@ impl LlmRecommender<'_> {
             .zip(targets)
             .map(|((generated, ranked), &target)| Prediction { target, generated: Some(generated), ranked })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    /// The WGSL kernel (through wgpu; lavapipe without a GPU) ranks a catalog-sized table like
+    /// the tensor ops: the same items in the same order (near-ties aside) at the same distances,
+    /// for random queries and for the probes the page checks at load.
+    #[test]
+    fn the_wgsl_kernel_ranks_like_the_tensor_ops() {
+        let device = Device::flex();
+        let (n, d) = (6344, 64);
+        let table = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
+        let ids: Vec<u32> = (0..n as u32).map(|i| 3 * i + 1).collect();
+        let plain = Grounder::from_table(ids, table).unwrap();
+        let started = plain.clone().with_kernel_blocking().map_err(|e| eprintln!("{e}")).ok();
+        let Some(with_kernel) = crate::test_assets::present_or_required("a wgpu adapter", started) else {
+            return;
+        };
+        assert!(with_kernel.kernel_adapter().is_some() && plain.kernel_adapter().is_none());
+
+        let queries = Tensor::<2>::random([40, d], Distribution::Normal(0.0, 1.0), &device);
+        let kernel = with_kernel.kernel.as_deref().unwrap();
+        let by_kernel = crate::block_on(with_kernel.kernel_rank(kernel, queries.clone(), 50)).unwrap();
+        let by_tensors = crate::block_on(plain.tensor_rank(queries, 50)).unwrap();
+        for (q, (a, b)) in by_kernel.iter().zip(&by_tensors).enumerate() {
+            assert_eq!(a.len(), 50);
+            for (p, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x.1 - y.1).abs() <= 1e-3 * y.1, "query {q} rank {p}: distance {} vs {}", x.1, y.1);
+                assert!(
+                    x.0 == y.0 || (x.1 - y.1).abs() <= TIE_TOLERANCE * y.1,
+                    "query {q} rank {p}: item {} vs {}",
+                    x.0,
+                    y.0
+                );
+            }
+        }
+
+        let agreement = crate::block_on(with_kernel.kernel_agreement(32, 10)).unwrap().unwrap();
+        assert_eq!((agreement.queries, agreement.same_top_k), (32, 32), "{agreement:?}");
+        assert!(crate::block_on(plain.kernel_agreement(32, 10)).unwrap().is_none());
+        assert!(crate::block_on(with_kernel.kernel_agreement(0, 10)).is_err());
     }
 }

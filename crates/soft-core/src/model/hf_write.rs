@@ -18,7 +18,9 @@ impl Llama {
     /// Refuses a model with adapters attached: merge them first, or save them apart.
     pub fn to_hf_weights(&self) -> Result<WeightMap> {
         if self.lora.is_some() {
-            return Err(Error::ModelState("the model has LoRA adapters: merge them before writing base weights".into()));
+            return Err(Error::ModelState(
+                "the model has LoRA adapters: merge them before writing base weights".into(),
+            ));
         }
         let mut map = WeightMap::new();
         let mut put = |name: String, t: Tensor<2>| -> Result<()> {
@@ -37,7 +39,10 @@ impl Llama {
         for (i, block) in self.layers.iter().enumerate() {
             let layer = format!("model.layers.{i}");
             map.insert(format!("{layer}.input_layernorm.weight"), norm(block.input_layernorm.gamma.val())?);
-            map.insert(format!("{layer}.post_attention_layernorm.weight"), norm(block.post_attention_layernorm.gamma.val())?);
+            map.insert(
+                format!("{layer}.post_attention_layernorm.weight"),
+                norm(block.post_attention_layernorm.gamma.val())?,
+            );
         }
         for (path, lin) in self.projections() {
             let (d_in, d_out) = lin.dims();

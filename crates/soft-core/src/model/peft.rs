@@ -450,9 +450,7 @@ mod tests {
         let dir = temp_dir("configs");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(ADAPTER_CONFIG);
-        let read = |json: &str| {
-            adapter_config_from_bytes(json.as_bytes(), &path)
-        };
+        let read = |json: &str| adapter_config_from_bytes(json.as_bytes(), &path);
         let peft = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.1, "bias": "none",
             "target_modules": "all-linear", "rank_pattern": {}, "alpha_pattern": {}, "use_rslora": false,
             "use_dora": false, "layers_to_transform": null, "init_lora_weights": "gaussian", "fan_in_fan_out": false}"#;

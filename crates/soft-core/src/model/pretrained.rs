@@ -99,7 +99,8 @@ pub struct HfBytes<'a> {
 pub fn from_hf_bytes(files: &HfBytes, dir: &Path, device: &Device) -> Result<Pretrained> {
     let (config, weights, tokenizer) = checkpoint_from_bytes(files.config, files.weights, files.tokenizer, dir)?;
     let special = special_ids_from_bytes(files.config, files.tokenizer_config, &dir.join(hf::CONFIG_FILE))?;
-    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, &dir.join(hf::SINGLE_FILE)))?;
+    let model =
+        Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, &dir.join(hf::SINGLE_FILE)))?;
     Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the page into web/dist: trunk with Cargo.toml's [profile.web] (opt-level z, fat LTO),
 # then wasm-opt -Oz from binaryen's npm package (Debian's wasm-opt is too old for current rustc
-# output). SOFT_WASM_OPT=0 skips wasm-opt. Extra arguments go to trunk
-# (`--cargo-profile release`: a faster, larger build while developing).
+# output), which also strips the function names the profile keeps. SOFT_WASM_OPT=0 skips
+# wasm-opt. Extra arguments go to trunk (`--cargo-profile release`: a faster, larger build while
+# developing).
 # Prints the build times and the sizes of the wasm and the assets.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +27,7 @@ if [[ "${SOFT_WASM_OPT:-1}" != 0 ]]; then
     before=$(stat -c %s "$wasm")
     t=$(date +%s)
     # The features rustc enables for wasm32 by default, so binaryen accepts and keeps them.
-    "$opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    "$opt" -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
         "$wasm" -o "$wasm.opt"
     mv "$wasm.opt" "$wasm"

@@ -21,3 +21,5 @@ fi
 
 # The browser app's tool chain (wasm target, trunk, wasm-bindgen-cli, chromium, playwright-core).
 "$repo_root/scripts/setup-web.sh"
+# ... and the page itself (web/dist; serve it with any static server: README, "The browser app").
+"$repo_root/scripts/build-web.sh"

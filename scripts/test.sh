@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set-up, then every test of the workspace (optimised build: burn is too slow unoptimised).
+# Set-up (which also builds the page), then every test of the workspace (optimised build: burn is
+# too slow unoptimised), then the page's end-to-end test in headless Chromium on both backends.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -9,3 +10,4 @@ scripts/setup.sh
 # test that finds one missing fails instead of skipping (crates/soft-core/src/test_assets.rs).
 export SOFT_REQUIRE_MODELS=1
 cargo test --release --workspace "$@"
+scripts/test-web.sh --built

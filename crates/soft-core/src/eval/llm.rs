@@ -157,7 +157,11 @@ impl Grounder {
 
     /// The adapter the WGSL kernel runs on, when it ranks.
     pub fn kernel_adapter(&self) -> Option<String> {
-        self.kernel.as_ref().map(|k| k.adapter_info().name.clone())
+        // Browsers may hide the adapter's name: the backend then names it.
+        self.kernel.as_ref().map(|k| match k.adapter_info() {
+            info if info.name.is_empty() => format!("{:?}", info.backend),
+            info => info.name.clone(),
+        })
     }
 
     /// Ranks `queries` embeddings with the kernel: per query, `(item id, L2 distance)`.

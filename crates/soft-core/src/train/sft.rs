@@ -2,6 +2,7 @@
 //! real targets with the response-only loss; after every epoch, valid HR@10 through generation
 //! and grounding; early stopping; the best epoch is kept.
 
+#[cfg(feature = "native")]
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -16,6 +17,7 @@ use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::model::pretrained::Pretrained;
 use crate::model::tokenizer::{encode_prompt, SpecialIds};
+#[cfg(feature = "native")]
 use crate::progress::{Event, Progress};
 #[cfg(feature = "native")]
 use crate::train::checkpoint::Checkpoints;

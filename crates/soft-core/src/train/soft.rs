@@ -5,13 +5,14 @@
 //! distance between the grounding embeddings of the model's answers and of the true items over
 //! a fixed sample of training prompts (d0: the base model before any training).
 
+#[cfg(feature = "native")]
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "native")]
 use burn::module::Module;
 use burn::tensor::Tensor;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+#[cfg(feature = "native")]
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::prompt::strip_response;
@@ -21,7 +22,9 @@ use crate::eval::llm::{embed_texts, generate_answers, history_prompt_with};
 use crate::eval::Metrics;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
+#[cfg(feature = "native")]
 use crate::model::tokenizer::encode_prompt;
+#[cfg(feature = "native")]
 use crate::progress::{Event, Progress};
 #[cfg(feature = "native")]
 use crate::train::checkpoint::Checkpoints;
@@ -29,12 +32,19 @@ use crate::train::checkpoint::Checkpoints;
 use crate::train::distill::Distilled;
 #[cfg(feature = "native")]
 use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
+#[cfg(feature = "native")]
 use crate::train::lm::{shared_prompt_losses, tokens_with_eos};
-use crate::train::scheduler::{Schedule, Scheduler};
-use crate::train::sft::{valid_metrics, SftConfig, SftInputs};
+use crate::train::scheduler::Schedule;
+#[cfg(feature = "native")]
+use crate::train::scheduler::Scheduler;
+#[cfg(feature = "native")]
+use crate::train::sft::valid_metrics;
+use crate::train::sft::{SftConfig, SftInputs};
 #[cfg(feature = "native")]
 use crate::train::trainer::train_pass;
-use crate::{Error, Result};
+use crate::Result;
+#[cfg(feature = "native")]
+use crate::Error;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoftConfig {
@@ -68,6 +78,7 @@ pub struct SoftEpoch {
 
 /// What a SOFT checkpoint keeps besides its epochs: d0, so a resumed run schedules with the
 /// same one.
+#[cfg(feature = "native")]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct SoftCheckpoint {
     d0: f64,

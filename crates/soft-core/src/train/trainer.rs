@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::model::llama::Llama;
+#[cfg(feature = "native")]
 use crate::progress::{Event, Progress};
 use crate::train::lm::{lm_loss, LmExample};
 use crate::{Error, Result};

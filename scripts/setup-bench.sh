@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# The benchmark's PyTorch side in its own venv (several GB: torch from PyPI carries CUDA wheels).
+# The benchmark's PyTorch side in its own venv (several GB: torch from PyPI carries CUDA wheels),
+# and Linux `perf` for profiles.
 # Not part of scripts/setup.sh or CI. Venv: $SOFT_BENCH_VENV (default ~/.cache/soft-bench-venv).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${SOFT_BENCH_VENV:-$HOME/.cache/soft-bench-venv}"
+# `perf`, for the per-function profiles in BENCHMARKS.md.
+if ! dpkg -s linux-perf >/dev/null 2>&1; then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends linux-perf
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi

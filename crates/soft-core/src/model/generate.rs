@@ -5,7 +5,7 @@
 //! shrinks as sequences end.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::batch::left_pad;
 use super::beam_search::keep_best;
@@ -65,12 +65,26 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// one (cut by `max_new_tokens`) a prefix of one. A prompt with fewer allowed continuations than
 /// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
 pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
+    // On the CPU backend the values are in memory already, and a partial selection on them
+    // beats burn-flex's top-k, which sorts whole rows (BENCHMARKS.md: a profile of generation).
+    beam_search_ranked(model, prompts, config, model.device() == Device::flex())
+}
+
+/// [`beam_search`] with each step's candidates ranked on the host (`on_host`) or by the
+/// device's top-k.
+fn beam_search_ranked<S: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[S],
+    config: &BeamConfig,
+    on_host: bool,
+) -> Result<Vec<Vec<Hypothesis>>> {
     let vocab = model.config().vocab_size;
     let (mut search, mut cache, mut logprobs) = start(model, prompts, config)?;
     loop {
         let n = search.candidates_needed();
-        // Ranked on the device: only 2·num_beams values per prompt come back.
+        // Elsewhere ranked on the device: only 2·num_beams values per prompt come back.
         let candidates = match search.constraint() {
+            _ if on_host => host_candidates(&search, &host_values::<f32, 2, _>(logprobs)?, n)?,
             None => top_candidates(logprobs, search.active(), search.running(), n, vocab)?,
             Some(trie) => allowed_candidates(logprobs, search.active(), search.running(), trie, n, vocab)?,
         };
@@ -377,7 +391,8 @@ mod tests {
     }
 
     /// The page's search (log-probabilities read back with an await, ranked on the host) finds
-    /// the same hypotheses as the native one (ranked by the device's top-k), free and constrained.
+    /// the same hypotheses as the native one, whether that ranks on the host (the CPU backend) or
+    /// by the device's top-k (GPUs), free and constrained.
     #[test]
     fn async_beam_search_equals_sync_beam_search() {
         let model = small_model(67);
@@ -387,9 +402,10 @@ mod tests {
         let free = BeamConfig { num_beams: 4, num_return_sequences: 4, max_new_tokens: 7, ..BeamConfig::new(eos) };
         for config in [free, constrained(&titles, 4, 6), constrained(&titles, 2, 2)] {
             let sync = beam_search(&model, &prompts(), &config).unwrap();
+            let on_device = beam_search_ranked(&model, &prompts(), &config, false).unwrap();
             let async_ = crate::block_on(beam_search_async(&model, &prompts(), &config)).unwrap();
             assert_eq!(sync.len(), async_.len());
-            for (s, a) in sync.iter().zip(&async_) {
+            for (s, a) in sync.iter().zip(&async_).chain(on_device.iter().zip(&async_)) {
                 assert_eq!(s.len(), a.len(), "{s:?} vs {a:?}");
                 for (s, a) in s.iter().zip(a) {
                     assert_eq!((&s.tokens, s.finished), (&a.tokens, a.finished));

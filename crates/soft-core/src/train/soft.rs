@@ -42,9 +42,9 @@ use crate::train::sft::valid_metrics;
 use crate::train::sft::{SftConfig, SftInputs};
 #[cfg(feature = "native")]
 use crate::train::trainer::train_pass;
-use crate::Result;
 #[cfg(feature = "native")]
 use crate::Error;
+use crate::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoftConfig {

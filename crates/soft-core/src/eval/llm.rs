@@ -148,11 +148,8 @@ impl Grounder {
 
     /// [`Grounder::with_kernel`], blocking (native only).
     #[cfg(feature = "native")]
-    pub fn with_kernel_blocking(mut self) -> Result<Self> {
-        let [n, d] = self.table.dims();
-        let values: Vec<f32> = crate::model::weights::host_values(self.table.clone())?;
-        self.kernel = Some(Arc::new(GpuGrounder::new_default_blocking(&values, n, d)?));
-        Ok(self)
+    pub fn with_kernel_blocking(self) -> Result<Self> {
+        pollster::block_on(self.with_kernel())
     }
 
     /// The adapter the WGSL kernel runs on, when it ranks.
@@ -168,13 +165,12 @@ impl Grounder {
     async fn kernel_rank(&self, kernel: &GpuGrounder, queries: Tensor<2>, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         let n = queries.dims()[0];
         let values: Vec<f32> = host_values_async(queries).await?;
-        Ok(self.kernel_ids(kernel.top_k(&values, n, k).await?))
-    }
-
-    fn kernel_ids(&self, hits: Vec<Vec<soft_gpu::Neighbor>>) -> Vec<Vec<(u32, f32)>> {
-        hits.into_iter()
+        Ok(kernel
+            .top_k(&values, n, k)
+            .await?
+            .into_iter()
             .map(|r| r.into_iter().map(|(row, sq)| (self.ids[row as usize], sq.max(0.0).sqrt())).collect())
-            .collect()
+            .collect())
     }
 
     /// Checks the kernel against the tensor ranking on `n` probe queries, each a blend of two
@@ -245,9 +241,7 @@ impl Grounder {
         let queries = embed_answers(base, tokenizer, special, answers)?;
         #[cfg(feature = "native")]
         if let Some(kernel) = &self.kernel {
-            let n = queries.dims()[0];
-            let values: Vec<f32> = crate::model::weights::host_values(queries)?;
-            let hits = self.kernel_ids(kernel.top_k_blocking(&values, n, k)?);
+            let hits = pollster::block_on(self.kernel_rank(kernel, queries, k))?;
             return Ok(hits.into_iter().map(|r| r.into_iter().map(|(id, _)| id).collect()).collect());
         }
         Ok(rank_by_l2(queries, self.table.clone(), k)

@@ -5,14 +5,7 @@
 //! distance between the grounding embeddings of the model's answers and of the true items over
 //! a fixed sample of training prompts (d0: the base model before any training).
 
-#[cfg(feature = "native")]
-use std::path::{Path, PathBuf};
-
-#[cfg(feature = "native")]
-use burn::module::Module;
 use burn::tensor::Tensor;
-#[cfg(feature = "native")]
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::prompt::strip_response;
@@ -22,29 +15,27 @@ use crate::eval::llm::{embed_texts, generate_answers, history_prompt_with};
 use crate::eval::Metrics;
 use crate::model::generate::BeamConfig;
 use crate::model::llama::Llama;
-#[cfg(feature = "native")]
-use crate::model::tokenizer::encode_prompt;
-#[cfg(feature = "native")]
-use crate::progress::{Event, Progress};
-#[cfg(feature = "native")]
-use crate::train::checkpoint::Checkpoints;
-#[cfg(feature = "native")]
-use crate::train::distill::Distilled;
-#[cfg(feature = "native")]
-use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
-#[cfg(feature = "native")]
-use crate::train::lm::{shared_prompt_losses, tokens_with_eos};
 use crate::train::scheduler::Schedule;
-#[cfg(feature = "native")]
-use crate::train::scheduler::Scheduler;
-#[cfg(feature = "native")]
-use crate::train::sft::valid_metrics;
 use crate::train::sft::{SftConfig, SftInputs};
-#[cfg(feature = "native")]
-use crate::train::trainer::train_pass;
-#[cfg(feature = "native")]
-use crate::Error;
 use crate::Result;
+
+// Training itself (the page builds without the `native` feature and uses only the types above).
+#[cfg(feature = "native")]
+use {
+    crate::model::tokenizer::encode_prompt,
+    crate::progress::{Event, Progress},
+    crate::train::checkpoint::Checkpoints,
+    crate::train::distill::Distilled,
+    crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome},
+    crate::train::lm::{shared_prompt_losses, tokens_with_eos},
+    crate::train::scheduler::Scheduler,
+    crate::train::sft::valid_metrics,
+    crate::train::trainer::train_pass,
+    crate::Error,
+    burn::module::Module,
+    rand::{rngs::StdRng, seq::SliceRandom, SeedableRng},
+    std::path::{Path, PathBuf},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoftConfig {

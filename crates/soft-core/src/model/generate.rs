@@ -206,8 +206,11 @@ fn start<S: AsRef<[u32]>>(
 ) -> Result<(BeamSearch, KvCache, Tensor<2>)> {
     let search = BeamSearch::new(config, model.config().vocab_size, prompts.len())?;
     let (tokens, mask) = left_pad(model, prompts)?;
-    let mut cache = model.new_cache(tokens.dims()[1] + config.max_new_tokens);
+    // Sized for the prompts alone: every beam of a prompt shares their keys and values, kept
+    // contiguous, and the answers' go after them.
+    let mut cache = model.new_cache(tokens.dims()[1]);
     let logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    cache.share_prefix(config.max_new_tokens);
     Ok((search, cache, logprobs))
 }
 
@@ -226,10 +229,9 @@ fn last_logits(model: &Llama, tokens: Tensor<2, Int>, mask: Tensor<2, Int>, cach
 fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32]) -> Tensor<2> {
     let device = model.device();
     let n = rows.len();
-    // Reordering copies the whole cache: skip it when every row stays where it is.
+    // Reordering copies every row's keys since the shared prefix: skip it when every row stays.
     if n != cache.batch_size() || rows.iter().enumerate().any(|(i, &r)| i != r) {
-        let rows = rows.iter().map(|&r| r as i64).collect::<Vec<_>>();
-        cache.reorder(Tensor::from_data(TensorData::new(rows, [n]), &device));
+        cache.reorder(rows);
     }
     let tokens = tokens.iter().map(|&t| t as i64).collect::<Vec<_>>();
     let tokens = Tensor::from_data(TensorData::new(tokens, [n, 1]), &device);

@@ -1,8 +1,13 @@
 //! The key/value cache of incremental decoding: per layer, the keys and values of every position
 //! so far, preallocated so that a step writes in place; and per row, the padding bias of every
 //! key and the position the next token gets.
+//!
+//! A cache can freeze what it holds as a *shared prefix* ([`KvCache::share_prefix`]): beam search
+//! does it after the prompts, whose keys and values are then the same for every beam of a prompt.
+//! Reordering rows then copies only the keys and values written since (a few dozen positions
+//! instead of the whole prompt), and attention reads each prompt's keys once for all its beams.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Keys, values, padding mask and next positions of the sequences decoded so far, for
 /// incremental decoding. Rows are sequences; [`KvCache::reorder`] picks, repeats or drops rows
@@ -15,22 +20,42 @@ pub struct KvCache {
     /// `[B, 1]`: the position id the next real token of each row gets.
     next_position: Option<Tensor<2, Int>>,
     len: usize,
+    /// For each row, the prefix row it reads (empty when there is no shared prefix).
+    prefix_of_row: Vec<usize>,
 }
 
 /// One layer's keys and values, `[B, Hkv, capacity, D]`, of which the first `len` positions are
 /// filled. Preallocated so that appending a step writes in place instead of copying the past.
 #[derive(Debug)]
 pub(crate) struct LayerCache {
+    /// The shared prefix's keys and values, `[P, Hkv, Lp, D]`: cache row `r` reads prefix row
+    /// `r / group`.
+    prefix: Option<(Tensor<4>, Tensor<4>)>,
+    group: usize,
     keys: Option<Tensor<4>>,
     values: Option<Tensor<4>>,
     len: usize,
     capacity: usize,
 }
 
+/// What attention reads for one layer: the keys and values `[B, Hkv, S, D]` written since the
+/// shared prefix (all of them when there is none), and the prefix `[B / group, Hkv, Lp, D]`.
+pub(crate) struct CachedKv {
+    pub prefix: Option<(Tensor<4>, Tensor<4>, usize)>,
+    pub keys: Tensor<4>,
+    pub values: Tensor<4>,
+}
+
 impl KvCache {
     pub fn new(n_layers: usize, capacity: usize) -> Self {
-        let layer = || LayerCache { keys: None, values: None, len: 0, capacity: capacity.max(1) };
-        Self { layers: (0..n_layers).map(|_| layer()).collect(), key_bias: None, next_position: None, len: 0 }
+        let layer = || LayerCache { prefix: None, group: 1, keys: None, values: None, len: 0, capacity: capacity.max(1) };
+        Self {
+            layers: (0..n_layers).map(|_| layer()).collect(),
+            key_bias: None,
+            next_position: None,
+            len: 0,
+            prefix_of_row: Vec::new(),
+        }
     }
 
     /// Number of cached positions (padding included).
@@ -68,25 +93,93 @@ impl KvCache {
         &mut self.layers[i]
     }
 
+    /// Freezes every position cached so far as a prefix that rows share: later reorders copy only
+    /// what is written after it, for which `capacity` positions are set aside. Does nothing on an
+    /// empty cache or one that already has a prefix. A cache whose capacity the prefix fills
+    /// exactly keeps it in one contiguous block that attention reads without a copy.
+    pub fn share_prefix(&mut self, capacity: usize) {
+        let rows = self.batch_size();
+        if self.is_empty() || !self.prefix_of_row.is_empty() || self.layers.iter().any(|l| l.len != self.len) {
+            return;
+        }
+        for layer in &mut self.layers {
+            let (Some(keys), Some(values)) = (layer.keys.take(), layer.values.take()) else { continue };
+            let prefix = |t: Tensor<4>| if layer.len == layer.capacity { t } else { t.narrow(2, 0, layer.len) };
+            layer.prefix = Some((prefix(keys), prefix(values)));
+            layer.group = 1;
+            layer.capacity = capacity.max(1);
+            layer.len = 0;
+        }
+        self.prefix_of_row = (0..rows).collect();
+    }
+
     /// Keeps row `rows[i]` as new row `i`; rows may repeat (beam expansion) or be left out.
-    pub fn reorder(&mut self, rows: Tensor<1, Int>) {
+    pub fn reorder(&mut self, rows: &[usize]) {
+        let Some(device) = self.next_position.as_ref().map(|p| p.device()) else { return };
+        let index = |rows: &[usize]| {
+            let data: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(data, [rows.len()]), &device)
+        };
+        let selected = index(rows);
         if let Some(bias) = self.key_bias.as_mut() {
-            bias.inplace(|bias| bias.select(0, rows.clone()));
+            bias.inplace(|bias| bias.select(0, selected.clone()));
         }
         if let Some(p) = self.next_position.as_mut() {
-            p.inplace(|p| p.select(0, rows.clone()));
+            p.inplace(|p| p.select(0, selected.clone()));
         }
         for layer in &mut self.layers {
             for t in [&mut layer.keys, &mut layer.values].into_iter().flatten() {
-                t.inplace(|t| t.select(0, rows.clone()));
+                t.inplace(|t| t.select(0, selected.clone()));
             }
         }
+        if self.prefix_of_row.is_empty() {
+            return;
+        }
+        // The prefix rows the new rows read, in runs of `group` equal ones; the prefix keeps one
+        // row per run (a copy only when prompts finish or leave their order).
+        let owners: Vec<usize> = rows.iter().map(|&r| self.prefix_of_row[r]).collect();
+        let group = shared_run_length(&owners);
+        let kept: Vec<usize> = owners.iter().step_by(group).copied().collect();
+        let unchanged = kept.len() == self.prefix_rows() && kept.iter().enumerate().all(|(i, &p)| i == p);
+        let kept_index = index(&kept);
+        for layer in &mut self.layers {
+            if let Some((keys, values)) = layer.prefix.as_mut() {
+                if !unchanged {
+                    keys.inplace(|k| k.select(0, kept_index.clone()));
+                    values.inplace(|v| v.select(0, kept_index.clone()));
+                }
+            }
+            layer.group = group;
+        }
+        self.prefix_of_row = (0..rows.len()).map(|i| i / group).collect();
+    }
+
+    fn prefix_rows(&self) -> usize {
+        self.prefix_of_row.last().map_or(0, |&p| p + 1)
     }
 }
 
+/// The largest `g` such that `owners` is made of runs of `g` equal values (1 at least).
+fn shared_run_length(owners: &[usize]) -> usize {
+    let mut g = 0;
+    let mut start = 0;
+    for i in 1..=owners.len() {
+        if i == owners.len() || owners[i] != owners[start] {
+            g = gcd(g, i - start);
+            start = i;
+        }
+    }
+    g.max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 impl LayerCache {
-    /// Appends `k`, `v` `[B, Hkv, T, D]` and returns all keys and values so far.
-    pub(crate) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    /// Appends `k`, `v` `[B, Hkv, T, D]` and returns what attention reads: all keys and values
+    /// since the shared prefix, and the prefix.
+    pub(crate) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> CachedKv {
         let [b, hkv, t, d] = k.dims();
         let end = self.len + t;
         if end > self.capacity {
@@ -110,12 +203,14 @@ impl LayerCache {
         let keys = write(&mut self.keys, k);
         let values = write(&mut self.values, v);
         self.len = end;
-        (keys, values)
+        let prefix = self.prefix.as_ref().map(|(k, v)| (k.clone(), v.clone(), self.group));
+        CachedKv { prefix, keys, values }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::shared_run_length;
     use crate::model::llama::tests::{int_tensor, max_abs_diff, ones_mask, small_model};
     use burn::tensor::{Device, Tensor};
 
@@ -154,7 +249,7 @@ mod tests {
         let mut cache = model.new_cache(4);
         model.forward(tokens, ones_mask(2, 3, &device), Some(&mut cache));
         // Three rows: second sequence, then the first twice.
-        cache.reorder(int_tensor(vec![1, 0, 0], [3], &device));
+        cache.reorder(&[1, 0, 0]);
         let next =
             model.forward(int_tensor(vec![9, 9, 10], [3, 1], &device), ones_mask(3, 1, &device), Some(&mut cache));
         let alone = |seq: Vec<i64>| {
@@ -163,5 +258,44 @@ mod tests {
         assert!(max_abs_diff(next.clone().narrow(0, 0, 1), alone(vec![6, 7, 8, 9])) < 1e-4);
         assert!(max_abs_diff(next.clone().narrow(0, 1, 1), alone(vec![3, 4, 5, 9])) < 1e-4);
         assert!(max_abs_diff(next.narrow(0, 2, 1), alone(vec![3, 4, 5, 10])) < 1e-4);
+    }
+
+    #[test]
+    fn a_shared_prefix_changes_no_output() {
+        // Left-padded prompts, then the reorders beam search makes: expansion to beams, beams
+        // changing parent, a prompt finishing, and an order no run of beams explains.
+        let model = small_model(23);
+        let device = Device::flex();
+        let prompts = int_tensor(vec![0, 0, 5, 6, 7, 11, 12, 13, 14, 15, 0, 21, 22, 23, 24], [3, 5], &device);
+        let mask = int_tensor(vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1], [3, 5], &device);
+        let steps: [&[usize]; 5] = [&[0, 0, 1, 1, 2, 2], &[1, 0, 4, 5], &[2, 3, 2, 1], &[3, 2, 1], &[2, 2, 0]];
+        let mut outputs = Vec::new();
+        for shared in [false, true] {
+            let mut cache = model.new_cache(6);
+            let mut out = vec![model.forward(prompts.clone(), mask.clone(), Some(&mut cache))];
+            if shared {
+                cache.share_prefix(2);
+            }
+            for (i, rows) in steps.iter().enumerate() {
+                cache.reorder(rows);
+                let tokens: Vec<i64> = (0..rows.len() as i64).map(|r| 30 + r + i as i64).collect();
+                let n = rows.len();
+                out.push(model.forward(int_tensor(tokens, [n, 1], &device), ones_mask(n, 1, &device), Some(&mut cache)));
+            }
+            outputs.push(out);
+        }
+        for (step, (plain, shared)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
+            let diff = max_abs_diff(plain.clone(), shared.clone());
+            assert!(diff < 1e-4, "step {step}: logits differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn run_lengths_of_prefix_owners() {
+        assert_eq!(shared_run_length(&[0, 0, 0, 0, 1, 1, 1, 1]), 4);
+        assert_eq!(shared_run_length(&[0, 0, 1, 1, 1, 1]), 2);
+        assert_eq!(shared_run_length(&[1, 0, 0]), 1);
+        assert_eq!(shared_run_length(&[2, 2, 2]), 3);
+        assert_eq!(shared_run_length(&[]), 1);
     }
 }

@@ -16,7 +16,7 @@ use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
-use super::kv_cache::{KvCache, LayerCache};
+use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::weights::{transpose, WeightMap};
 use crate::{Error, Result};
@@ -256,11 +256,14 @@ impl Attention {
         let q = ctx.rope.apply(q).swap_dims(1, 2);
         let k = ctx.rope.apply(k).swap_dims(1, 2);
         let v = v.swap_dims(1, 2);
-        let (k, v) = match cache {
-            Some(cache) => cache.append(k, v),
-            None => (k, v),
+        let bias = ctx.bias.clone();
+        let out = match cache {
+            Some(cache) => match cache.append(k, v) {
+                CachedKv { prefix: Some(prefix), keys, values } => attend_with_prefix(q, prefix, keys, values, bias),
+                CachedKv { prefix: None, keys, values } => attend(q, keys, values, bias),
+            },
+            None => attend(q, k, v, bias),
         };
-        let out = attend(q, k, v, ctx.bias.clone());
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
     }
 }
@@ -278,6 +281,34 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) 
     let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]) + bias;
     let probs = softmax(scores, 4).reshape([b, hkv, g * t, s]);
     probs.matmul(v).reshape([b, h, t, d])
+}
+
+/// [`attend`] over a shared prefix followed by each row's own keys: `q` `[B, H, T, D]`; the
+/// prefix `kp`, `vp` `[B / group, Hkv, Lp, D]`, row `r` reading prefix row `r / group`; `k`, `v`
+/// `[B, Hkv, S, D]`; `bias` `[B, 1, 1, T, Lp + S]`. The `group` rows of a prefix fold into its
+/// query rows, so the prefix is neither copied per row nor read more than once.
+pub(crate) fn attend_with_prefix(
+    q: Tensor<4>,
+    (kp, vp, group): (Tensor<4>, Tensor<4>, usize),
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<5>,
+) -> Tensor<4> {
+    let [b, h, t, d] = q.dims();
+    let [p, hkv, lp, _] = kp.dims();
+    let s = k.dims()[2];
+    let g = h / hkv;
+    let q = q.mul_scalar(1.0 / (d as f64).sqrt());
+    // [B, H, T, D] = [P, group, Hkv, g·T, D] -> [P, Hkv, group·g·T, D] and back.
+    let fold = |x: Tensor<4>, w: usize| x.reshape([p, group, hkv, g * t, w]).swap_dims(1, 2).reshape([p, hkv, group * g * t, w]);
+    let unfold = |x: Tensor<4>, w: usize| x.reshape([p, hkv, group, g * t, w]).swap_dims(1, 2).reshape([b, hkv, g, t, w]);
+    let prefix_scores = unfold(fold(q.clone(), d).matmul(kp.swap_dims(2, 3)), lp);
+    let own_scores = q.reshape([b, hkv, g * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]);
+    let probs = softmax(Tensor::cat(vec![prefix_scores, own_scores], 4) + bias, 4);
+    let prefix_probs = fold(probs.clone().narrow(4, 0, lp).reshape([b, h, t, lp]), lp);
+    let from_prefix = unfold(prefix_probs.matmul(vp), d).reshape([b, h, t, d]);
+    let own = probs.narrow(4, lp, s).reshape([b, hkv, g * t, s]).matmul(v).reshape([b, h, t, d]);
+    from_prefix + own
 }
 
 impl Mlp {

@@ -126,21 +126,24 @@ pub fn shared_prompt_losses(model: &Llama, prompts: &[&[u32]], responses: &[Vec<
     let device = model.device();
     let (tokens, mask) = left_pad(model, prompts)?;
     let width = responses.iter().flatten().map(|r| r.len()).max().unwrap_or(1);
-    let mut cache = model.new_cache(tokens.dims()[1] + width);
+    let mut cache = model.new_cache(tokens.dims()[1]);
     let prompt_hidden = model.hidden_states(tokens, mask, Some(&mut cache));
     let t = prompt_hidden.dims()[1];
-    // Row s·B + i of the continuation batch is set s's response to prompt i.
-    let rows: Vec<i64> = (0..sets).flat_map(|_| 0..b as i64).collect();
-    cache.reorder(Tensor::from_data(TensorData::new(rows, [sets * b]), &device));
+    // Row i·sets + s of the continuation batch is set s's response to prompt i: the rows of a
+    // prompt are neighbours, so they read its keys and values as one shared prefix, uncopied.
+    cache.share_prefix(width);
+    let rows: Vec<usize> = (0..b).flat_map(|i| std::iter::repeat_n(i, sets)).collect();
+    cache.reorder(&rows);
     let last = prompt_hidden.narrow(1, t - 1, 1);
-    let last = Tensor::cat(vec![last; sets], 0);
+    let hidden_size = last.dims()[2];
+    let last = last.repeat_dim(1, sets).reshape([b * sets, 1, hidden_size]);
 
     let n = sets * b;
     let (mut cont, mut cont_mask) = (vec![0i64; n * width], vec![0i64; n * width]);
     let (mut positions, mut targets, mut counts) = (Vec::new(), Vec::new(), vec![0usize; sets]);
     for (s, set) in responses.iter().enumerate() {
         for (i, r) in set.iter().enumerate() {
-            let row = s * b + i;
+            let row = i * sets + s;
             for (j, &tok) in r.iter().enumerate() {
                 cont[row * width + j] = tok as i64;
                 cont_mask[row * width + j] = 1;

@@ -20,18 +20,18 @@ pub struct KvCache {
     /// `[B, 1]`: the position id the next real token of each row gets.
     next_position: Option<Tensor<2, Int>>,
     len: usize,
-    /// For each row, the prefix row it reads (empty when there is no shared prefix).
-    prefix_of_row: Vec<usize>,
+    /// With a shared prefix, how many neighbouring rows read each prefix row: row `r` reads
+    /// prefix row `r / group`.
+    prefix_group: Option<usize>,
 }
 
 /// One layer's keys and values, `[B, Hkv, capacity, D]`, of which the first `len` positions are
 /// filled. Preallocated so that appending a step writes in place instead of copying the past.
 #[derive(Debug)]
 pub(crate) struct LayerCache {
-    /// The shared prefix's keys and values, `[P, Hkv, Lp, D]`: cache row `r` reads prefix row
-    /// `r / group`.
+    /// The shared prefix's keys and values, `[P, Hkv, Lp, D]`: each of the `B / P` rows of a
+    /// run reads the same prefix row.
     prefix: Option<(Tensor<4>, Tensor<4>)>,
-    group: usize,
     keys: Option<Tensor<4>>,
     values: Option<Tensor<4>>,
     len: usize,
@@ -39,22 +39,23 @@ pub(crate) struct LayerCache {
 }
 
 /// What attention reads for one layer: the keys and values `[B, Hkv, S, D]` written since the
-/// shared prefix (all of them when there is none), and the prefix `[B / group, Hkv, Lp, D]`.
+/// shared prefix (all of them when there is none), and the prefix `[P, Hkv, Lp, D]` that each
+/// run of `B / P` neighbouring rows shares.
 pub(crate) struct CachedKv {
-    pub prefix: Option<(Tensor<4>, Tensor<4>, usize)>,
+    pub prefix: Option<(Tensor<4>, Tensor<4>)>,
     pub keys: Tensor<4>,
     pub values: Tensor<4>,
 }
 
 impl KvCache {
     pub fn new(n_layers: usize, capacity: usize) -> Self {
-        let layer = || LayerCache { prefix: None, group: 1, keys: None, values: None, len: 0, capacity: capacity.max(1) };
+        let layer = || LayerCache { prefix: None, keys: None, values: None, len: 0, capacity: capacity.max(1) };
         Self {
             layers: (0..n_layers).map(|_| layer()).collect(),
             key_bias: None,
             next_position: None,
             len: 0,
-            prefix_of_row: Vec::new(),
+            prefix_group: None,
         }
     }
 
@@ -98,19 +99,17 @@ impl KvCache {
     /// empty cache or one that already has a prefix. A cache whose capacity the prefix fills
     /// exactly keeps it in one contiguous block that attention reads without a copy.
     pub fn share_prefix(&mut self, capacity: usize) {
-        let rows = self.batch_size();
-        if self.is_empty() || !self.prefix_of_row.is_empty() || self.layers.iter().any(|l| l.len != self.len) {
+        if self.is_empty() || self.prefix_group.is_some() || self.layers.iter().any(|l| l.len != self.len) {
             return;
         }
         for layer in &mut self.layers {
             let (Some(keys), Some(values)) = (layer.keys.take(), layer.values.take()) else { continue };
             let prefix = |t: Tensor<4>| if layer.len == layer.capacity { t } else { t.narrow(2, 0, layer.len) };
             layer.prefix = Some((prefix(keys), prefix(values)));
-            layer.group = 1;
             layer.capacity = capacity.max(1);
             layer.len = 0;
         }
-        self.prefix_of_row = (0..rows).collect();
+        self.prefix_group = Some(1);
     }
 
     /// Keeps row `rows[i]` as new row `i`; rows may repeat (beam expansion) or be left out.
@@ -132,30 +131,21 @@ impl KvCache {
                 t.inplace(|t| t.select(0, selected.clone()));
             }
         }
-        if self.prefix_of_row.is_empty() {
-            return;
-        }
+        let Some(old_group) = self.prefix_group else { return };
         // The prefix rows the new rows read, in runs of `group` equal ones; the prefix keeps one
         // row per run (a copy only when prompts finish or leave their order).
-        let owners: Vec<usize> = rows.iter().map(|&r| self.prefix_of_row[r]).collect();
+        let owners: Vec<usize> = rows.iter().map(|&r| r / old_group).collect();
         let group = shared_run_length(&owners);
         let kept: Vec<usize> = owners.iter().step_by(group).copied().collect();
-        let unchanged = kept.len() == self.prefix_rows() && kept.iter().enumerate().all(|(i, &p)| i == p);
-        let kept_index = index(&kept);
-        for layer in &mut self.layers {
-            if let Some((keys, values)) = layer.prefix.as_mut() {
-                if !unchanged {
-                    keys.inplace(|k| k.select(0, kept_index.clone()));
-                    values.inplace(|v| v.select(0, kept_index.clone()));
-                }
+        let prefix_rows = self.layers.iter().find_map(|l| l.prefix.as_ref()).map_or(0, |(k, _)| k.dims()[0]);
+        if kept.len() != prefix_rows || kept.iter().enumerate().any(|(i, &p)| i != p) {
+            let kept = index(&kept);
+            for (keys, values) in self.layers.iter_mut().filter_map(|l| l.prefix.as_mut()) {
+                keys.inplace(|k| k.select(0, kept.clone()));
+                values.inplace(|v| v.select(0, kept.clone()));
             }
-            layer.group = group;
         }
-        self.prefix_of_row = (0..rows.len()).map(|i| i / group).collect();
-    }
-
-    fn prefix_rows(&self) -> usize {
-        self.prefix_of_row.last().map_or(0, |&p| p + 1)
+        self.prefix_group = Some(group);
     }
 }
 
@@ -203,7 +193,7 @@ impl LayerCache {
         let keys = write(&mut self.keys, k);
         let values = write(&mut self.values, v);
         self.len = end;
-        let prefix = self.prefix.as_ref().map(|(k, v)| (k.clone(), v.clone(), self.group));
+        let prefix = self.prefix.clone();
         CachedKv { prefix, keys, values }
     }
 }

@@ -284,12 +284,13 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) 
 }
 
 /// [`attend`] over a shared prefix followed by each row's own keys: `q` `[B, H, T, D]`; the
-/// prefix `kp`, `vp` `[B / group, Hkv, Lp, D]`, row `r` reading prefix row `r / group`; `k`, `v`
-/// `[B, Hkv, S, D]`; `bias` `[B, 1, 1, T, Lp + S]`. The `group` rows of a prefix fold into its
-/// query rows, so the prefix is neither copied per row nor read more than once.
+/// prefix `kp`, `vp` `[P, Hkv, Lp, D]`, row `r` reading prefix row `r / group` with
+/// `group = B / P`; `k`, `v` `[B, Hkv, S, D]`; `bias` `[B, 1, 1, T, Lp + S]`. The `group` rows of
+/// a prefix fold into its query rows, so the prefix is neither copied per row nor read more than
+/// once.
 pub(crate) fn attend_with_prefix(
     q: Tensor<4>,
-    (kp, vp, group): (Tensor<4>, Tensor<4>, usize),
+    (kp, vp): (Tensor<4>, Tensor<4>),
     k: Tensor<4>,
     v: Tensor<4>,
     bias: Tensor<5>,
@@ -297,7 +298,7 @@ pub(crate) fn attend_with_prefix(
     let [b, h, t, d] = q.dims();
     let [p, hkv, lp, _] = kp.dims();
     let s = k.dims()[2];
-    let g = h / hkv;
+    let (g, group) = (h / hkv, b / p);
     let q = q.mul_scalar(1.0 / (d as f64).sqrt());
     // [B, H, T, D] = [P, group, Hkv, g·T, D] -> [P, Hkv, group·g·T, D] and back.
     let fold = |x: Tensor<4>, w: usize| x.reshape([p, group, hkv, g * t, w]).swap_dims(1, 2).reshape([p, hkv, group * g * t, w]);

@@ -1,6 +1,7 @@
 //! `soft-train`: the command-line shell around `soft-core`. Each subcommand lives in its own
 //! file under `cmd/`; this file only parses arguments and turns errors into exit codes.
 
+mod allocator;
 mod backend;
 mod cmd;
 mod grounder_cache;
@@ -49,6 +50,7 @@ enum Command {
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     quiet_vulkan_loader();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -471,7 +471,7 @@ fn print_table(rows: &[Row], cpu: &Cpu) {
 /// their ratio (`generate` at the largest batch).
 fn summary(rows: &[Row]) -> serde_json::Value {
     let pick = |work: Work| {
-        let row = rows.iter().filter(|r| r.work == work).last()?;
+        let row = rows.iter().rfind(|r| r.work == work)?;
         let project = median(&row.project);
         let pytorch = (!row.pytorch.is_empty()).then(|| median(&row.pytorch));
         Some(json!({

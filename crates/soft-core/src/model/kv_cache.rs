@@ -163,7 +163,11 @@ fn shared_run_length(owners: &[usize]) -> usize {
 }
 
 fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 impl LayerCache {
@@ -270,7 +274,11 @@ mod tests {
                 cache.reorder(rows);
                 let tokens: Vec<i64> = (0..rows.len() as i64).map(|r| 30 + r + i as i64).collect();
                 let n = rows.len();
-                out.push(model.forward(int_tensor(tokens, [n, 1], &device), ones_mask(n, 1, &device), Some(&mut cache)));
+                out.push(model.forward(
+                    int_tensor(tokens, [n, 1], &device),
+                    ones_mask(n, 1, &device),
+                    Some(&mut cache),
+                ));
             }
             outputs.push(out);
         }

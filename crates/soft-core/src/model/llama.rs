@@ -301,8 +301,11 @@ pub(crate) fn attend_with_prefix(
     let (g, group) = (h / hkv, b / p);
     let q = q.mul_scalar(1.0 / (d as f64).sqrt());
     // [B, H, T, D] = [P, group, Hkv, g·T, D] -> [P, Hkv, group·g·T, D] and back.
-    let fold = |x: Tensor<4>, w: usize| x.reshape([p, group, hkv, g * t, w]).swap_dims(1, 2).reshape([p, hkv, group * g * t, w]);
-    let unfold = |x: Tensor<4>, w: usize| x.reshape([p, hkv, group, g * t, w]).swap_dims(1, 2).reshape([b, hkv, g, t, w]);
+    let fold = |x: Tensor<4>, w: usize| {
+        x.reshape([p, group, hkv, g * t, w]).swap_dims(1, 2).reshape([p, hkv, group * g * t, w])
+    };
+    let unfold =
+        |x: Tensor<4>, w: usize| x.reshape([p, hkv, group, g * t, w]).swap_dims(1, 2).reshape([b, hkv, g, t, w]);
     let prefix_scores = unfold(fold(q.clone(), d).matmul(kp.swap_dims(2, 3)), lp);
     let own_scores = q.reshape([b, hkv, g * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]);
     let probs = softmax(Tensor::cat(vec![prefix_scores, own_scores], 4) + bias, 4);

@@ -9,6 +9,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::dropout::dropout;
+
 /// A projection: frozen weight and bias, and optionally a LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LoraLinear {
@@ -96,7 +98,7 @@ impl LoraAdapter {
     /// `x` `[..., in]` to the update `[..., out]`.
     fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         // Scale the rank-r intermediate: the smallest tensor on the branch.
-        let low = linear(self.dropout.forward(x), self.a.val(), None).mul_scalar(self.scale);
+        let low = linear(dropout(&self.dropout, x), self.a.val(), None).mul_scalar(self.scale);
         linear(low, self.b.val(), None)
     }
 

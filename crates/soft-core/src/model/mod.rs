@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod beam_search;
 pub mod config;
+pub mod dropout;
 pub mod generate;
 #[cfg(feature = "native")]
 pub mod gguf;

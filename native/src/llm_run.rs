@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use soft_core::data::{Catalog, Domain};
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::llm::{Grounder, LlmRecommender};
 use soft_core::model::generate::BeamConfig;
 use soft_core::model::llama::Llama;
@@ -28,13 +28,20 @@ pub struct LoadedRun {
     pub tuned: Llama,
     pub grounder: Grounder,
     pub beam: BeamConfig,
+    pub ranking: Ranking,
     /// The run's training settings (SOFT runs: those of their SFT part).
     pub config: SftConfig,
 }
 
 impl LoadedRun {
-    /// Opens the run in `dir`; `decoding` overrides the decoding it was trained with.
-    pub fn open(dir: &Path, catalog: &Catalog, device: &Device, decoding: Option<Decoding>) -> Result<Self> {
+    /// Opens the run in `dir`; `decoding` and `ranking` override those it was trained with.
+    pub fn open(
+        dir: &Path,
+        catalog: &Catalog,
+        device: &Device,
+        decoding: Option<Decoding>,
+        ranking: Option<Ranking>,
+    ) -> Result<Self> {
         let header = RunHeader::load(dir)?;
         let (base_model, config) = match header.method.as_str() {
             SftDetails::METHOD => {
@@ -67,7 +74,8 @@ impl LoadedRun {
         let grounder = grounder(&base, &path, catalog)?;
         let decoding = decoding.unwrap_or(config.decoding);
         let beam = decoding.apply(config.beam(base.special.eos), &base.tokenizer, &base.special, catalog)?;
-        Ok(Self { header, base_model, base, tuned, grounder, beam, config })
+        let ranking = ranking.unwrap_or(config.ranking);
+        Ok(Self { header, base_model, base, tuned, grounder, beam, ranking, config })
     }
 
     pub fn recommender(&self, domain: Domain) -> LlmRecommender<'_> {
@@ -80,6 +88,7 @@ impl LoadedRun {
             domain,
             prompt: self.config.prompt.clone(),
             beam: self.beam.clone(),
+            ranking: self.ranking,
         }
     }
 }

@@ -13,7 +13,7 @@ use soft_core::baselines::SasRecConfig;
 use soft_core::data::dataset::DatasetMeta;
 use soft_core::data::prompt::PromptOptions;
 use soft_core::data::SplitConfig;
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::train::sft::{EpochRecord, SftConfig};
 use soft_core::train::soft::{SoftConfig, SoftReport};
 
@@ -101,6 +101,9 @@ pub struct GuidanceOnlyDetails {
     pub decoding: Decoding,
     #[serde(default)]
     pub prompt: PromptOptions,
+    /// Missing in runs made before the option existed: the top beam's ranking.
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 impl GuidanceOnlyDetails {
@@ -110,6 +113,7 @@ impl GuidanceOnlyDetails {
             beams: self.beams,
             max_new_tokens: self.max_new_tokens,
             decoding: self.decoding,
+            ranking: self.ranking,
             prompt: self.prompt.clone(),
             ..Default::default()
         }

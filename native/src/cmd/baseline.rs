@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::SftConfig;
 
@@ -56,6 +56,9 @@ pub struct Args {
     pub max_new_tokens: usize,
     #[arg(long, value_enum, default_value = "free")]
     pub decoding: Decoding,
+    /// How Guidance-Only ranks items from its beams.
+    #[arg(long, value_enum, default_value = "top-beam")]
+    pub ranking: Ranking,
     /// Guidance-Only's prompt (the same options as `sft`'s, to compare like with like).
     #[command(flatten)]
     pub prompt: PromptArgs,
@@ -90,6 +93,7 @@ impl From<Args> for Options {
                 beams: args.beams,
                 max_new_tokens: args.max_new_tokens,
                 decoding: args.decoding,
+                ranking: args.ranking,
                 prompt: args.prompt.prompt(),
             }),
         };

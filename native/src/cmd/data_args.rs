@@ -10,9 +10,10 @@ use soft_core::data::{split, Dataset, Domain, Split, SplitConfig};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
     /// `amazon-books` (embedded), `ml-100k` (fetched by scripts/fetch-ml100k.sh) or a directory
-    /// holding sequences.csv + id2name.json, interaction.csv + metadata.jsonl, or NAME.inter + NAME.item.
-    #[arg(long, default_value = "amazon-books")]
-    pub dataset: String,
+    /// holding sequences.csv + id2name.json, interaction.csv + metadata.jsonl, or NAME.inter + NAME.item
+    /// [default: amazon-books; `run --profile cpu`: ml-100k].
+    #[arg(long)]
+    pub dataset: Option<String>,
     /// Domain of the prompt text (books, movies, games, generic); detected when not given.
     #[arg(long, value_parser = parse_domain)]
     pub domain: Option<Domain>,
@@ -48,11 +49,14 @@ pub struct DataOptions {
     pub split: SplitConfig,
 }
 
+/// The dataset where none is given.
+pub const DEFAULT_DATASET: &str = "amazon-books";
+
 impl DataArgs {
-    /// The settings, with `sizes` for every sample size not given.
-    pub fn options(&self, sizes: SplitConfig) -> DataOptions {
+    /// The settings, with `dataset` and `sizes` where none is given.
+    pub fn options(&self, dataset: &str, sizes: SplitConfig) -> DataOptions {
         DataOptions {
-            dataset: self.dataset.clone(),
+            dataset: self.dataset.clone().unwrap_or_else(|| dataset.into()),
             domain: self.domain,
             k_core: self.k_core,
             split: SplitConfig {
@@ -66,9 +70,9 @@ impl DataArgs {
 }
 
 impl From<&DataArgs> for DataOptions {
-    /// The reference's sample sizes where none is given.
+    /// The default dataset and the reference's sample sizes where none is given.
     fn from(args: &DataArgs) -> Self {
-        args.options(SplitConfig::default())
+        args.options(DEFAULT_DATASET, SplitConfig::default())
     }
 }
 

@@ -51,7 +51,7 @@ pub fn check_split(dir: &Path, header: &RunHeader, data: &DataOptions) -> Result
 pub fn execute(o: &Options) -> Result<()> {
     let backend = choose(o.backend)?;
     let (dataset, split) = o.data.load()?;
-    let loaded = LoadedRun::open(&o.run, &dataset.catalog, &backend.device, None)?;
+    let loaded = LoadedRun::open(&o.run, &dataset.catalog, &backend.device, None, None)?;
     check_split(&o.run, &loaded.header, &o.data)?;
     eprintln!("distilling {} training prompts with {}, backend {}", split.train.len(), o.run.display(), backend.name);
     let rows = distill(&loaded.recommender(dataset.meta.domain), &dataset.catalog, &split.train)?;

@@ -10,7 +10,7 @@ use soft_core::baselines::{Popularity, SasRec};
 use soft_core::data::text::{read_bytes, utf8_lines};
 use soft_core::data::windows::load_sequences;
 use soft_core::data::{Catalog, Window};
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
 use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
@@ -45,6 +45,9 @@ pub struct Args {
     /// Decoding of a language-model run (default: the one it was trained with).
     #[arg(long, value_enum)]
     pub decoding: Option<Decoding>,
+    /// Ranking of a language-model run's beams (default: the one it was trained with).
+    #[arg(long, value_enum)]
+    pub ranking: Option<Ranking>,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -56,6 +59,8 @@ pub struct Options {
     pub out: PathBuf,
     /// `None`: the decoding the run was trained with.
     pub decoding: Option<Decoding>,
+    /// `None`: the ranking the run was trained with.
+    pub ranking: Option<Ranking>,
     pub backend: BackendChoice,
 }
 
@@ -67,6 +72,7 @@ impl From<Args> for Options {
             items: a.items,
             out: a.out,
             decoding: a.decoding,
+            ranking: a.ranking,
             backend: a.backend,
         }
     }
@@ -127,7 +133,7 @@ pub fn execute(o: &Options) -> Result<()> {
 /// wgpu adapter with the project's WGSL kernel, shaders/grounding.wgsl).
 fn llm_predictions(o: &Options, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
     let backend = choose(o.backend)?;
-    let mut run = LoadedRun::open(&o.run, catalog, &backend.device, o.decoding)?;
+    let mut run = LoadedRun::open(&o.run, catalog, &backend.device, o.decoding, o.ranking)?;
     if backend.gpu {
         run.grounder = run.grounder.with_kernel_blocking()?;
         eprintln!("grounding with the WGSL kernel on {}", run.grounder.kernel_adapter().unwrap_or_default());

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::model::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
@@ -50,6 +50,9 @@ pub struct Args {
     /// Decoding of validation answers, and later of distillation and SOFT's d.
     #[arg(long, value_enum, default_value = "free")]
     pub decoding: Decoding,
+    /// How validation (and later evaluation) ranks items from the beams.
+    #[arg(long, value_enum, default_value = "top-beam")]
+    pub ranking: Ranking,
     #[command(flatten)]
     pub prompt: PromptArgs,
     #[command(flatten)]
@@ -84,19 +87,29 @@ pub struct SftSettings {
     pub prompt: PromptOptions,
     #[serde(default = "default_lora_targets")]
     pub lora_targets: Vec<String>,
+    /// Missing in runs started before the options existed: 4 beams, the top one ranked.
+    #[serde(default = "default_beams")]
+    pub beams: usize,
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 fn default_lora_targets() -> Vec<String> {
     LoraConfig::default().target_modules
 }
 
+fn default_beams() -> usize {
+    SftConfig::default().beams
+}
+
 impl SftSettings {
-    pub fn config(&self, beams: usize, seed: u64) -> SftConfig {
+    pub fn config(&self, seed: u64) -> SftConfig {
         let mut config = SftConfig {
             max_epochs: self.epochs,
-            beams,
+            beams: self.beams,
             max_new_tokens: self.max_new_tokens,
             decoding: self.decoding,
+            ranking: self.ranking,
             prompt: self.prompt.clone(),
             ..Default::default()
         };
@@ -120,9 +133,11 @@ impl From<Args> for Options {
             decoding: args.decoding,
             prompt: args.prompt.prompt(),
             lora_targets: args.lora.lora_targets(),
+            beams: args.beams,
+            ranking: args.ranking,
         };
         let RunDirArgs { out, backend, resume } = args.run_dir;
-        let config = settings.config(args.beams, args.seed);
+        let config = settings.config(args.seed);
         Self { model: args.model, out, data: (&args.data).into(), config, backend, resume }
     }
 }

@@ -93,7 +93,7 @@ pub fn execute(o: &Options) -> Result<()> {
         bail!("{}: missing; run `soft-train distill --run {}` first", distilled_path.display(), o.sft.display());
     }
     let distilled = load_jsonl(&distilled_path)?;
-    let sft_run = LoadedRun::open(&o.sft, &dataset.catalog, &backend.device, None)?;
+    let sft_run = LoadedRun::open(&o.sft, &dataset.catalog, &backend.device, None, None)?;
     check_split(&o.sft, &sft_run.header, &o.data)?;
     let base_name = sft_run.base_model.clone();
     let mut sft_config = sft_run.config.clone();

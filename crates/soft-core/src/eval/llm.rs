@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::prompt::PromptOptions;
 use crate::data::{prompt, Catalog, Domain};
+use crate::eval::decoding::Ranking;
 use crate::eval::grounding::{embed_last_token, rank_by_l2_async};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::generate::{beam_search, BeamConfig};
@@ -278,13 +279,28 @@ pub fn generate_answers(
     prompts: &[String],
     beam: &BeamConfig,
 ) -> Result<Vec<String>> {
+    let beams = generate_beams(model, tokenizer, special, prompts, beam)?;
+    Ok(beams.into_iter().map(|b| b.into_iter().next().unwrap_or_default()).collect())
+}
+
+/// Every returned beam's text for every prompt, best first.
+pub fn generate_beams(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    special: &SpecialIds,
+    prompts: &[String],
+    beam: &BeamConfig,
+) -> Result<Vec<Vec<String>>> {
     let model = decoding_model(model);
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(GENERATE_BATCH) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| encode_prompt(tokenizer, special, p)).collect::<Result<_>>()?;
         for hyps in beam_search(&model, &ids, beam)? {
-            let best = hyps.first().map(|h| h.tokens.as_slice()).unwrap_or_default();
-            out.push(tokenizer.decode(best, true).map_err(|e| Error::tokenizer("decoding an answer", e))?);
+            let texts = hyps
+                .iter()
+                .map(|h| tokenizer.decode(&h.tokens, true).map_err(|e| Error::tokenizer("decoding an answer", e)))
+                .collect::<Result<Vec<String>>>()?;
+            out.push(if texts.is_empty() { vec![String::new()] } else { texts });
         }
     }
     Ok(out)
@@ -300,6 +316,7 @@ pub struct LlmRecommender<'a> {
     pub domain: Domain,
     pub prompt: PromptOptions,
     pub beam: BeamConfig,
+    pub ranking: Ranking,
 }
 
 impl LlmRecommender<'_> {
@@ -310,13 +327,23 @@ impl LlmRecommender<'_> {
 
     pub fn recommend(&self, catalog: &Catalog, histories: &[&[u32]], targets: &[u32]) -> Result<Vec<Prediction>> {
         let prompts: Vec<String> = histories.iter().map(|h| self.prompt_of(catalog, h)).collect::<Result<_>>()?;
-        let answers = generate_answers(self.tuned, self.tokenizer, self.special, &prompts, &self.beam)?;
-        let ranked = self.grounder.rank(self.base, self.tokenizer, self.special, &answers, RANKED_LEN)?;
-        Ok(answers
-            .into_iter()
-            .zip(ranked)
+        let beams = generate_beams(self.tuned, self.tokenizer, self.special, &prompts, &self.beam)?;
+        // The paper's ranking needs only the top beam grounded.
+        let grounded: Vec<&[String]> = match self.ranking {
+            Ranking::TopBeam => beams.iter().map(|b| &b[..1]).collect(),
+            Ranking::Beams => beams.iter().map(Vec::as_slice).collect(),
+        };
+        let answers: Vec<String> = grounded.iter().flat_map(|b| b.iter().cloned()).collect();
+        let mut nearest =
+            self.grounder.rank(self.base, self.tokenizer, self.special, &answers, RANKED_LEN)?.into_iter();
+        Ok(grounded
+            .iter()
             .zip(targets)
-            .map(|((generated, ranked), &target)| Prediction { target, generated: Some(generated), ranked })
+            .map(|(b, &target)| {
+                let per_beam: Vec<Vec<u32>> = nearest.by_ref().take(b.len()).collect();
+                let ranked = self.ranking.merge(&per_beam, RANKED_LEN);
+                Prediction { target, generated: Some(b[0].clone()), ranked }
+            })
             .collect())
     }
 }

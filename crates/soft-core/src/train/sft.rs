@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::prompt::PromptOptions;
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
-use crate::eval::decoding::Decoding;
+use crate::eval::decoding::{Decoding, Ranking};
 use crate::eval::llm::{history_prompt_with, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
@@ -45,6 +45,9 @@ pub struct SftConfig {
     /// How histories become prompts (missing in older runs: the paper's prompt).
     #[serde(default)]
     pub prompt: PromptOptions,
+    /// How validation and evaluation rank items from the beams (older runs: the top beam's).
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 impl Default for SftConfig {
@@ -68,6 +71,7 @@ impl Default for SftConfig {
             max_new_tokens: 64,
             decoding: Decoding::Free,
             prompt: PromptOptions::default(),
+            ranking: Ranking::TopBeam,
         }
     }
 }
@@ -163,7 +167,8 @@ impl<'a> SftInputs<'a> {
     }
 }
 
-pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, prompt: &PromptOptions, beam: &BeamConfig) -> Result<Metrics> {
+/// Valid metrics of `tuned`, decoded with `beam` and ranked as `config` says.
+pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, config: &SftConfig, beam: &BeamConfig) -> Result<Metrics> {
     let rec = LlmRecommender {
         tuned,
         base: inputs.base,
@@ -171,8 +176,9 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, prompt: &PromptOptions, 
         special: inputs.special,
         grounder: inputs.grounder,
         domain: inputs.domain,
-        prompt: prompt.clone(),
+        prompt: config.prompt.clone(),
         beam: beam.clone(),
+        ranking: config.ranking,
     };
     let histories: Vec<&[u32]> = inputs.valid.iter().map(Window::history).collect();
     let targets: Vec<u32> = inputs.valid.iter().map(Window::target).collect();
@@ -211,7 +217,7 @@ pub fn sft(
             let tokens = batch.iter().map(|e| e.tokens.len()).sum();
             Ok(trainer.micro_step(&batch)?.map(|loss| (loss, tokens)))
         })?;
-        let valid = valid_metrics(inputs, &trainer.model.valid(), &config.prompt, &beam)?;
+        let valid = valid_metrics(inputs, &trainer.model.valid(), config, &beam)?;
         progress(Event::Epoch { epoch, loss, hr_at_10: valid.hr_at(10), ndcg_at_10: valid.ndcg_at(10) });
         let record = EpochRecord { epoch, loss, valid, seconds: started.elapsed().as_secs_f64(), tokens_per_second };
         Ok(EpochOutcome { record, score: valid.hr_at(10) })

@@ -245,7 +245,7 @@ pub fn soft(
         })?;
         let tuned = trainer.model.valid();
         let d = probe.measure_d(&tuned, inputs, &beam)?;
-        let valid = valid_metrics(inputs, &tuned, &config.sft.prompt, &beam)?;
+        let valid = valid_metrics(inputs, &tuned, &config.sft, &beam)?;
         if let Some(keep) = epoch_adapters {
             trainer.model.save_adapter(&EpochAdapters::dir(keep.run_dir, epoch), keep.base_model)?;
         }

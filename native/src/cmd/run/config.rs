@@ -7,12 +7,12 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use soft_core::baselines::SasRecConfig;
 use soft_core::data::SplitConfig;
-use soft_core::eval::decoding::Decoding;
+use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::train::scheduler::validate_alpha;
 use soft_core::train::sft::SftConfig;
 
 use crate::backend::BackendChoice;
-use crate::cmd::data_args::{DataArgs, DataOptions};
+use crate::cmd::data_args::{DataArgs, DataOptions, DEFAULT_DATASET};
 use crate::cmd::prompt_args::{LoraArgs, PromptArgs};
 use crate::cmd::sft::SftSettings;
 use crate::run_info::TrainOn;
@@ -20,10 +20,11 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 25] = [
+const RESUME_CONFLICTS: [&str; 28] = [
     "out",
     "profile",
     "model",
+    "pretrain_steps",
     "dataset",
     "domain",
     "k_core",
@@ -39,6 +40,8 @@ const RESUME_CONFLICTS: [&str; 25] = [
     "sasrec_epochs",
     "sasrec_train_on",
     "decoding",
+    "beams",
+    "ranking",
     "seeds",
     "seed",
     "lr",
@@ -62,6 +65,10 @@ pub enum Profile {
     /// SmolLM2-135M with LoRA at the reference's sizes: meant for a GPU. On a CPU pass small
     /// sizes and `--max-steps`.
     Smollm2,
+    /// A language model that learns on 2 CPU cores: MovieLens-100k, the `tiny` model pre-trained
+    /// for this run on the training period's title sequences (1500 steps, into DIR/tiny), 4096 /
+    /// 256 / 1000 examples, 2 epochs, answers constrained to real titles and ranked by 10 beams.
+    Cpu,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +86,10 @@ pub struct Args {
     /// Base language model: `tiny` (pre-trained first when missing), `smollm2` or a path.
     #[arg(long)]
     pub model: Option<String>,
+    /// Pre-train the `tiny` model for this run, on its dataset, into DIR/tiny with this many
+    /// steps (default: the profile's; without, `tiny` is models/tiny, pre-trained when missing).
+    #[arg(long)]
+    pub pretrain_steps: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Epochs of SFT and of each SOFT run (early stopping may end them sooner).
@@ -104,9 +115,16 @@ pub struct Args {
     /// only on the sampled training examples the language models get (`sample`).
     #[arg(long, value_enum, default_value = "all")]
     pub sasrec_train_on: TrainOn,
-    /// Decoding while training (validation, distillation, d); the test table reports both.
-    #[arg(long, value_enum, default_value = "free")]
-    pub decoding: Decoding,
+    /// Decoding while training (validation, distillation, d); the test table reports both
+    /// [default: the profile's; free but for `cpu`].
+    #[arg(long, value_enum)]
+    pub decoding: Option<Decoding>,
+    /// Beams of every answer the language models write (default: the profile's).
+    #[arg(long)]
+    pub beams: Option<usize>,
+    /// How validation and the test table rank items from the beams (default: the profile's).
+    #[arg(long, value_enum)]
+    pub ranking: Option<Ranking>,
     /// Repeat every trained method with this many seeds (SEED, SEED+1, ...): mean ± std.
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
@@ -129,12 +147,17 @@ struct ProfileSettings {
     /// Sample sizes (the split's seed is always `--split-seed`).
     sizes: SplitConfig,
     model: &'static str,
+    dataset: &'static str,
+    pretrain_steps: Option<usize>,
+    decoding: Decoding,
     epochs: usize,
     lr: f64,
     grad_accum: usize,
     max_new_tokens: usize,
     d_samples: usize,
     sasrec_epochs: usize,
+    beams: usize,
+    ranking: Ranking,
 }
 
 impl Profile {
@@ -143,24 +166,50 @@ impl Profile {
             Profile::Quick => ProfileSettings {
                 sizes: SplitConfig { train: 384, valid: 64, test: 200, ..SplitConfig::default() },
                 model: "tiny",
+                dataset: DEFAULT_DATASET,
+                pretrain_steps: None,
+                decoding: Decoding::Free,
                 epochs: 2,
                 lr: 2e-3,
                 grad_accum: 1,
                 max_new_tokens: 32,
                 d_samples: 32,
                 sasrec_epochs: 20,
+                beams: SftConfig::default().beams,
+                ranking: Ranking::TopBeam,
             },
             Profile::Reference => ProfileSettings {
                 sizes: SplitConfig::default(),
                 model: "tiny",
+                dataset: DEFAULT_DATASET,
+                pretrain_steps: None,
+                decoding: Decoding::Free,
                 epochs: 7,
                 lr: 1e-3,
                 grad_accum: 4,
                 max_new_tokens: 64,
                 d_samples: 256,
                 sasrec_epochs: 200,
+                beams: SftConfig::default().beams,
+                ranking: Ranking::TopBeam,
             },
             Profile::Smollm2 => ProfileSettings { model: "smollm2", lr: 2e-4, ..Profile::Reference.settings() },
+            // Lever run 8 (README): the settings under which a language model first beat popularity.
+            Profile::Cpu => ProfileSettings {
+                sizes: SplitConfig { train: 4096, valid: 256, test: 1000, ..SplitConfig::default() },
+                model: "tiny",
+                dataset: "ml-100k",
+                pretrain_steps: Some(1500),
+                decoding: Decoding::Constrained,
+                epochs: 2,
+                lr: 2e-3,
+                grad_accum: 1,
+                max_new_tokens: 32,
+                d_samples: 256,
+                sasrec_epochs: 200,
+                beams: 10,
+                ranking: Ranking::Beams,
+            },
         }
     }
 }
@@ -170,6 +219,10 @@ impl Profile {
 pub struct RunConfig {
     pub profile: Profile,
     pub model: String,
+    /// `Some(steps)`: `tiny` is pre-trained for this run into DIR/tiny (missing in runs started
+    /// before the option existed: models/tiny).
+    #[serde(default)]
+    pub pretrain_steps: Option<usize>,
     #[serde(flatten)]
     pub data: DataOptions,
     /// SFT's, and SOFT's epochs.
@@ -205,16 +258,19 @@ impl RunConfig {
         Ok(Self {
             profile: args.profile,
             model: args.model.clone().unwrap_or_else(|| p.model.into()),
-            data: args.data.options(p.sizes),
+            pretrain_steps: args.pretrain_steps.or(p.pretrain_steps),
+            data: args.data.options(p.dataset, p.sizes),
             sft: SftSettings {
                 epochs: args.epochs.unwrap_or(p.epochs),
                 max_steps: args.max_steps,
                 lr: args.lr.unwrap_or(p.lr),
                 grad_accum: p.grad_accum,
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
-                decoding: args.decoding,
+                decoding: args.decoding.unwrap_or(p.decoding),
                 prompt: args.prompt.prompt(),
                 lora_targets: args.lora.lora_targets(),
+                beams: args.beams.unwrap_or(p.beams),
+                ranking: args.ranking.unwrap_or(p.ranking),
             },
             alpha: args.alpha.clone(),
             d_samples: args.d_samples.unwrap_or(p.d_samples),
@@ -226,7 +282,7 @@ impl RunConfig {
 
     /// SFT's settings for `seed`; SOFT takes its own from the SFT run.
     pub fn sft_config(&self, seed: u64) -> SftConfig {
-        self.sft.config(SftConfig::default().beams, seed)
+        self.sft.config(seed)
     }
 
     pub fn sasrec_config(&self, seed: u64) -> SasRecConfig {
@@ -267,7 +323,9 @@ mod tests {
         assert_eq!(config.alpha, [1.0], "a single alpha reads as a list of one");
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
-        keys.retain(|k| !["sasrec_train_on", "prompt", "lora_targets"].contains(k));
+        keys.retain(|k| {
+            !["sasrec_train_on", "prompt", "lora_targets", "beams", "ranking", "pretrain_steps"].contains(k)
+        });
         let old: serde_json::Value = serde_json::from_str(old).unwrap();
         assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
     }
@@ -329,6 +387,9 @@ mod tests {
         assert_eq!(c.train.lr, 0.01);
         let d = config_of(&[]).unwrap().sft_config(1);
         assert_eq!((d.prompt, d.lora.target_modules), (Default::default(), vec!["q_proj".into(), "v_proj".into()]));
+        assert_eq!((d.beams, d.ranking), (4, Ranking::TopBeam), "the paper's: 4 beams, the top one ranked");
+        let r = config_of(&["--beams", "10", "--ranking", "beams"]).unwrap().sft_config(1);
+        assert_eq!((r.beams, r.ranking), (10, Ranking::Beams));
     }
 
     #[test]

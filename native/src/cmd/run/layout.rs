@@ -59,6 +59,8 @@ pub fn methods(alphas: &[f64]) -> Vec<Method> {
 pub const DATA_DIR: &str = "data";
 /// The figures of the first seed.
 pub const PLOTS_DIR: &str = "plots";
+/// The `tiny` model pre-trained for this run (`--pretrain-steps`).
+pub const TINY_DIR: &str = "tiny";
 
 /// Where seed number `i` keeps its methods: the run directory itself for the first seed (the
 /// stable layout), `seeds/SEED/` for the others.

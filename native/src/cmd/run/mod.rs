@@ -25,6 +25,7 @@ pub use self::config::Args;
 use self::config::{RunConfig, CONFIG_FILE};
 use self::layout::{
     decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT, SOFT_WITHOUT_SA,
+    TINY_DIR,
 };
 use super::baseline::{self, Baseline};
 use super::distill::{self, DISTILLED_FILE};
@@ -104,6 +105,7 @@ impl Runner<'_> {
                 items: data.join(ITEMS_FILE),
                 out,
                 decoding: Some(decoding),
+                ranking: None,
                 backend: self.backend,
             };
             self.stage(format!("eval {} ({})", dir.display(), decoding.name()), done, || eval::execute(&options))?;
@@ -133,10 +135,11 @@ impl Runner<'_> {
         let c = self.config;
         let options = baseline::Options {
             baseline: Baseline::GuidanceOnly(GuidanceOnlyDetails {
-                base_model: c.model.clone(),
-                beams: c.sft_config(c.seeds[0]).beams,
+                base_model: self.model(),
+                beams: c.sft.beams,
                 max_new_tokens: c.sft.max_new_tokens,
                 decoding: c.sft.decoding,
+                ranking: c.sft.ranking,
                 prompt: c.sft.prompt.clone(),
             }),
             out: self.out.join(GUIDANCE_ONLY),
@@ -148,14 +151,26 @@ impl Runner<'_> {
         self.evals(&options.out, true)
     }
 
-    /// The `tiny` model, pre-trained on this dataset unless it exists.
+    /// The base model the language models use: `--model`, or this run's own `tiny`.
+    fn model(&self) -> String {
+        match self.config.pretrain_steps {
+            // Absolute, so that `eval --run` finds it from any directory.
+            Some(_) if self.config.model == "tiny" => {
+                let dir = self.out.join(TINY_DIR);
+                std::path::absolute(&dir).unwrap_or(dir).display().to_string()
+            }
+            _ => self.config.model.clone(),
+        }
+    }
+
+    /// The `tiny` model, pre-trained on this dataset unless it exists: this run's own in
+    /// DIR/tiny with `--pretrain-steps`, else the shared models/tiny.
     fn pretrain_tiny(&mut self) -> Result<()> {
-        let options = pretrain::Options {
-            data: self.config.data.clone(),
-            out: tiny_dir(),
-            config: PretrainConfig::default(),
-            backend: self.backend,
+        let (out, config) = match self.config.pretrain_steps {
+            Some(steps) => (self.out.join(TINY_DIR), PretrainConfig { steps, ..PretrainConfig::default() }),
+            None => (tiny_dir(), PretrainConfig::default()),
         };
+        let options = pretrain::Options { data: self.config.data.clone(), out, config, backend: self.backend };
         self.stage("pretrain tiny".into(), options.out.join(WEIGHTS_FILE).exists(), || pretrain::execute(&options))
     }
 
@@ -176,7 +191,7 @@ impl Runner<'_> {
 
         let sft_dir = base.join(SFT);
         let sft = sft::Options {
-            model: c.model.clone(),
+            model: self.model(),
             out: sft_dir.clone(),
             data: c.data.clone(),
             config: c.sft_config(seed),

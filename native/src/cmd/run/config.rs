@@ -244,6 +244,11 @@ impl RunConfig {
         if args.seeds == 0 {
             bail!("--seeds must be at least 1");
         }
+        let p = args.profile.settings();
+        let model = args.model.clone().unwrap_or_else(|| p.model.into());
+        if args.pretrain_steps.is_some() && model != "tiny" {
+            bail!("--pretrain-steps pre-trains the `tiny` model, not `{model}`");
+        }
         // Reject a bad alpha before any work.
         if args.alpha.is_empty() {
             bail!("--alpha needs at least one value");
@@ -254,10 +259,9 @@ impl RunConfig {
         if let Some(a) = args.alpha.iter().enumerate().find(|(i, a)| args.alpha[..*i].contains(a)).map(|(_, a)| a) {
             bail!("--alpha lists {a} twice");
         }
-        let p = args.profile.settings();
         Ok(Self {
             profile: args.profile,
-            model: args.model.clone().unwrap_or_else(|| p.model.into()),
+            model,
             pretrain_steps: args.pretrain_steps.or(p.pretrain_steps),
             data: args.data.options(p.dataset, p.sizes),
             sft: SftSettings {
@@ -390,6 +394,14 @@ mod tests {
         assert_eq!((d.beams, d.ranking), (4, Ranking::TopBeam), "the paper's: 4 beams, the top one ranked");
         let r = config_of(&["--beams", "10", "--ranking", "beams"]).unwrap().sft_config(1);
         assert_eq!((r.beams, r.ranking), (10, Ranking::Beams));
+    }
+
+    #[test]
+    fn pretrain_steps_apply_to_tiny_only() {
+        assert_eq!(config_of(&["--profile", "cpu"]).unwrap().pretrain_steps, Some(1500));
+        assert_eq!(config_of(&[]).unwrap().pretrain_steps, None, "quick uses the shared models/tiny");
+        let err = config_of(&["--pretrain-steps", "10", "--model", "smollm2"]).unwrap_err().to_string();
+        assert!(err.contains("--pretrain-steps"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 28] = [
+const RESUME_CONFLICTS: [&str; 27] = [
     "out",
     "profile",
     "model",
@@ -34,7 +34,6 @@ const RESUME_CONFLICTS: [&str; 28] = [
     "split_seed",
     "epochs",
     "max_steps",
-    "alpha",
     "d_samples",
     "max_new_tokens",
     "sasrec_epochs",
@@ -78,7 +77,8 @@ pub struct Args {
     #[arg(long, default_value = "runs/default")]
     pub out: PathBuf,
     /// Continue the interrupted run in RUN_DIR with the settings it was started with (only
-    /// --backend may be given with it: a setting that differs from the run's would be ignored).
+    /// --backend may be given with it, and --alpha to extend the sweep: any other setting that
+    /// differs from the run's would be ignored).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = RESUME_CONFLICTS)]
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "quick")]
@@ -98,9 +98,10 @@ pub struct Args {
     /// Stop each training stage after this many optimizer steps (smoke tests of big models).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Pace of SOFT's curriculum; a comma-separated list runs SOFT once per alpha (the reference
-    /// sweeps 100,10,1,0.1): the first in soft/, each other in soft-alpha-A/.
-    #[arg(long, value_delimiter = ',', default_value = "1", allow_hyphen_values = true)]
+    /// Pace of SOFT's curriculum [default: 1]; a comma-separated list runs SOFT once per alpha
+    /// (the reference sweeps 100,10,1,0.1): the first in soft/, each other in soft-alpha-A/.
+    /// With --resume it may extend the run's list (same alphas first) to add to its sweep.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub alpha: Vec<f64>,
     /// Training prompts SOFT's distance d is measured on.
     #[arg(long)]
@@ -249,16 +250,7 @@ impl RunConfig {
         if args.pretrain_steps.is_some() && model != "tiny" {
             bail!("--pretrain-steps pre-trains the `tiny` model, not `{model}`");
         }
-        // Reject a bad alpha before any work.
-        if args.alpha.is_empty() {
-            bail!("--alpha needs at least one value");
-        }
-        for &alpha in &args.alpha {
-            validate_alpha(alpha)?;
-        }
-        if let Some(a) = args.alpha.iter().enumerate().find(|(i, a)| args.alpha[..*i].contains(a)).map(|(_, a)| a) {
-            bail!("--alpha lists {a} twice");
-        }
+        let alpha = if args.alpha.is_empty() { vec![DEFAULT_ALPHA] } else { checked_alphas(&args.alpha)? };
         Ok(Self {
             profile: args.profile,
             model,
@@ -276,7 +268,7 @@ impl RunConfig {
                 beams: args.beams.unwrap_or(p.beams),
                 ranking: args.ranking.unwrap_or(p.ranking),
             },
-            alpha: args.alpha.clone(),
+            alpha,
             d_samples: args.d_samples.unwrap_or(p.d_samples),
             seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
             sasrec_epochs: args.sasrec_epochs.unwrap_or(p.sasrec_epochs),
@@ -292,6 +284,31 @@ impl RunConfig {
     pub fn sasrec_config(&self, seed: u64) -> SasRecConfig {
         SasRecConfig { max_epochs: self.sasrec_epochs, seed, ..Default::default() }
     }
+}
+
+/// SOFT's alpha when `--alpha` is not given: the reference's.
+const DEFAULT_ALPHA: f64 = 1.0;
+
+/// `alphas` if every one is valid and none repeats: rejected before any work.
+fn checked_alphas(alphas: &[f64]) -> Result<Vec<f64>> {
+    for &alpha in alphas {
+        validate_alpha(alpha)?;
+    }
+    if let Some(a) = alphas.iter().enumerate().find(|(i, a)| alphas[..*i].contains(a)).map(|(_, a)| a) {
+        bail!("--alpha lists {a} twice");
+    }
+    Ok(alphas.to_vec())
+}
+
+/// The sweep of a resumed run that started with alphas `run`, given `--alpha given`: `given` when it
+/// extends `run` (the completed SOFT runs keep their meaning), else an error.
+pub fn extended_alphas(run: &[f64], given: &[f64]) -> Result<Vec<f64>> {
+    let given = checked_alphas(given)?;
+    if !given.starts_with(run) {
+        let run = run.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+        bail!("--alpha with --resume may only add to the run's sweep: give {run} first, then the new alphas");
+    }
+    Ok(given)
 }
 
 /// A number or a list of numbers, as a list.
@@ -354,7 +371,7 @@ mod tests {
         let command = Cli::command();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
-            if !["resume", "backend", "help"].contains(&id) {
+            if !["resume", "backend", "alpha", "help"].contains(&id) {
                 assert!(RESUME_CONFLICTS.contains(&id), "--resume does not conflict with {id}");
             }
         }
@@ -367,6 +384,16 @@ mod tests {
         let twice = config_of(&["--alpha", "1,10,1"]).unwrap_err().to_string();
         assert!(twice.contains("twice"), "{twice}");
         assert!(config_of(&["--alpha", "1,-2"]).is_err(), "a negative alpha is refused");
+    }
+
+    #[test]
+    fn a_resumed_run_may_only_extend_its_sweep() {
+        assert_eq!(extended_alphas(&[1.0], &[1.0, 100.0, 0.1]).unwrap(), [1.0, 100.0, 0.1]);
+        assert_eq!(extended_alphas(&[1.0, 10.0], &[1.0, 10.0]).unwrap(), [1.0, 10.0], "the same list is fine");
+        let reordered = extended_alphas(&[1.0, 10.0], &[10.0, 1.0]).unwrap_err().to_string();
+        assert!(reordered.contains("give 1,10 first"), "{reordered}");
+        assert!(extended_alphas(&[1.0], &[100.0]).is_err(), "dropping soft/'s alpha would change its meaning");
+        assert!(extended_alphas(&[1.0], &[1.0, 1.0]).is_err(), "a repeat is refused here too");
     }
 
     #[test]

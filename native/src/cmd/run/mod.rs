@@ -22,7 +22,7 @@ use soft_core::train::pretrain::PretrainConfig;
 use soft_core::train::scheduler::Schedule;
 
 pub use self::config::Args;
-use self::config::{RunConfig, CONFIG_FILE};
+use self::config::{extended_alphas, RunConfig, CONFIG_FILE};
 use self::layout::{
     decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT, SOFT_WITHOUT_SA,
     TINY_DIR,
@@ -231,9 +231,15 @@ impl Runner<'_> {
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
 fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
     if let Some(dir) = &args.resume {
-        let config =
+        let mut config: RunConfig =
             read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
         eprintln!("resuming {} with the settings it was started with", dir.display());
+        if !args.alpha.is_empty() && args.alpha != config.alpha {
+            let had = config.alpha.len();
+            config.alpha = extended_alphas(&config.alpha, &args.alpha)?;
+            eprintln!("adding alphas {:?} to its sweep", &config.alpha[had..]);
+            write_files(dir, &[(CONFIG_FILE.into(), serde_json::to_string_pretty(&config)?)])?;
+        }
         return Ok((dir.clone(), config));
     }
     let config = RunConfig::from_args(args)?;

@@ -333,14 +333,29 @@ impl LlmRecommender<'_> {
             Ranking::TopBeam => beams.iter().map(|b| &b[..1]).collect(),
             Ranking::Beams => beams.iter().map(Vec::as_slice).collect(),
         };
-        let answers: Vec<String> = grounded.iter().flat_map(|b| b.iter().cloned()).collect();
+        // A later beam that is exactly a grounding title (every beam of constrained decoding) is
+        // that item, its own nearest: only the other answers are embedded. The top beam always
+        // is, its neighbours fill the ranking.
+        let items: Vec<Vec<Option<u32>>> = grounded.iter().map(|b| beam_items(catalog, self.grounder, b)).collect();
+        let answers: Vec<String> = grounded
+            .iter()
+            .zip(&items)
+            .flat_map(|(b, items)| b.iter().zip(items).filter(|(_, item)| item.is_none()).map(|(a, _)| a.clone()))
+            .collect();
         let mut nearest =
             self.grounder.rank(self.base, self.tokenizer, self.special, &answers, RANKED_LEN)?.into_iter();
         Ok(grounded
             .iter()
+            .zip(items)
             .zip(targets)
-            .map(|(b, &target)| {
-                let per_beam: Vec<Vec<u32>> = nearest.by_ref().take(b.len()).collect();
+            .map(|((b, items), &target)| {
+                let per_beam: Vec<Vec<u32>> = items
+                    .into_iter()
+                    .map(|item| match item {
+                        Some(id) => vec![id],
+                        None => nearest.next().unwrap_or_default(),
+                    })
+                    .collect();
                 let ranked = self.ranking.merge(&per_beam, RANKED_LEN);
                 Prediction { target, generated: Some(b[0].clone()), ranked }
             })
@@ -348,10 +363,74 @@ impl LlmRecommender<'_> {
     }
 }
 
+/// The grounding item each beam after the first names exactly (the very title its row embeds),
+/// unless an earlier beam wrote the same text (whose item the ranking then already holds, so
+/// this beam's next nearest is wanted); `None` where the answer must be embedded.
+fn beam_items(catalog: &Catalog, grounder: &Grounder, beams: &[String]) -> Vec<Option<u32>> {
+    beams
+        .iter()
+        .enumerate()
+        .map(|(i, answer)| {
+            let text = prompt::strip_response(answer);
+            let repeated = beams[..i].iter().any(|a| prompt::strip_response(a) == text);
+            (i > 0 && !repeated)
+                .then(|| {
+                    let id = catalog.lookup_title(text)?;
+                    (catalog.title(id) == Some(text) && grounder.ids.contains(&id)).then_some(id)
+                })
+                .flatten()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
+
+    /// Under constrained decoding every beam is a title: ranking a later beam as its own item,
+    /// unembedded, gives the ranking that embedding every beam gives.
+    #[test]
+    fn beams_that_are_titles_rank_as_if_embedded() {
+        let device = Device::flex();
+        let (nouns, times) = (["River", "Mountain", "Garden", "Stranger", "Road"], ["Night", "Summer", "Glass"]);
+        let titles: Vec<String> =
+            (0..60).map(|i| format!("The {} of {} ({})", nouns[i % 5], times[i % 3], 1940 + i)).collect();
+        let catalog = Catalog::from_titles(titles.iter().enumerate().map(|(i, t)| (i as u32 + 1, t.clone())));
+        let corpus: Vec<String> = titles.iter().flat_map(|t| [t.clone(), prompt::response(t)]).collect();
+        let tokenizer = crate::model::tokenizer::train_bpe(&corpus, 400, &[]).unwrap();
+        let special = SpecialIds::endoftext(&tokenizer).unwrap();
+        let mut c = crate::model::config::LlamaConfig::tiny(tokenizer.get_vocab_size(true));
+        (c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) = (32, 64, 2, 2, 1, 16);
+        let model = Llama::init(&c, &device).unwrap();
+        let grounder = Grounder::new(&model, &tokenizer, &special, &catalog, &mut crate::progress::silent).unwrap();
+        let beam = BeamConfig { num_beams: 5, num_return_sequences: 5, max_new_tokens: 24, ..BeamConfig::new(special.eos) };
+        let beam = crate::eval::decoding::Decoding::Constrained.apply(beam, &tokenizer, &special, &catalog).unwrap();
+        let rec = LlmRecommender {
+            tuned: &model,
+            base: &model,
+            tokenizer: &tokenizer,
+            special: &special,
+            grounder: &grounder,
+            domain: Domain::Movies,
+            prompt: PromptOptions::default(),
+            beam: beam.clone(),
+            ranking: Ranking::Beams,
+        };
+        let histories: Vec<Vec<u32>> = (0..6).map(|i| vec![1 + i, 20 + i, 40 + i]).collect();
+        let histories: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+        let got = rec.recommend(&catalog, &histories, &[1; 6]).unwrap();
+
+        let prompts: Vec<String> = histories.iter().map(|h| rec.prompt_of(&catalog, h).unwrap()).collect();
+        let mut unembedded = 0;
+        for (beams, prediction) in generate_beams(&model, &tokenizer, &special, &prompts, &beam).unwrap().iter().zip(&got) {
+            let nearest = grounder.rank(&model, &tokenizer, &special, beams, RANKED_LEN).unwrap();
+            assert_eq!(prediction.ranked, Ranking::Beams.merge(&nearest, RANKED_LEN), "beams {beams:?}");
+            assert_eq!(prediction.ranked.len(), RANKED_LEN);
+            unembedded += beam_items(&catalog, &grounder, beams).iter().flatten().count();
+        }
+        assert_eq!(unembedded, 6 * 4, "every beam but the top one is a title, ranked without embedding");
+    }
 
     /// The WGSL kernel (through wgpu; lavapipe without a GPU) ranks a catalog-sized table like
     /// the tensor ops: the same items in the same order (near-ties aside) at the same distances,

@@ -186,7 +186,7 @@ pub fn execute(args: &Args) -> Result<()> {
             "tokenizer_config": format!("{MODEL_DIR}/tokenizer_config.json"),
             "dtype": args.dtype.name(),
             "max_logit_diff_vs_f32": logit_diff,
-            "grounding": { "table": GROUNDING_FILE, "tensor": GROUNDING_TENSOR, "ids": grounder.ids },
+            "grounding": { "table": GROUNDING_FILE, "tensor": GROUNDING_TENSOR, "ids": grounder.ids() },
             "beam": { "num_beams": config.beams, "max_new_tokens": config.max_new_tokens, "length_penalty": 1.0 },
             "decoding": config.decoding.name(),
             "sft": { "adapter": format!("{MODEL_DIR}/sft") },

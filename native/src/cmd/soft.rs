@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use soft_core::model::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
-use soft_core::train::scheduler::{validate_alpha, Schedule};
+use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
 use soft_core::train::sft::SftInputs;
 use soft_core::train::soft::{soft, EpochAdapters, SoftConfig};
 
@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     pub sft: PathBuf,
     /// Pace of the curriculum (the reference sweeps 100, 10, 1, 0.1).
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_hyphen_values = true)]
     pub alpha: f64,
     #[arg(long, value_enum, default_value = "adaptive")]
     pub schedule: Schedule,

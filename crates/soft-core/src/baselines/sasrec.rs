@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Catalog, Window};
 use crate::early_stop::EarlyStop;
 use crate::eval::{evaluate, top_k, Metrics, Prediction};
+use crate::model::dropout::dropout;
 use crate::loss::nll;
 use crate::progress::{Event, Progress};
 use crate::{Error, Result};
@@ -92,11 +93,11 @@ impl Block {
         let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
         let ctx = attention(heads(0), heads(1), heads(2), Some(pad), None, options);
         let ctx = ctx.swap_dims(1, 2).reshape([b, t, d]);
-        let x = x + self.dropout.forward(self.out.forward(ctx));
+        let x = x + dropout(&self.dropout, self.out.forward(ctx));
         let ffn = self
             .ffn_out
-            .forward(self.dropout.forward(activation::gelu(self.ffn_in.forward(self.ffn_norm.forward(x.clone())))));
-        x + self.dropout.forward(ffn)
+            .forward(dropout(&self.dropout, activation::gelu(self.ffn_in.forward(self.ffn_norm.forward(x.clone())))));
+        x + dropout(&self.dropout, ffn)
     }
 }
 
@@ -138,7 +139,7 @@ impl SasRec {
         let d = self.item_emb.weight.dims()[1];
         let positions = Tensor::<1, Int>::arange(0..t as i64, &device).unsqueeze::<2>().repeat_dim(0, b);
         let x = self.item_emb.forward(seq.clone()).mul_scalar((d as f64).sqrt()) + self.pos_emb.forward(positions);
-        let mut x = self.dropout.forward(x) * keep.clone();
+        let mut x = dropout(&self.dropout, x) * keep.clone();
         let heads = self.blocks.first().map(|blk| blk.n_heads).unwrap_or(1);
         let pad = seq.equal_elem(0).unsqueeze_dims::<4>(&[1, 2]).expand([b, heads, t, t]);
         for block in &self.blocks {

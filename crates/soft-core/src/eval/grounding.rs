@@ -50,18 +50,26 @@ pub fn embed_last_token<S: AsRef<[u32]>>(
 /// Indices of the `k` smallest values, smallest first; ties go to the lower index so rankings
 /// are deterministic. NaN sorts last.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let cmp = |&a: &usize, &b: &usize| values[a].total_cmp(&values[b]).then(a.cmp(&b));
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    let k = k.min(idx.len());
+    let k = k.min(values.len());
     if k == 0 {
         return Vec::new();
     }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(cmp);
+    // Each value as an integer in `f32::total_cmp`'s order: integer comparisons, no indirection
+    // through an index (a selection over indices was the slower half of grounding a batch).
+    let keys: Vec<i32> = values.iter().map(|v| total_order_key(*v)).collect();
+    let mut scratch = keys.clone();
+    let kth = *scratch.select_nth_unstable(k - 1).1;
+    // The few indices at or below the k-th key, in order; ties go to the lower index.
+    let mut idx: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] <= kth).collect();
+    idx.sort_unstable_by_key(|&i| (keys[i], i));
+    idx.truncate(k);
     idx
+}
+
+/// `f32::total_cmp`'s order as an integer: negative values' magnitude bits flipped.
+fn total_order_key(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
 }
 
 /// Squared L2 distances `[Q, N]` between query rows `[Q, D]` and table rows `[N, D]`,

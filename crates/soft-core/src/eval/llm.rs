@@ -2,6 +2,7 @@
 //! the answer is embedded with the BASE model (last-layer hidden state at its last token) and
 //! every item is ranked by the L2 distance between that embedding and its title's.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -64,7 +65,10 @@ pub fn history_prompt_with(
 /// Item embeddings of every grounding item, computed once with the base model.
 #[derive(Clone)]
 pub struct Grounder {
-    pub ids: Vec<u32>,
+    /// Row i of `table` embeds item `ids[i]`.
+    ids: Vec<u32>,
+    /// The same ids as a set: beam ranking asks about thousands of beams per evaluation.
+    members: Arc<HashSet<u32>>,
     pub table: Tensor<2>,
     /// The project's WGSL kernel (soft-gpu) over the same table, once [`Grounder::with_kernel`]
     /// started it: it then ranks instead of the tensor ops.
@@ -135,7 +139,18 @@ impl Grounder {
                 ids.len()
             )));
         }
-        Ok(Self { ids, table, kernel: None })
+        let members = Arc::new(ids.iter().copied().collect());
+        Ok(Self { ids, members, table, kernel: None })
+    }
+
+    /// The item each row of the table embeds, in row order.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Whether `id` is one of the items the grounder ranks.
+    pub fn contains(&self, id: u32) -> bool {
+        self.members.contains(&id)
     }
 
     /// This grounder ranking with the project's WGSL kernel (shaders/grounding.wgsl) on the
@@ -376,7 +391,7 @@ fn beam_items(catalog: &Catalog, grounder: &Grounder, beams: &[String]) -> Vec<O
             (i > 0 && !repeated)
                 .then(|| {
                     let id = catalog.lookup_title(text)?;
-                    (catalog.title(id) == Some(text) && grounder.ids.contains(&id)).then_some(id)
+                    (catalog.title(id) == Some(text) && grounder.contains(id)).then_some(id)
                 })
                 .flatten()
         })

@@ -31,6 +31,9 @@ pub struct Scheduler {
     pub d0: f64,
 }
 
+/// The curriculum's pace when none is given: the reference's.
+pub const DEFAULT_ALPHA: f64 = 1.0;
+
 /// `alpha` when it can scale the schedule (finite, >= 0): checked before any work is done.
 pub fn validate_alpha(alpha: f64) -> Result<f64> {
     if !alpha.is_finite() || alpha < 0.0 {

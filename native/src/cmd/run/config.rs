@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use soft_core::baselines::SasRecConfig;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::train::scheduler::validate_alpha;
+use soft_core::train::scheduler::{validate_alpha, DEFAULT_ALPHA};
 use soft_core::train::sft::SftConfig;
 
 use crate::backend::BackendChoice;
@@ -285,9 +285,6 @@ impl RunConfig {
         SasRecConfig { max_epochs: self.sasrec_epochs, seed, ..Default::default() }
     }
 }
-
-/// SOFT's alpha when `--alpha` is not given: the reference's.
-const DEFAULT_ALPHA: f64 = 1.0;
 
 /// `alphas` if every one is valid and none repeats: rejected before any work.
 fn checked_alphas(alphas: &[f64]) -> Result<Vec<f64>> {

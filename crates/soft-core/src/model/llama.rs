@@ -289,9 +289,10 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) 
 }
 
 /// Softmax over the keys (the last dimension) of attention scores. Off autodiff devices burn's
-/// fused softmax; on them burn spells softmax out op by op, and this spelling floors the shifted
-/// scores at [`EXP_FLOOR`] before the `exp` (gradients through the floor are zero where the
-/// probability is already zero in f32).
+/// fused softmax (three passes; the floored spelling measured slower there: BENCHMARKS.md); on
+/// them burn spells softmax out op by op anyway, and this spelling floors the shifted scores at
+/// [`EXP_FLOOR`] before the `exp` (gradients through the floor are zero where the probability
+/// is already zero in f32).
 fn attention_softmax<const D: usize>(scores: Tensor<D>) -> Tensor<D> {
     if !scores.device().is_autodiff() {
         return softmax(scores, D - 1);

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Catalog, Window};
 use crate::early_stop::EarlyStop;
 use crate::eval::{evaluate, top_k, Metrics, Prediction};
-use crate::model::dropout::dropout;
 use crate::loss::nll;
+use crate::model::dropout::dropout;
 use crate::progress::{Event, Progress};
 use crate::{Error, Result};
 

@@ -419,7 +419,8 @@ mod tests {
         (c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) = (32, 64, 2, 2, 1, 16);
         let model = Llama::init(&c, &device).unwrap();
         let grounder = Grounder::new(&model, &tokenizer, &special, &catalog, &mut crate::progress::silent).unwrap();
-        let beam = BeamConfig { num_beams: 5, num_return_sequences: 5, max_new_tokens: 24, ..BeamConfig::new(special.eos) };
+        let beam =
+            BeamConfig { num_beams: 5, num_return_sequences: 5, max_new_tokens: 24, ..BeamConfig::new(special.eos) };
         let beam = crate::eval::decoding::Decoding::Constrained.apply(beam, &tokenizer, &special, &catalog).unwrap();
         let rec = LlmRecommender {
             tuned: &model,
@@ -438,7 +439,9 @@ mod tests {
 
         let prompts: Vec<String> = histories.iter().map(|h| rec.prompt_of(&catalog, h).unwrap()).collect();
         let mut unembedded = 0;
-        for (beams, prediction) in generate_beams(&model, &tokenizer, &special, &prompts, &beam).unwrap().iter().zip(&got) {
+        for (beams, prediction) in
+            generate_beams(&model, &tokenizer, &special, &prompts, &beam).unwrap().iter().zip(&got)
+        {
             let nearest = grounder.rank(&model, &tokenizer, &special, beams, RANKED_LEN).unwrap();
             assert_eq!(prediction.ranked, Ranking::Beams.merge(&nearest, RANKED_LEN), "beams {beams:?}");
             assert_eq!(prediction.ranked.len(), RANKED_LEN);

@@ -549,7 +549,11 @@ pub(crate) mod tests {
         let bias: Vec<f32> = (0..2 * 3 * 7)
             .map(|i| {
                 let (row, j) = (i / 7 % 3, i % 7);
-                if i / 21 == 1 && row == 2 || j > row + 3 { MASKED } else { 0.0 }
+                if i / 21 == 1 && row == 2 || j > row + 3 {
+                    MASKED
+                } else {
+                    0.0
+                }
             })
             .collect();
         let bias = Tensor::<3>::from_data(TensorData::new(bias, [2, 3, 7]), &device);

@@ -91,9 +91,17 @@ impl LmTrainer {
     /// parameter ids (adapters get ids from their names, see `model/lora.rs`).
     pub fn load_optimizer(&mut self, path: &Path) -> Result<()> {
         let record = burn::optim::OptimizerRecord::load(path).map_err(|e| Error::format(path, e.to_string()))?;
-        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
-        self.optim = optim.load_record(record);
-        Ok(())
+        // burn-optim panics on a record whose tensors lost their parameter ids (found by the
+        // corruption suite), so a panic is turned into an error naming the file; the trainer
+        // keeps its optimizer when loading fails.
+        let current = self.optim.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| current.load_record(record))) {
+            Ok(optim) => {
+                self.optim = optim;
+                Ok(())
+            }
+            Err(_) => Err(Error::format(path, "not an optimizer state burn can load (it panicked on it)")),
+        }
     }
 
     pub fn pad(&self) -> u32 {

@@ -19,6 +19,7 @@ pub mod early_stop;
 pub mod error;
 pub mod eval;
 pub mod hash;
+pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod progress;

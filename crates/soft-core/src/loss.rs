@@ -1,19 +1,11 @@
 //! The negative log-likelihood head every trained model shares (language models over the
 //! vocabulary, SASRec over the items).
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
-
-/// Negative log-likelihood of each row's target under the softmax of its logits: `logits`
-/// `[N, V]`, `targets` `[N]` (indices into V) -> `[N]`.
-pub fn nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let n = targets.dims()[0];
-    log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).neg()
-}
+pub use crate::kernels::nll;
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::{Device, Int, Tensor, TensorData};
 
     use super::*;
 

@@ -4,7 +4,7 @@
 //! read at the same (last) column. Rows that finish are dropped from the cache, so the batch
 //! shrinks as sequences end.
 
-use burn::tensor::activation::log_softmax;
+use crate::kernels::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::batch::left_pad;
@@ -90,7 +90,7 @@ fn beam_search_ranked<S: AsRef<[u32]>>(
         };
         match search.advance(candidates)? {
             None => break,
-            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens), 1),
+            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens)),
         }
     }
     Ok(search.finish())
@@ -111,7 +111,7 @@ pub async fn beam_search_async<S: AsRef<[u32]>>(
         let candidates = host_candidates(&search, &values, search.candidates_needed())?;
         match search.advance(candidates)? {
             None => break,
-            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens), 1),
+            Some(step) => logprobs = log_softmax(decode_step(model, &mut cache, &step.rows, &step.tokens)),
         }
     }
     Ok(search.finish())
@@ -209,7 +209,7 @@ fn start<S: AsRef<[u32]>>(
     // Sized for the prompts alone: every beam of a prompt shares their keys and values, kept
     // contiguous, and the answers' go after them.
     let mut cache = model.new_cache(tokens.dims()[1]);
-    let logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache), 1);
+    let logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache));
     cache.share_prefix(config.max_new_tokens);
     Ok((search, cache, logprobs))
 }
@@ -294,13 +294,11 @@ mod tests {
         let vocab = model.config().vocab_size;
         let seq: Vec<i64> = prompt.iter().chain(generated).map(|&t| t as i64).collect();
         let n = seq.len();
-        let logprobs = log_softmax(
-            model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None),
-            2,
-        )
-        .reshape([n, vocab])
-        .try_into_vec_as::<f32>()
-        .unwrap();
+        let logprobs =
+            log_softmax(model.forward(int_tensor(seq.clone(), [1, n], &device), Tensor::ones([1, n], &device), None))
+                .reshape([n, vocab])
+                .try_into_vec_as::<f32>()
+                .unwrap();
         (prompt.len()..n).map(|i| logprobs[(i - 1) * vocab + seq[i] as usize]).sum()
     }
 

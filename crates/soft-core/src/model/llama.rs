@@ -11,9 +11,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
-use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::{embedding, linear};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use crate::kernels::{silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
@@ -25,11 +26,6 @@ use crate::{Error, Result};
 /// keys are all masked (a padding query) still gets a well-defined softmax instead of NaN; for
 /// real queries `exp(-1e9)` underflows to exactly zero, as if the key were absent.
 const MASKED: f32 = -1e9;
-
-/// Lowest shifted score (`score - row max`) whose `exp` training computes: `exp(-80)` ≈ 2e-35
-/// is still a normal float and adds nothing visible to a row sum of at least 1, while the
-/// `exp` of a masked score (≈ `MASKED`) takes libm's underflow path once per masked score.
-const EXP_FLOOR: f64 = -80.0;
 
 #[derive(Module, Debug)]
 pub struct Llama {
@@ -284,22 +280,8 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) 
     let g = h / hkv;
     let q = q.mul_scalar(1.0 / (d as f64).sqrt()).reshape([b, hkv, g * t, d]);
     let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]) + bias;
-    let probs = attention_softmax(scores).reshape([b, hkv, g * t, s]);
+    let probs = softmax(scores).reshape([b, hkv, g * t, s]);
     probs.matmul(v).reshape([b, h, t, d])
-}
-
-/// Softmax over the keys (the last dimension) of attention scores. Off autodiff devices burn's
-/// fused softmax (three passes; the floored spelling measured slower there: BENCHMARKS.md); on
-/// them burn spells softmax out op by op anyway, and this spelling floors the shifted scores at
-/// [`EXP_FLOOR`] before the `exp` (gradients through the floor are zero where the probability
-/// is already zero in f32).
-fn attention_softmax<const D: usize>(scores: Tensor<D>) -> Tensor<D> {
-    if !scores.device().is_autodiff() {
-        return softmax(scores, D - 1);
-    }
-    let max = scores.clone().detach().max_dim(D - 1);
-    let exp = (scores - max).clamp_min(EXP_FLOOR).exp();
-    exp.clone() / exp.sum_dim(D - 1)
 }
 
 /// [`attend`] over a shared prefix followed by each row's own keys: `q` `[B, H, T, D]`; the
@@ -327,7 +309,7 @@ pub(crate) fn attend_with_prefix(
         |x: Tensor<4>, w: usize| x.reshape([p, hkv, group, g * t, w]).swap_dims(1, 2).reshape([b, hkv, g, t, w]);
     let prefix_scores = unfold(fold(q.clone(), d).matmul(kp.swap_dims(2, 3)), lp);
     let own_scores = q.reshape([b, hkv, g * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]);
-    let probs = attention_softmax(Tensor::cat(vec![prefix_scores, own_scores], 4) + bias);
+    let probs = softmax(Tensor::cat(vec![prefix_scores, own_scores], 4) + bias);
     let prefix_probs = fold(probs.clone().narrow(4, 0, lp).reshape([b, h, t, lp]), lp);
     let from_prefix = unfold(prefix_probs.matmul(vp), d).reshape([b, h, t, d]);
     let own = probs.narrow(4, lp, s).reshape([b, hkv, g * t, s]).matmul(v).reshape([b, h, t, d]);
@@ -541,7 +523,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn floored_attention_softmax_equals_burns_in_value_and_gradient() {
+    fn fused_attention_softmax_equals_burns_on_masked_scores_in_value_and_gradient() {
         let device = Device::flex().autodiff();
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let raw: Vec<f32> = (0..2 * 3 * 7).map(|_| rng.random_range(-6.0..6.0)).collect();
@@ -558,16 +540,16 @@ pub(crate) mod tests {
             .collect();
         let bias = Tensor::<3>::from_data(TensorData::new(bias, [2, 3, 7]), &device);
         let weights = Tensor::<3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
-        let run = |floored: bool| {
+        let run = |fused: bool| {
             let x = Tensor::<3>::from_data(TensorData::new(raw.clone(), [2, 3, 7]), &device).require_grad();
             let scores = x.clone() + bias.clone();
-            let probs = if floored { attention_softmax(scores) } else { softmax(scores, 2) };
+            let probs = if fused { softmax(scores) } else { burn::tensor::activation::softmax(scores, 2) };
             let grads = (probs.clone() * weights.clone()).sum().backward();
             (probs.detach(), x.grad(&grads).unwrap())
         };
-        let ((p_floor, g_floor), (p_burn, g_burn)) = (run(true), run(false));
-        assert!(max_abs_diff(p_floor, p_burn) < 1e-6);
-        assert!(max_abs_diff(g_floor, g_burn) < 1e-6);
+        let ((p_fused, g_fused), (p_burn, g_burn)) = (run(true), run(false));
+        assert!(max_abs_diff(p_fused, p_burn) < 1e-6);
+        assert!(max_abs_diff(g_fused, g_burn) < 1e-6);
     }
 
     #[test]

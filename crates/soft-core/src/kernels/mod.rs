@@ -1,0 +1,372 @@
+//! Fused CPU kernels: softmax and log-softmax over the last dimension, SiLU, and the NLL head,
+//! each one pass over its rows with a vectorised `exp` ([`rows`]), with hand-written backward
+//! passes, plugged into burn through its backend extension. On the CPU backend (burn-flex) they
+//! replace burn's spelled-out ops: burn-flex's `exp` is scalar libm (12 % of a default run's
+//! samples) and on an autodiff device burn composes softmax from five ops, each a pass over the
+//! scores and a node with its own backward. On any other device (wgpu) the functions here are
+//! burn's own ops.
+
+mod rows;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor, Layout};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, DispatchDevice};
+use burn::tensor::{activation, Bytes, DType, Int, Tensor};
+
+/// Operations with a fused CPU implementation. Only tensors on the CPU backend (with or without
+/// autodiff) are routed here: the public functions below check.
+#[backend_extension(Autodiff, Flex)]
+pub trait FusedOps: Backend {
+    /// Softmax over the last dimension.
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Log-softmax over the last dimension.
+    fn log_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · sigmoid(x)`.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Negative log-likelihood of each row's target: `logits` `[N, V]`, `targets` `[N]` -> `[N]`.
+    fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// True when `x` runs on the CPU backend in f32: the tensors the fused kernels take.
+fn fused<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Softmax over the last dimension of `x`.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fused(&x) {
+        return activation::softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(Dispatch::softmax_last(x.into_dispatch()))
+}
+
+/// Log-softmax over the last dimension of `x`.
+pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fused(&x) {
+        return activation::log_softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(Dispatch::log_softmax_last(x.into_dispatch()))
+}
+
+/// `x · sigmoid(x)`, elementwise.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fused(&x) {
+        return activation::silu(x);
+    }
+    Tensor::from_dispatch(Dispatch::silu(x.into_dispatch()))
+}
+
+/// Negative log-likelihood of each row's target under the softmax of its logits: `logits`
+/// `[N, V]`, `targets` `[N]` (indices into V) -> `[N]`. Panics on a target outside `0..V` (the
+/// callers index a vocabulary or a catalog they built).
+pub fn nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let n = targets.dims()[0];
+    if !fused(&logits) {
+        return activation::log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).neg();
+    }
+    Tensor::from_dispatch(Dispatch::nll(logits.into_dispatch(), targets.into_dispatch()))
+}
+
+// --- The CPU backend ------------------------------------------------------------------------
+
+/// The f32 elements of `x` in row-major order (copied only when `x` is a strided view), and
+/// its row length (last dimension).
+fn contiguous(x: &FlexTensor) -> (FlexTensor, usize) {
+    assert_eq!(x.dtype(), DType::F32, "fused kernels take f32 tensors");
+    let x = x.to_contiguous();
+    let len = x.layout().shape().last().copied().unwrap_or(1).max(1);
+    (x, len)
+}
+
+fn elements(x: &FlexTensor) -> &[f32] {
+    let (start, end) = x.layout().contiguous_offsets().expect("made contiguous");
+    &x.storage::<f32>()[start..end]
+}
+
+/// A new f32 tensor of `like`'s shape, filled by `fill` with the whole output slice.
+fn output(shape: burn::tensor::Shape, fill: impl FnOnce(&mut [f32])) -> FlexTensor {
+    let mut out = vec![0f32; shape.num_elements()];
+    fill(&mut out);
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(shape), DType::F32)
+}
+
+/// Runs `f(first_row, chunk)` over chunks of `out` made of whole rows of `len` (`width` output
+/// elements per row), on every core natively (burn-flex's rayon pool) and serially in wasm.
+fn for_row_chunks(out: &mut [f32], len: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    // ~16k input elements per task: enough work to amortise the task, enough tasks to balance.
+    let rows_per_chunk = (16_384 / len).max(1);
+    let chunk = rows_per_chunk * width;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * rows_per_chunk, o));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * rows_per_chunk, o));
+}
+
+/// A row-wise kernel `kernel(inputs' rows, out rows, len)` over one or two same-shape inputs.
+fn rowwise(x: FloatTensor<Flex>, kernel: fn(&[f32], &mut [f32], usize)) -> FloatTensor<Flex> {
+    let (x, len) = contiguous(&x);
+    let xs = elements(&x);
+    output(x.layout().shape().clone(), |out| {
+        for_row_chunks(out, len, len, |row, o| kernel(&xs[row * len..row * len + o.len()], o, len))
+    })
+}
+
+fn rowwise2(
+    a: FloatTensor<Flex>,
+    b: FloatTensor<Flex>,
+    kernel: fn(&[f32], &[f32], &mut [f32], usize),
+) -> FloatTensor<Flex> {
+    let ((a, len), (b, _)) = (contiguous(&a), contiguous(&b));
+    assert_eq!(a.layout().shape(), b.layout().shape(), "fused kernel inputs of different shapes");
+    let (xa, xb) = (elements(&a), elements(&b));
+    output(a.layout().shape().clone(), |out| {
+        for_row_chunks(out, len, len, |row, o| {
+            let r = row * len..row * len + o.len();
+            kernel(&xa[r.clone()], &xb[r], o, len)
+        })
+    })
+}
+
+/// Target indices as `usize`, checked against the row length.
+fn target_indices(targets: IntTensor<Flex>, len: usize) -> Vec<usize> {
+    let data = targets.into_data().convert::<i64>();
+    let targets = data.as_slice::<i64>().expect("converted to i64");
+    targets
+        .iter()
+        .map(|&t| {
+            assert!((0..len as i64).contains(&t), "nll: target {t} outside 0..{len}");
+            t as usize
+        })
+        .collect()
+}
+
+impl FusedOps for Flex {
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        rowwise(x, rows::dispatch::softmax)
+    }
+
+    fn log_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        rowwise(x, rows::dispatch::log_softmax)
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Elementwise: any row length will do for the chunking.
+        rowwise(x, |x, out, _| rows::dispatch::silu(x, out))
+    }
+
+    fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        let (x, len) = contiguous(&logits);
+        let targets = target_indices(targets, len);
+        let xs = elements(&x);
+        output([targets.len()].into(), |out| {
+            for_row_chunks(out, len, 1, |row, o| {
+                let mut scratch = vec![0f32; len];
+                rows::dispatch::nll(
+                    &xs[row * len..(row + o.len()) * len],
+                    &targets[row..row + o.len()],
+                    o,
+                    &mut scratch,
+                    len,
+                )
+            })
+        })
+    }
+}
+
+/// Gradients on the CPU backend, for the autodiff nodes below.
+fn softmax_last_backward(y: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    rowwise2(y, grad, rows::dispatch::softmax_backward)
+}
+
+fn log_softmax_last_backward(y: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    rowwise2(y, grad, rows::dispatch::log_softmax_backward)
+}
+
+fn silu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    rowwise2(x, grad, |x, g, out, _| rows::dispatch::silu_backward(x, g, out))
+}
+
+fn nll_backward(
+    logits: FloatTensor<Flex>,
+    targets: IntTensor<Flex>,
+    nll: FloatTensor<Flex>,
+    grad: FloatTensor<Flex>,
+) -> FloatTensor<Flex> {
+    let (x, len) = contiguous(&logits);
+    let targets = target_indices(targets, len);
+    let ((nll, _), (grad, _)) = (contiguous(&nll), contiguous(&grad));
+    let (xs, ls, gs) = (elements(&x), elements(&nll), elements(&grad));
+    output(x.layout().shape().clone(), |out| {
+        for_row_chunks(out, len, len, |row, o| {
+            let r = row..row + o.len() / len;
+            rows::dispatch::nll_backward(
+                &xs[r.start * len..r.end * len],
+                &targets[r.clone()],
+                &ls[r.clone()],
+                &gs[r],
+                o,
+                len,
+            )
+        })
+    })
+}
+
+// --- Autodiff: each op one node whose backward is the fused gradient kernel -----------------
+
+/// Backward of an op whose gradient is `backward(saved, grad)`, `saved` the tensor the forward
+/// kept (its output or its input).
+#[derive(Debug)]
+struct Unary(fn(FloatTensor<Flex>, FloatTensor<Flex>) -> FloatTensor<Flex>);
+
+impl Backward<Flex, 1> for Unary {
+    type State = FloatTensor<Flex>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = &ops.parents[0] {
+            grads.register::<Flex>(parent.id, (self.0)(ops.state, grad));
+        }
+    }
+}
+
+/// A unary op on autodiff: `forward` on the CPU backend, and a node that keeps the input
+/// (`keep_input`) or the output for `backward`.
+fn unary<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    forward: fn(FloatTensor<Flex>) -> FloatTensor<Flex>,
+    backward: fn(FloatTensor<Flex>, FloatTensor<Flex>) -> FloatTensor<Flex>,
+    keep_input: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match Unary(backward).prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let input = x.into_primitive();
+            if keep_input {
+                let y = forward(input.clone());
+                prep.finish(input, y)
+            } else {
+                let y = forward(input);
+                prep.finish(y.clone(), y)
+            }
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
+    }
+}
+
+#[derive(Debug)]
+struct NllBackward;
+
+impl Backward<Flex, 1> for NllBackward {
+    /// The logits, the targets and the forward's output.
+    type State = (FloatTensor<Flex>, IntTensor<Flex>, FloatTensor<Flex>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = &ops.parents[0] {
+            let (logits, targets, nll) = ops.state;
+            grads.register::<Flex>(parent.id, nll_backward(logits, targets, nll, grad));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        unary::<C>(x, Flex::softmax_last, softmax_last_backward, false)
+    }
+
+    fn log_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        unary::<C>(x, Flex::log_softmax_last, log_softmax_last_backward, false)
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        unary::<C>(x, <Flex as FusedOps>::silu, silu_backward, true)
+    }
+
+    fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        match NllBackward.prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let logits = logits.into_primitive();
+                let out = <Flex as FusedOps>::nll(logits.clone(), targets.clone());
+                prep.finish((logits, targets, out.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as FusedOps>::nll(logits.into_primitive(), targets)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    use super::*;
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Each fused op against burn's own spelling on the autodiff CPU device: values and
+    /// gradients of a weighted sum of the output, on a strided (transposed) input.
+    #[test]
+    fn fused_ops_equal_burns_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let base = Tensor::<3>::random([3, 37, 21], Distribution::Normal(0.0, 4.0), &device.clone().inner());
+        let weights = Tensor::<3>::random([3, 21, 37], Distribution::Normal(0.0, 1.0), &device);
+        type Op = fn(Tensor<3>) -> Tensor<3>;
+        let cases: [(&str, Op, Op); 3] = [
+            ("softmax", softmax, |x| activation::softmax(x, 2)),
+            ("log_softmax", log_softmax, |x| activation::log_softmax(x, 2)),
+            ("silu", silu, activation::silu),
+        ];
+        for (name, fused_op, reference) in cases {
+            let run = |op: Op| {
+                let x = Tensor::<3>::from_data(base.to_data(), &device).require_grad();
+                let y = op(x.clone().swap_dims(1, 2));
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                (y, x.grad(&grads).expect("x is tracked"))
+            };
+            let ((y, gx), (want_y, want_gx)) = (run(fused_op), run(reference));
+            let (dy, dg) = (max_diff(y.inner(), want_y.inner()), max_diff(gx, want_gx));
+            assert!(dy < 2e-6 && dg < 2e-5, "{name}: value off by {dy}, gradient by {dg}");
+        }
+    }
+
+    #[test]
+    fn fused_nll_equals_burns_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let (n, v) = (9, 300);
+        let logits = Tensor::<2>::random([n, v], Distribution::Normal(0.0, 5.0), &device.clone().inner());
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new((0..n as i64).map(|i| i * 31 % v as i64).collect(), [n]),
+            &device,
+        );
+        let weights = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused_path: bool| {
+            let x = Tensor::<2>::from_data(logits.to_data(), &device).require_grad();
+            let out = if fused_path {
+                nll(x.clone(), targets.clone())
+            } else {
+                activation::log_softmax(x.clone(), 1).gather(1, targets.clone().reshape([n, 1])).reshape([n]).neg()
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            (out, x.grad(&grads).expect("x is tracked"))
+        };
+        let ((y, g), (want_y, want_g)) = (run(true), run(false));
+        let (dy, dg) = (max_diff(y.inner(), want_y.inner()), max_diff(g, want_g));
+        assert!(dy < 1e-5 && dg < 1e-6, "nll: value off by {dy}, gradient by {dg}");
+    }
+
+    #[test]
+    fn off_autodiff_the_fused_ops_equal_burns() {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([5, 4097], Distribution::Normal(0.0, 3.0), &device);
+        assert!(max_diff(softmax(x.clone()), activation::softmax(x.clone(), 1)) < 1e-6);
+        assert!(max_diff(log_softmax(x.clone()), activation::log_softmax(x.clone(), 1)) < 1e-5);
+        assert!(max_diff(silu(x.clone()), activation::silu(x)) < 1e-5);
+    }
+}

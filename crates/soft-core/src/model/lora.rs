@@ -2,9 +2,9 @@
 //! update `scale · B·A`, with A `[r, in]` and B `[out, r]` (`scale` = alpha / r). Which
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
+use crate::kernels::linear;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

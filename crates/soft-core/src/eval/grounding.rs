@@ -50,20 +50,24 @@ pub fn embed_last_token<S: AsRef<[u32]>>(
 /// Indices of the `k` smallest values, smallest first; ties go to the lower index so rankings
 /// are deterministic. NaN sorts last.
 pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let k = k.min(values.len());
+    top_k_of(values.iter().copied(), k)
+}
+
+/// [`top_k`] over values as they are computed: each becomes one integer, its
+/// [`total_order_key`] above its index, so a selection and a sort of plain integers rank by
+/// value then index (no comparisons through an index, no second buffer: the selection was the
+/// slower half of grounding a batch).
+fn top_k_of(values: impl Iterator<Item = f32>, k: usize) -> Vec<usize> {
+    let mut keys: Vec<i64> =
+        values.enumerate().map(|(i, v)| ((total_order_key(v) as i64) << 32) | i as u32 as i64).collect();
+    let k = k.min(keys.len());
     if k == 0 {
         return Vec::new();
     }
-    // Each value as an integer in `f32::total_cmp`'s order: integer comparisons, no indirection
-    // through an index (a selection over indices was the slower half of grounding a batch).
-    let keys: Vec<i32> = values.iter().map(|v| total_order_key(*v)).collect();
-    let mut scratch = keys.clone();
-    let kth = *scratch.select_nth_unstable(k - 1).1;
-    // The few indices at or below the k-th key, in order; ties go to the lower index.
-    let mut idx: Vec<usize> = (0..keys.len()).filter(|&i| keys[i] <= kth).collect();
-    idx.sort_unstable_by_key(|&i| (keys[i], i));
-    idx.truncate(k);
-    idx
+    keys.select_nth_unstable(k - 1);
+    keys.truncate(k);
+    keys.sort_unstable();
+    keys.into_iter().map(|key| (key & 0xFFFF_FFFF) as usize).collect()
 }
 
 /// `f32::total_cmp`'s order as an integer: negative values' magnitude bits flipped.
@@ -123,10 +127,7 @@ fn l2_parts(queries: Tensor<2>, table: Tensor<2>) -> (Tensor<1>, Tensor<2>) {
 /// The host half: per query row of `cross`, the `k` smallest |t|² - 2 q·t. Natively the rows
 /// are ranked on every core (the selection was a quarter of grounding's time on one).
 fn rank_on_host(norms: &[f32], cross: &[f32], k: usize) -> Vec<Vec<usize>> {
-    let rank_row = |products: &[f32]| {
-        let row: Vec<f32> = norms.iter().zip(products).map(|(&t2, &c)| t2 - 2.0 * c).collect();
-        top_k(&row, k)
-    };
+    let rank_row = |products: &[f32]| top_k_of(norms.iter().zip(products).map(|(&t2, &c)| t2 - 2.0 * c), k);
     let n = norms.len().max(1);
     #[cfg(not(target_arch = "wasm32"))]
     {

@@ -18,7 +18,7 @@ use soft_core::train::distill::load_jsonl;
 use crate::support::*;
 
 /// The number of cases below; the README's "Failure behaviour" section quotes it.
-pub const BAD_INPUTS: usize = 107;
+pub const BAD_INPUTS: usize = 108;
 
 /// A set of files that loads as a whole: `setup` writes a valid set into a directory, `load`
 /// reads it back.
@@ -241,6 +241,20 @@ fn adapter_with(name: &str, dtype: safetensors::Dtype, shape: Vec<usize>) -> Vec
     out
 }
 
+/// The optimizer state of [`write_optimizer`] with its tensors' `param_id` key renamed (the same
+/// length, so every offset stays valid): burn-optim panics on such a record (found by the
+/// corruption suite's random cases).
+fn optimizer_without_param_ids() -> Vec<u8> {
+    let dir = scratch("optimizer-fixture");
+    write_optimizer(&dir.join("optimizer.bpk"));
+    let mut bytes = std::fs::read(dir.join("optimizer.bpk")).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    let key = b"param_id";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("the record names its parameters");
+    bytes[at + 2] = b'R';
+    bytes
+}
+
 const Q_A: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
 
 pub fn cases() -> Vec<Case> {
@@ -374,6 +388,7 @@ pub fn cases() -> Vec<Case> {
         resealed("epoch-001/state.json", "state of the wrong type", "{\"epoch\": \"one\", \"steps\": 1, \"records\": [1.0], \"best\": null, \"extra\": null}", &["invalid type"]),
         resealed("epoch-001/state.json", "records that do not match the epoch", "{\"epoch\": 3, \"steps\": 1, \"records\": [1.0], \"best\": null, \"extra\": null}", &["corrupted"]),
         resealed("epoch-001/optimizer.bpk", "truncated optimizer state", b"BPK".to_vec(), &[]),
+        resealed("epoch-001/optimizer.bpk", "optimizer state without parameter ids", optimizer_without_param_ids(), &["not an optimizer state"]),
         resealed("epoch-001/adapter/adapter_model.safetensors", "adapter tensor of the wrong shape", adapter_with(Q_A, Dtype::F32, vec![8, 31]), &[Q_A, "shape"]),
     ]
 }

@@ -127,7 +127,7 @@ fn elements(x: &FlexTensor) -> &[f32] {
     &x.storage::<f32>()[start..end]
 }
 
-/// A new f32 tensor of `like`'s shape, filled by `fill` with the whole output slice.
+/// A new f32 tensor of `shape`, filled by `fill` with the whole output slice.
 fn output(shape: burn::tensor::Shape, fill: impl FnOnce(&mut [f32])) -> FlexTensor {
     let mut out = vec![0f32; shape.num_elements()];
     fill(&mut out);
@@ -149,7 +149,7 @@ fn for_row_chunks(out: &mut [f32], len: usize, width: usize, f: impl Fn(usize, &
     out.chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i * rows_per_chunk, o));
 }
 
-/// A row-wise kernel `kernel(inputs' rows, out rows, len)` over one or two same-shape inputs.
+/// A row-wise kernel `kernel(input rows, output rows, len)` over one input.
 fn rowwise(x: FloatTensor<Flex>, kernel: fn(&[f32], &mut [f32], usize)) -> FloatTensor<Flex> {
     let (x, len) = contiguous(&x);
     let xs = elements(&x);
@@ -158,6 +158,7 @@ fn rowwise(x: FloatTensor<Flex>, kernel: fn(&[f32], &mut [f32], usize)) -> Float
     })
 }
 
+/// [`rowwise`] over two inputs of the same shape (a saved tensor and its output's gradient).
 fn rowwise2(
     a: FloatTensor<Flex>,
     b: FloatTensor<Flex>,

@@ -14,7 +14,7 @@ use burn::nn::RmsNorm;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
-use crate::kernels::{linear, silu, softmax};
+use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
@@ -168,12 +168,11 @@ impl Llama {
 
     /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let head = match &self.lm_head {
-            Some(w) => w.val(),
-            // A transposed view: the matmul reads it strided, no copy.
-            None => self.embed_tokens.val().transpose(),
-        };
-        linear(hidden, head, None)
+        match &self.lm_head {
+            Some(w) => linear(hidden, w.val(), None),
+            // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
+            None => linear_transposed(hidden, self.embed_tokens.val()),
+        }
     }
 
     /// Every projection with its Hugging Face path (`model.layers.3.mlp.up_proj`).

@@ -1,0 +1,467 @@
+//! The product of a few rows with a large weight — every projection of a decoding step (the
+//! beams' last tokens against each weight and the LM head). Such a product reads each weight
+//! element once for a handful of multiply-adds, so it is bound by memory; a general matrix
+//! product (burn-flex calls `gemm`) first copies the weight into packed panels (a tenth of a
+//! SmolLM2 beam search's samples). Here the weight is read once where it lies, in blocks of
+//! columns spread over the cores, with the rows' partial sums in registers.
+//!
+//! Two layouts of the weight `[d_in, d_out]` are read directly: row-major (the projections) and
+//! column-major (the LM head tied to the embeddings, a transposed view of `[vocab, hidden]`).
+
+/// How the weight's elements lie in its slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightLayout {
+    /// `w[k * d_out + j]`: each input's weights to every output in a row.
+    InOut,
+    /// `w[j * d_in + k]`: each output's weights from every input in a row (a transposed view).
+    OutIn,
+}
+
+/// Rows handled together: their partial sums stay in registers while the weight block streams.
+const GROUP: usize = 4;
+
+/// One core's part of a product: `x` `[m, d_in]` times the columns `c0..c1` of `w`
+/// `[d_in, d_out]` (in `layout`).
+#[derive(Debug, Clone, Copy)]
+struct Part<'a> {
+    x: &'a [f32],
+    m: usize,
+    w: &'a [f32],
+    layout: WeightLayout,
+    d_in: usize,
+    d_out: usize,
+    c0: usize,
+    c1: usize,
+}
+
+/// `out = x · w`, `x` `[m, d_in]` row-major, `w` `[d_in, d_out]` in `layout`, `out` `[m, d_out]`,
+/// on every core natively (burn-flex's rayon pool) and serially in wasm.
+pub(crate) fn product(x: &[f32], m: usize, w: &[f32], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * d_in, "few-row product: x is not [{m}, {d_in}]");
+    assert_eq!(w.len(), d_in * d_out, "few-row product: weight is not [{d_in}, {d_out}]");
+    let parts = parts(d_out);
+    let width = (d_out.div_ceil(parts)).next_multiple_of(64).min(d_out);
+    let ranges: Vec<(usize, usize)> = (0..d_out).step_by(width).map(|c| (c, (c + width).min(d_out))).collect();
+    let columns = |&(c0, c1): &(usize, usize)| -> Vec<f32> {
+        let mut out = vec![0f32; m * (c1 - c0)];
+        dispatch::columns(Part { x, m, w, layout, d_in, d_out, c0, c1 }, &mut out);
+        out
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let blocks: Vec<Vec<f32>> = {
+        use rayon::prelude::*;
+        ranges.par_iter().map(columns).collect()
+    };
+    #[cfg(target_arch = "wasm32")]
+    let blocks: Vec<Vec<f32>> = ranges.iter().map(columns).collect();
+    let mut out = vec![0f32; m * d_out];
+    for (&(c0, c1), block) in ranges.iter().zip(&blocks) {
+        for (r, row) in block.chunks_exact(c1 - c0).enumerate() {
+            out[r * d_out + c0..r * d_out + c1].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Column ranges to spread over the cores: a few per core, so that a slow core does not hold
+/// up the rest, each at least 64 columns wide.
+fn parts(d_out: usize) -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    let cores = rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    let cores = 1;
+    (4 * cores).min(d_out / 64).max(1)
+}
+
+/// `out` `[m, c1 - c0]` = `x` times the weight's columns `c0..c1`. `N` is the columns of one
+/// register block (row-major weights) and `L` the lanes of one partial sum (column-major
+/// weights): the widths that fit the registers of the CPU.
+#[inline(always)]
+fn columns<const N: usize, const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+    if part.layout == WeightLayout::OutIn {
+        return out_in::<L, FMA>(part, out);
+    }
+    // Row-major: [`GROUP`] rows at a time, each group reading the weight's columns once.
+    let Part { x, m, d_in, c0, c1, .. } = part;
+    let width = c1 - c0;
+    let mut r = 0;
+    while r < m {
+        let g = GROUP.min(m - r);
+        let group = Part { x: &x[r * d_in..(r + g) * d_in], m: g, ..part };
+        let out = &mut out[r * width..(r + g) * width];
+        match g {
+            4 => in_out::<4, N, FMA>(group, out),
+            3 => in_out::<3, N, FMA>(group, out),
+            2 => in_out::<2, N, FMA>(group, out),
+            _ => in_out::<1, N, FMA>(group, out),
+        }
+        r += g;
+    }
+}
+
+/// Asks the CPU to bring `block`'s cache lines towards L1: a hint, no effect on any value.
+#[inline(always)]
+fn prefetch(block: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in block.chunks(16) {
+        // SAFETY: a prefetch reads nothing into the program and cannot fault.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = block;
+}
+
+#[inline(always)]
+fn fma<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
+    // `mul_add` is one instruction where the CPU has FMA and a slow libm call where it does not.
+    if FMA {
+        a.mul_add(b, acc)
+    } else {
+        acc + a * b
+    }
+}
+
+/// Row-major weight: the weight rows are taken `TILE` at a time, and for each block of `N`
+/// columns of those rows the `M x N` partial sums stay in registers while each row's block is
+/// added, scaled by each of the rows' inputs. Walking `TILE` rows side by side keeps the reads
+/// sequential (a row at a time would jump a whole weight row per `N` columns).
+#[inline(always)]
+fn in_out<const M: usize, const N: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+    let Part { x, w, d_in, d_out, c0, c1, .. } = part;
+    const TILE: usize = 8;
+    let width = c1 - c0;
+    // The inputs transposed, `[d_in, M]`: one small load per weight row.
+    let mut xt = vec![0f32; d_in * M];
+    for r in 0..M {
+        for k in 0..d_in {
+            xt[k * M + r] = x[r * d_in + k];
+        }
+    }
+    let blocks = width / N;
+    // Partial sums `[blocks][M][N]` between tiles.
+    let mut sums = vec![[[0f32; N]; M]; blocks];
+    for k0 in (0..d_in).step_by(TILE) {
+        let rows = TILE.min(d_in - k0);
+        for (b, sum) in sums.iter_mut().enumerate() {
+            let c = c0 + b * N;
+            let mut acc = *sum;
+            // The next tile's rows of this block, on their way while this one is summed.
+            for k in k0 + TILE..(k0 + 2 * TILE).min(d_in) {
+                prefetch(&w[k * d_out + c..][..N]);
+            }
+            for k in k0..k0 + rows {
+                let xk: &[f32; M] = xt[k * M..][..M].try_into().expect("M rows");
+                let wk: &[f32; N] = w[k * d_out + c..][..N].try_into().expect("N columns");
+                for r in 0..M {
+                    for j in 0..N {
+                        acc[r][j] = fma::<FMA>(xk[r], wk[j], acc[r][j]);
+                    }
+                }
+            }
+            *sum = acc;
+        }
+    }
+    for (b, sum) in sums.iter().enumerate() {
+        for r in 0..M {
+            out[r * width + b * N..][..N].copy_from_slice(&sum[r]);
+        }
+    }
+    // The last columns, fewer than N.
+    for j in c0 + blocks * N..c1 {
+        for r in 0..M {
+            let mut s = 0f32;
+            for k in 0..d_in {
+                s = fma::<FMA>(xt[k * M + r], w[k * d_out + j], s);
+            }
+            out[r * width + j - c0] = s;
+        }
+    }
+}
+
+/// Weight rows (outputs) taken together by [`out_in`].
+const J: usize = 4;
+
+/// Column-major weight: each output is the dot product of a row with a weight row. `J` weight
+/// rows at a time, against every row of `x` in groups of [`GROUP`] (the weight rows stay in L1
+/// between groups), the next weight rows fetched meanwhile.
+#[inline(always)]
+fn out_in<const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+    let Part { x, m, w, d_in, c0, c1, .. } = part;
+    let width = c1 - c0;
+    // Each group of rows interleaved by lane blocks, `[d_in / L][g][L]`, then its tail.
+    let groups: Vec<Vec<f32>> = (0..m.div_ceil(GROUP))
+        .map(|group| {
+            let rows = group * GROUP..(group * GROUP + GROUP).min(m);
+            let lane_blocks = d_in / L;
+            let mut xs = Vec::with_capacity(rows.len() * d_in);
+            for b in 0..lane_blocks {
+                for r in rows.clone() {
+                    xs.extend_from_slice(&x[r * d_in + b * L..][..L]);
+                }
+            }
+            for r in rows {
+                xs.extend_from_slice(&x[r * d_in + lane_blocks * L..(r + 1) * d_in]);
+            }
+            xs
+        })
+        .collect();
+    let mut c = c0;
+    while c < c1 {
+        let cols = J.min(c1 - c);
+        // Past the last column the block repeats it; those sums are not written.
+        let ws: [&[f32]; J] = std::array::from_fn(|j| &w[(c + j.min(cols - 1)) * d_in..][..d_in]);
+        // Two blocks ahead: the hardware prefetcher alone leaves the reads short of bandwidth.
+        if let Some(next) = w.get((c + 2 * J) * d_in..(c + 3 * J) * d_in) {
+            prefetch(next);
+        }
+        for (group, xs) in groups.iter().enumerate() {
+            let r = group * GROUP;
+            let g = GROUP.min(m - r);
+            let sums: [[f32; J]; GROUP] = match g {
+                4 => dot_block::<4, L, FMA>(xs, &ws, d_in),
+                3 => pad(dot_block::<3, L, FMA>(xs, &ws, d_in)),
+                2 => pad(dot_block::<2, L, FMA>(xs, &ws, d_in)),
+                _ => pad(dot_block::<1, L, FMA>(xs, &ws, d_in)),
+            };
+            for (i, row) in sums.iter().take(g).enumerate() {
+                out[(r + i) * width + c - c0..][..cols].copy_from_slice(&row[..cols]);
+            }
+        }
+        c += cols;
+    }
+}
+
+fn pad<const M: usize>(sums: [[f32; J]; M]) -> [[f32; J]; GROUP] {
+    std::array::from_fn(|r| if r < M { sums[r] } else { [0.0; J] })
+}
+
+/// The `M x J` dot products of `M` rows of `x` with the `J` weight rows `ws`, in `L`-lane
+/// partial sums. `x` is interleaved by lane blocks (see [`out_in`]). On x86-64 the AVX-512 and
+/// AVX2 copies are written with intrinsics: LLVM did not keep the partial sums of the plain
+/// loop in registers.
+#[inline(always)]
+fn dot_block<const M: usize, const L: usize, const FMA: bool>(
+    x: &[f32],
+    ws: &[&[f32]; J],
+    d_in: usize,
+) -> [[f32; J]; M] {
+    let lane_blocks = d_in / L;
+    assert!(x.len() >= M * d_in && ws.iter().all(|w| w.len() >= d_in), "dot_block: short rows");
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: these copies run only inside `dispatch`'s AVX-512 (L = 16) or AVX2 + FMA
+        // (L = 8) copy, on a CPU found to have those features; the lengths are checked above.
+        if L == 16 && FMA {
+            return unsafe { simd::dot_block_avx512::<M>(x, ws, d_in) };
+        }
+        if L == 8 && FMA {
+            return unsafe { simd::dot_block_avx2::<M>(x, ws, d_in) };
+        }
+    }
+    let mut acc = [[[0f32; L]; J]; M];
+    for b in 0..lane_blocks {
+        for (j, w) in ws.iter().enumerate() {
+            for r in 0..M {
+                for l in 0..L {
+                    acc[r][j][l] = fma::<FMA>(x[(b * M + r) * L + l], w[b * L + l], acc[r][j][l]);
+                }
+            }
+        }
+    }
+    let acc = acc.map(|row| row.map(|lanes| lanes.iter().sum::<f32>()));
+    finish::<M, FMA>(acc, x, ws, lane_blocks * L, d_in)
+}
+
+/// Adds the inputs past the last whole lane block (`done..d_in`) to the sums.
+#[inline(always)]
+fn finish<const M: usize, const FMA: bool>(
+    mut sums: [[f32; J]; M],
+    x: &[f32],
+    ws: &[&[f32]; J],
+    done: usize,
+    d_in: usize,
+) -> [[f32; J]; M] {
+    let (tail, rest) = (&x[done * M..], d_in - done);
+    for (r, row) in sums.iter_mut().enumerate() {
+        for (j, s) in row.iter_mut().enumerate() {
+            for k in 0..rest {
+                *s = fma::<FMA>(tail[r * rest + k], ws[j][done + k], *s);
+            }
+        }
+    }
+    sums
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{finish, J};
+    use std::arch::x86_64::*;
+
+    /// `dot_block` with `$lanes`-lane vectors: `M x J` accumulators in registers.
+    macro_rules! dot_block {
+        ($name:ident, $features:literal, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $fma:ident, $store:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const M: usize>(x: &[f32], ws: &[&[f32]; J], d_in: usize) -> [[f32; J]; M] {
+                const L: usize = $lanes;
+                let lane_blocks = d_in / L;
+                let mut acc: [[$vec; J]; M] = [[$zero(); J]; M];
+                let (xp, wp) = (x.as_ptr(), ws.map(|w| w.as_ptr()));
+                for b in 0..lane_blocks {
+                    // SAFETY (all loads): the caller checked x has M x d_in and each weight row
+                    // d_in elements; b < d_in / L.
+                    let w: [$vec; J] = std::array::from_fn(|j| unsafe { $load(wp[j].add(b * L)) });
+                    for r in 0..M {
+                        let xv = unsafe { $load(xp.add((b * M + r) * L)) };
+                        for j in 0..J {
+                            acc[r][j] = $fma(xv, w[j], acc[r][j]);
+                        }
+                    }
+                }
+                let mut sums = [[0f32; J]; M];
+                for r in 0..M {
+                    for j in 0..J {
+                        let mut lanes = [0f32; L];
+                        // SAFETY: `lanes` holds L floats.
+                        unsafe { $store(lanes.as_mut_ptr(), acc[r][j]) };
+                        sums[r][j] = lanes.iter().sum();
+                    }
+                }
+                finish::<M, true>(sums, x, ws, lane_blocks * L, d_in)
+            }
+        };
+    }
+
+    dot_block!(
+        dot_block_avx512,
+        "avx512f",
+        16,
+        __m512,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    dot_block!(
+        dot_block_avx2,
+        "avx2,fma",
+        8,
+        __m256,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+}
+
+/// [`columns`] compiled for AVX-512 or AVX2 + FMA when the CPU has them, with register blocks
+/// that fit: 4 x 64 partial sums in 16 of AVX-512's 32 registers, 4 x 32 in AVX2's 16.
+mod dispatch {
+    use super::Part;
+
+    pub(super) fn columns(part: Part, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            unsafe fn avx512(part: Part, out: &mut [f32]) {
+                super::columns::<64, 16, true>(part, out)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(part: Part, out: &mut [f32]) {
+                super::columns::<32, 8, true>(part, out)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                // SAFETY: the CPU has the features the copy is compiled for (checked above).
+                return unsafe { avx512(part, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: as above.
+                return unsafe { avx2(part, out) };
+            }
+        }
+        super::columns::<16, 4, false>(part, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product in f64, the definition.
+    fn reference(x: &[f32], m: usize, w: &[f32], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f64> {
+        let at = |k: usize, j: usize| match layout {
+            WeightLayout::InOut => w[k * d_out + j],
+            WeightLayout::OutIn => w[j * d_in + k],
+        } as f64;
+        (0..m * d_out).map(|i| (0..d_in).map(|k| x[i / d_out * d_in + k] as f64 * at(k, i % d_out)).sum()).collect()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        // A fixed pseudo-random sequence in [-1, 1).
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// The larger difference, NaN (an output never written) over any number.
+    fn worse(a: f64, d: f64) -> f64 {
+        if d.is_nan() || d > a {
+            d
+        } else {
+            a
+        }
+    }
+
+    /// The copies of [`columns`] this CPU can run: (name, function).
+    #[allow(clippy::type_complexity)]
+    fn copies() -> Vec<(&'static str, fn(Part, &mut [f32]))> {
+        let mut copies: Vec<(&'static str, fn(Part, &mut [f32]))> =
+            vec![("baseline", columns::<16, 4, false>), ("dispatched", dispatch::columns)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                copies.push(("avx2", columns::<32, 8, true>));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                copies.push(("avx512", columns::<64, 16, true>));
+            }
+        }
+        copies
+    }
+
+    #[test]
+    fn equals_the_definition_for_every_row_count_layout_ragged_shape_and_cpu_copy() {
+        // Row counts across and past a group of 4; widths with and without a partial block;
+        // inputs with and without a partial lane block.
+        for (m, d_in, d_out) in [(1, 64, 64), (3, 100, 130), (4, 576, 192), (5, 33, 1000), (8, 17, 70), (9, 256, 300)] {
+            for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                let x = values(m * d_in, 1);
+                let w = values(d_in * d_out, 2);
+                let want = reference(&x, m, &w, layout, d_in, d_out);
+                // Sums of d_in products of magnitude <= 1, rounded in f32.
+                let check = |name: &str, got: &[f32]| {
+                    let worst = got.iter().zip(&want).map(|(&g, &e)| (g as f64 - e).abs()).fold(0.0, worse);
+                    assert!(worst < 1e-5 * d_in as f64, "{name} {layout:?} m {m}, {d_in} x {d_out}: off by {worst}");
+                };
+                check("product", &product(&x, m, &w, layout, d_in, d_out));
+                // Each copy over a middle range of columns, as a core computes its part.
+                let (c0, c1) = (d_out / 3, d_out);
+                let want_part: Vec<f64> = (0..m).flat_map(|r| want[r * d_out + c0..r * d_out + c1].to_vec()).collect();
+                for (name, copy) in copies() {
+                    let mut got = vec![f32::NAN; m * (c1 - c0)];
+                    copy(Part { x: &x, m, w: &w, layout, d_in, d_out, c0, c1 }, &mut got);
+                    let worst = got.iter().zip(&want_part).map(|(&g, &e)| (g as f64 - e).abs()).fold(0.0, worse);
+                    assert!(
+                        worst < 1e-5 * d_in as f64,
+                        "{name} {layout:?} m {m}, {d_in} x {d_out}, columns {c0}..{c1}: off by {worst}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -81,14 +81,14 @@ pub fn nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 const FLEX_THREADED_PRODUCT: usize = 192 * 192 * 192;
 
 /// Rows up to which [`linear`] takes the few-row product ([`few_rows`]) for a row-major weight:
-/// past 8, burn-flex's packed `gemm` split by columns is faster (32 rows against SmolLM2's
-/// projections: 88 ms against 111 for all 30 layers).
-const FEW_ROWS: usize = 8;
+/// past 8, burn-flex's packed `gemm` split by columns is faster (`benches/few_rows.rs`,
+/// BENCHMARKS.md).
+pub const FEW_ROWS: usize = 8;
 
 /// Rows up to which [`linear_transposed`] takes the few-row product: reading each output's
-/// weights contiguously, it beats `gemm` up to a decoding step of 8 prompts x 4 beams (SmolLM2's
-/// tied LM head at 32 rows: 18.8 ms against 20.5; at 4 rows 6.7 against 11.5).
-const FEW_ROWS_OUTPUT_MAJOR: usize = 32;
+/// weights contiguously, it beats `gemm` up to a decoding step of 8 prompts x 4 beams (the same
+/// bench).
+pub const FEW_ROWS_OUTPUT_MAJOR: usize = 32;
 
 /// burn's `linear` (`x` `[..., in]` times `weight` `[in, out]`, plus `bias`), except on the CPU
 /// backend off autodiff, where the products of a decoding step (a few rows against a large
@@ -104,7 +104,10 @@ pub fn linear_transposed<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Ten
     product(x, weight.transpose(), None, FEW_ROWS_OUTPUT_MAJOR)
 }
 
-fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, few_rows: usize) -> Tensor<D> {
+/// [`linear`] with the few-row product up to `few_rows` rows (0: never). Public for
+/// `benches/few_rows.rs`, which measures where it pays.
+#[doc(hidden)]
+pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, few_rows: usize) -> Tensor<D> {
     if !fused(&x) || x.device().is_autodiff() {
         return burn::tensor::module::linear(x, weight, bias);
     }

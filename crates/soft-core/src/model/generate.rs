@@ -64,10 +64,22 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// vocabulary), so a finished hypothesis is always one of the trie's sequences and an unfinished
 /// one (cut by `max_new_tokens`) a prefix of one. A prompt with fewer allowed continuations than
 /// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
-pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
+pub fn beam_search<S: AsRef<[u32]> + Sync>(
+    model: &Llama,
+    prompts: &[S],
+    config: &BeamConfig,
+) -> Result<Vec<Vec<Hypothesis>>> {
     // On the CPU backend the values are in memory already, and a partial selection on them
     // beats burn-flex's top-k, which sorts whole rows (BENCHMARKS.md: a profile of generation).
-    beam_search_ranked(model, prompts, config, model.device() == Device::flex())
+    let on_host = model.device() == Device::flex();
+    // There the whole search runs on a thread of the pool that runs the products: each step's
+    // ~200 parallel products then share their work from inside the pool, rather than the caller
+    // waking a worker and sleeping for every one (the scheduler was ~15 % of a search's samples).
+    #[cfg(not(target_arch = "wasm32"))]
+    if on_host {
+        return rayon::scope(|_| beam_search_ranked(model, prompts, config, true));
+    }
+    beam_search_ranked(model, prompts, config, on_host)
 }
 
 /// [`beam_search`] with each step's candidates ranked on the host (`on_host`) or by the

@@ -217,7 +217,7 @@ fn run_every_stage_on_a_tiny_slice() {
     let model = small_tiny(&dir);
     let out = dir.join("r");
     let mut args = tiny_run_args(&model, &out);
-    args.extend(["--alpha", "1,10"].map(String::from));
+    args.extend(["--alpha", "1,10", "--backbones", "bigrec,llara"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for bad in ["nan", "-1", "inf", "1,1"] {
         let o = run(&[&args[..], &["--alpha", bad]].concat());
@@ -260,11 +260,31 @@ fn run_every_stage_on_a_tiny_slice() {
         "| SOFT (adaptive, alpha 1) |",
         "| SOFT (adaptive, alpha 10) |",
         "| SOFT without SA |",
-        "SOFT vs SFT, paired over the same 6 test examples",
+        "BIGRec SOFT vs SFT, paired over the same 6 test examples",
         "| free | HR@10 |",
         "| constrained | NDCG@10 |",
+        "| LLaRA-Guidance-Only |",
+        "| LLaRA-SFT |",
+        "| LLaRA-SFT, constrained |",
+        "| LLaRA-SOFT (adaptive, alpha 10) |",
+        "| LLaRA-SOFT without SA, constrained |",
+        "LLaRA SOFT vs SFT, paired over the same 6 test examples",
     ] {
         assert!(table.contains(row), "{row} in {table}");
+    }
+    // LLaRA's models: each adapter carries its projector and item table; Guidance-Only its
+    // untrained projector; the distilled prompts mark every history item.
+    for method in ["llara-sft", "llara-soft", "llara-soft-alpha-10", "llara-soft-distilled-only"] {
+        assert!(out.join(method).join("adapter/projector.safetensors").exists(), "{method}");
+        assert!(out.join(method).join("test-constrained/metrics.json").exists(), "{method}");
+    }
+    assert!(out.join("llara-guidance-only/projector.safetensors").exists());
+    assert!(!out.join("sft/adapter/projector.safetensors").exists(), "BIGRec has no projector");
+    let llara_distilled = std::fs::read_to_string(out.join("llara-sft/distilled.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(llara_distilled.lines().next().unwrap()).unwrap();
+    assert!(first["prompt"].as_str().unwrap().contains("\" <|item:"), "{first}");
+    for f in ["plots/llara/curriculum.svg", "plots/llara/curriculum.png"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
     }
     // Every cell carries its interval, and the interval holds the value.
     let sft_row = table.lines().find(|l| l.starts_with("| SFT |")).unwrap();
@@ -339,6 +359,31 @@ fn run_every_stage_on_a_tiny_slice() {
     for (g, c) in same_answers {
         let top10 = |p: &serde_json::Value| p["ranked"].as_array().unwrap()[..10].to_vec();
         assert_eq!(top10(g), top10(c), "answer {}", g["generated"]);
+    }
+
+    // A LLaRA run whose projector file is damaged or missing is refused by name at evaluation.
+    let broken = dir.join("llara-broken");
+    copy_dir(&out.join("llara-sft"), &broken);
+    let projector = broken.join("adapter/projector.safetensors");
+    let bytes = std::fs::read(&projector).unwrap();
+    std::fs::write(&projector, &bytes[..bytes.len() / 3]).unwrap();
+    let test_csv = out.join("data/test.csv");
+    let (seqs, items) = (test_csv.to_str().unwrap(), books_items());
+    let o = eval(broken.to_str().unwrap(), seqs, items.to_str().unwrap(), dir.join("e1").to_str().unwrap());
+    assert!(!o.status.success() && stderr(&o).contains("projector.safetensors"), "{}", stderr(&o));
+    std::fs::remove_file(&projector).unwrap();
+    let o = eval(broken.to_str().unwrap(), seqs, items.to_str().unwrap(), dir.join("e2").to_str().unwrap());
+    assert!(!o.status.success() && stderr(&o).contains("projector"), "{}", stderr(&o));
+    // LLaRA's inputs are checked before any work.
+    let sft_out = dir.join("never");
+    for (flags, want) in [
+        (&["--backbone", "llara"][..], "--sasrec"),
+        (&["--sasrec", out.join("sasrec").to_str().unwrap()][..], "--backbone llara"),
+        (&["--backbone", "llara", "--sasrec", out.join("sft").to_str().unwrap()][..], "not a SASRec run"),
+    ] {
+        let base = ["sft", "--model", model.to_str().unwrap(), "--out", sft_out.to_str().unwrap(), "--backend", "cpu"];
+        let o = run(&[&base[..], flags].concat());
+        assert!(!o.status.success() && stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
     }
 
     // A finished run: a second start is refused, a resume redoes nothing.
@@ -421,4 +466,17 @@ fn sft_killed_mid_run_resumes_to_identical_checkpoints() {
     };
     assert_eq!(key(&a), key(&b), "same losses and validation metrics every epoch");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }

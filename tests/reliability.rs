@@ -100,18 +100,24 @@ fn kill_at(args: &[String], out: &Path, point: &KillPoint) {
 }
 
 /// The outputs an interrupted run must reproduce: every method's test metrics (both decodings),
-/// the three adapters, the distilled data and the SOFT curriculum.
-fn results(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// the three adapters, the distilled data and the SOFT curriculum; `llm` names the language-model
+/// directories' prefix (`""` for BIGRec, `"llara-"`, whose adapters carry the projector).
+fn results(out: &Path, llm: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
-    for method in ["popularity", "sasrec", "sft", "soft", "soft-distilled-only"] {
+    for method in ["popularity", "sasrec"] {
         files.push(format!("{method}/test/metrics.json"));
     }
     for method in ["sft", "soft", "soft-distilled-only"] {
+        let method = format!("{llm}{method}");
+        files.push(format!("{method}/test/metrics.json"));
         files.push(format!("{method}/test-constrained/metrics.json"));
         files.push(format!("{method}/test/predictions.jsonl"));
         files.push(format!("{method}/adapter/adapter_model.safetensors"));
+        if !llm.is_empty() {
+            files.push(format!("{method}/adapter/projector.safetensors"));
+        }
     }
-    files.push("sft/distilled.jsonl".into());
+    files.push(format!("{llm}sft/distilled.jsonl"));
     files
         .into_iter()
         .map(|f| {
@@ -123,11 +129,12 @@ fn results(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Losses, lambda, d and validation metrics of every epoch, as the reports record them.
-fn curves(out: &Path) -> Vec<String> {
+fn curves(out: &Path, llm: &str) -> Vec<String> {
     ["sft", "soft", "soft-distilled-only"]
         .iter()
         .map(|m| {
-            let report = json(&out.join(m).join("report.json"));
+            let m = format!("{llm}{m}");
+            let report = json(&out.join(&m).join("report.json"));
             let epochs = &report["epochs"];
             epochs
                 .as_array()
@@ -148,10 +155,14 @@ fn curves(out: &Path) -> Vec<String> {
 }
 
 fn assert_same_results(a: &Path, b: &Path, what: &str) {
-    for ((name, x), (_, y)) in results(a).into_iter().zip(results(b)) {
+    assert_same_results_of(a, b, what, "")
+}
+
+fn assert_same_results_of(a: &Path, b: &Path, what: &str, llm: &str) {
+    for ((name, x), (_, y)) in results(a, llm).into_iter().zip(results(b, llm)) {
         assert!(x == y, "{what}: {} differs", name.display());
     }
-    assert_eq!(curves(a), curves(b), "{what}: per-epoch records differ");
+    assert_eq!(curves(a, llm), curves(b, llm), "{what}: per-epoch records differ");
 }
 
 /// One run killed at each of five points in turn (SFT mid-epoch, during a checkpoint write,
@@ -182,6 +193,49 @@ fn killed_at_every_stage_then_resumed_equals_an_uninterrupted_run() {
     let report = json(&killed.join("report.json"));
     let skipped = report["stages"].as_array().unwrap().iter().filter(|s| s["skipped"] == true).count();
     assert!(skipped >= 10, "the last resume redid finished stages: {report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Where a LLaRA run (`--backbones llara`) is killed: mid-epoch of its SFT and of its SOFT, whose
+/// checkpoints carry the item projector beside the adapter.
+const LLARA_KILL_POINTS: [KillPoint; 2] = [
+    KillPoint {
+        name: "mid-epoch of LLaRA-SFT (epoch 2)",
+        when: |d, _| d.join("llara-sft/checkpoints/epoch-001").exists(),
+        done: |d| d.join("llara-sft/run.json").exists(),
+        pause_checkpoints_ms: None,
+    },
+    KillPoint {
+        name: "mid-epoch of LLaRA-SOFT (epoch 2)",
+        when: |d, _| d.join("llara-soft/checkpoints/epoch-001").exists(),
+        done: |d| d.join("llara-soft/run.json").exists(),
+        pause_checkpoints_ms: None,
+    },
+];
+
+/// A LLaRA run killed in SFT and in SOFT and resumed ends byte-identical to an uninterrupted one:
+/// adapters, projectors, predictions, metrics, curricula.
+#[test]
+fn a_llara_run_killed_and_resumed_equals_an_uninterrupted_run() {
+    let dir = scratch("kill-llara");
+    let model = small_tiny(&dir);
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    let args = |out: &Path| {
+        let mut args = tiny_run_args(&model, out);
+        args.extend(["--backbones", "llara"].map(String::from));
+        args
+    };
+    let o = bin().args(args(&whole)).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!whole.join("sft").exists(), "a LLaRA-only run trains no BIGRec model");
+    let resume: Vec<String> =
+        ["run", "--resume", killed.to_str().unwrap(), "--backend", "cpu"].iter().map(|s| s.to_string()).collect();
+    for (i, point) in LLARA_KILL_POINTS.iter().enumerate() {
+        kill_at(&if i == 0 { args(&killed) } else { resume.clone() }, &killed, point);
+    }
+    let o = bin().args(&resume).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_results_of(&whole, &killed, "LLaRA, killed twice and resumed", "llara-");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -9,7 +9,7 @@ use soft_core::atomic_file::write_atomic;
 use soft_core::data::Catalog;
 use soft_core::eval::llm::Grounder;
 use soft_core::hash::{fnv1a, FNV_OFFSET};
-use soft_core::model::pretrained::Pretrained;
+use soft_core::model::formats::pretrained::Pretrained;
 
 /// The grounder of `pre` (loaded from `model_path`) for `catalog`, from the cache when it holds
 /// one; the cache key covers the model file (size, modification time) and every title.
@@ -30,7 +30,7 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
 
 fn cache_path(model_path: &Path, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
     let (dir, weights) = if model_path.is_dir() {
-        (model_path.to_path_buf(), model_path.join(soft_core::model::pretrained::WEIGHTS_FILE))
+        (model_path.to_path_buf(), model_path.join(soft_core::model::formats::pretrained::WEIGHTS_FILE))
     } else {
         (model_path.parent()?.to_path_buf(), model_path.to_path_buf())
     };

@@ -5,15 +5,17 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
+use soft_core::data::prompt::Backbone;
 use soft_core::data::{Catalog, Domain};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::llm::{Grounder, LlmRecommender};
-use soft_core::model::generate::BeamConfig;
+use soft_core::model::decoding::generate::BeamConfig;
+use soft_core::model::formats::pretrained::{load_path, Pretrained};
 use soft_core::model::llama::Llama;
-use soft_core::model::pretrained::{load_path, Pretrained};
 use soft_core::train::sft::SftConfig;
 
 use crate::grounder_cache::grounder;
+use crate::llara::check_loaded;
 use crate::model_arg::resolve;
 use crate::run_info::{Details, GuidanceOnlyDetails, RunHeader, RunInfo, SftDetails, SoftDetails, RUN_FILE};
 
@@ -61,9 +63,13 @@ impl LoadedRun {
         };
         let path = resolve(&base_model)?;
         let base = load_path(&path, device)?;
-        // Guidance-Only answers with the base model itself: it has no adapter.
+        // Guidance-Only answers with the base model itself: it has no adapter (LLaRA's has its
+        // untrained projector in the run directory). A trained LLaRA adapter brings its own.
         let tuned = if header.method == GuidanceOnlyDetails::METHOD {
-            base.model.clone()
+            match config.prompt.backbone {
+                Backbone::Llara => base.model.clone().load_projector(dir)?,
+                Backbone::Bigrec => base.model.clone(),
+            }
         } else {
             let adapter = dir.join(ADAPTER_DIR);
             base.model
@@ -71,6 +77,7 @@ impl LoadedRun {
                 .load_adapter(&adapter)
                 .with_context(|| format!("{}: unusable adapter", adapter.display()))?
         };
+        check_loaded(&tuned, config.prompt.backbone, dir)?;
         let grounder = grounder(&base, &path, catalog)?;
         let decoding = decoding.unwrap_or(config.decoding);
         let beam = decoding.apply(config.beam(base.special.eos), &base.tokenizer, &base.special, catalog)?;

@@ -5,6 +5,7 @@ mod allocator;
 mod backend;
 mod cmd;
 mod grounder_cache;
+mod llara;
 mod llm_run;
 mod model_arg;
 mod plot;
@@ -55,11 +56,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prepare(args) => cmd::prepare::execute(&args.into()),
-        Command::Baseline(args) => cmd::baseline::execute(&args.into()),
+        Command::Baseline(args) => cmd::baseline::Options::try_from(args).and_then(|o| cmd::baseline::execute(&o)),
         Command::Eval(args) => cmd::eval::execute(&args.into()),
         Command::Pretrain(args) => cmd::pretrain::execute(&args.into()),
         Command::Generate(args) => cmd::generate::execute(&args),
-        Command::Sft(args) => cmd::sft::execute(&args.into()),
+        Command::Sft(args) => cmd::sft::Options::try_from(args).and_then(|o| cmd::sft::execute(&o)),
         Command::Distill(args) => cmd::distill::execute(&args.into()),
         Command::Soft(args) => cmd::soft::execute(&args.into()),
         Command::Run(args) => cmd::run::execute(&args),

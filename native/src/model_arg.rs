@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use soft_core::model::pretrained::{smollm2_path, tiny_dir};
+use soft_core::model::formats::pretrained::{smollm2_path, tiny_dir};
 
 /// Resolves a model name: `tiny` (models/tiny from `soft-train pretrain`), `smollm2` (fetched
 /// through the project's script when missing), or a path (a .gguf file, a Hugging Face

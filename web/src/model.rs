@@ -15,13 +15,13 @@ use serde::Deserialize;
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
 use soft_core::eval::llm::{history_prompt, title_trie, Grounder, KernelAgreement};
-use soft_core::model::generate::{beam_search_async, BeamConfig};
-use soft_core::model::hf::safetensors_from_bytes;
+use soft_core::model::decoding::generate::{beam_search_async, BeamConfig};
+use soft_core::model::formats::hf::safetensors_from_bytes;
 use soft_core::model::llama::Llama;
-use soft_core::model::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use soft_core::model::pretrained::{from_hf_bytes, HfBytes, Pretrained};
-use soft_core::model::tokenizer::encode_prompt;
-use soft_core::model::trie::TitleTrie;
+use soft_core::model::formats::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use soft_core::model::formats::pretrained::{from_hf_bytes, HfBytes, Pretrained};
+use soft_core::model::formats::tokenizer::encode_prompt;
+use soft_core::model::decoding::trie::TitleTrie;
 
 use crate::app::PageData;
 use crate::runtime::{

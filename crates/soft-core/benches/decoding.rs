@@ -11,9 +11,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use soft_core::data::{prompt, Catalog, Domain};
 use soft_core::eval::llm::{history_prompt, title_trie};
-use soft_core::model::generate::{allowed_candidates, beam_search, top_candidates, Beam, BeamConfig};
-use soft_core::model::pretrained::load_path;
-use soft_core::model::tokenizer::encode_prompt;
+use soft_core::model::decoding::generate::{allowed_candidates, beam_search, top_candidates, Beam, BeamConfig};
+use soft_core::model::formats::pretrained::load_path;
+use soft_core::model::formats::tokenizer::encode_prompt;
 
 const PROMPTS: usize = 8;
 const BEAMS: usize = 4;

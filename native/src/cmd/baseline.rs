@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use soft_core::baselines::{sasrec, Popularity, SasRecConfig};
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::pretrained::load_path;
+use soft_core::model::formats::pretrained::load_path;
 use soft_core::train::sft::SftConfig;
 
 use super::data_args::{DataArgs, DataOptions};
-use super::prompt_args::PromptArgs;
+use super::prompt_args::{BackboneArgs, PromptArgs};
 use crate::backend::{choose, BackendChoice};
+use crate::llara::sasrec_item_table;
 use crate::model_arg::resolve;
 use crate::progress::Reporter;
 use crate::run_dir::write_files;
@@ -62,6 +63,9 @@ pub struct Args {
     /// Guidance-Only's prompt (the same options as `sft`'s, to compare like with like).
     #[command(flatten)]
     pub prompt: PromptArgs,
+    /// Guidance-Only's backbone (LLaRA: an untrained projector drawn from `--seed`).
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
 }
@@ -70,7 +74,15 @@ pub struct Args {
 pub enum Baseline {
     Popularity,
     Sasrec(SasRecConfig),
-    GuidanceOnly(GuidanceOnlyDetails),
+    /// With LLaRA's inputs when its prompt's backbone is LLaRA.
+    GuidanceOnly(GuidanceOnlyDetails, Option<LlaraInputs>),
+}
+
+/// Where LLaRA's item table comes from, and the seed its (untrained) projector is drawn from.
+#[derive(Debug, Clone)]
+pub struct LlaraInputs {
+    pub sasrec: PathBuf,
+    pub seed: u64,
 }
 
 pub struct Options {
@@ -81,23 +93,35 @@ pub struct Options {
     pub backend: BackendChoice,
 }
 
-impl From<Args> for Options {
-    fn from(args: Args) -> Self {
+impl TryFrom<Args> for Options {
+    type Error = anyhow::Error;
+
+    fn try_from(args: Args) -> Result<Self> {
+        let sasrec = args.backbone.sasrec_run()?;
+        if sasrec.is_some() && args.method != Method::GuidanceOnly {
+            anyhow::bail!("--backbone and --sasrec are options of --method guidance-only");
+        }
+        let mut prompt = args.prompt.prompt();
+        prompt.backbone = args.backbone.backbone;
+        let llara = sasrec.map(|sasrec| LlaraInputs { sasrec, seed: args.seed });
         let baseline = match args.method {
             Method::Popularity => Baseline::Popularity,
             Method::Sasrec => {
                 Baseline::Sasrec(SasRecConfig { max_epochs: args.epochs, seed: args.seed, ..Default::default() })
             }
-            Method::GuidanceOnly => Baseline::GuidanceOnly(GuidanceOnlyDetails {
-                base_model: args.model,
-                beams: args.beams,
-                max_new_tokens: args.max_new_tokens,
-                decoding: args.decoding,
-                ranking: args.ranking,
-                prompt: args.prompt.prompt(),
-            }),
+            Method::GuidanceOnly => Baseline::GuidanceOnly(
+                GuidanceOnlyDetails {
+                    base_model: args.model,
+                    beams: args.beams,
+                    max_new_tokens: args.max_new_tokens,
+                    decoding: args.decoding,
+                    ranking: args.ranking,
+                    prompt,
+                },
+                llara,
+            ),
         };
-        Self { baseline, out: args.out, data: (&args.data).into(), train_on: args.train_on, backend: args.backend }
+        Ok(Self { baseline, out: args.out, data: (&args.data).into(), train_on: args.train_on, backend: args.backend })
     }
 }
 
@@ -139,11 +163,17 @@ pub fn execute(o: &Options) -> Result<()> {
             model.save_file(&weights).with_context(|| format!("writing {}", weights.display()))?;
             RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details).save(&o.out, &())?;
         }
-        Baseline::GuidanceOnly(details) => {
+        Baseline::GuidanceOnly(details, llara) => {
             // Nothing to train; loading the model now turns a bad --model into an error here
             // rather than at evaluation.
             let backend = choose(o.backend)?;
-            load_path(&resolve(&details.base_model)?, &backend.device)?;
+            let base = load_path(&resolve(&details.base_model)?, &backend.device)?;
+            // LLaRA's Guidance-Only reads the items through an untrained projector (as the
+            // reference's epoch 0), kept in the run directory for evaluation.
+            if let Some(LlaraInputs { sasrec, seed }) = llara {
+                let table = sasrec_item_table(sasrec, &backend.device)?;
+                base.model.with_items(table, *seed)?.save_projector(&o.out)?;
+            }
             RunInfo::new(&dataset.meta, o.data.split, backend.name, started, details.clone()).save(&o.out, &())?;
         }
     }

@@ -17,7 +17,7 @@ use serde_json::json;
 use soft_core::eval::grounding::rank_by_l2;
 use soft_core::eval::llm::decoding_model;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
-use soft_core::model::generate::{beam_search, BeamConfig};
+use soft_core::model::decoding::generate::{beam_search, BeamConfig};
 use soft_core::model::llama::Llama;
 use soft_core::train::lm::{shared_prompt_losses, LmExample};
 use soft_core::train::soft::mixed_loss;

@@ -12,12 +12,12 @@ use serde_json::json;
 use soft_core::atomic_file::write_atomic;
 use soft_core::data::dataset::{Dataset, Source};
 use soft_core::data::prompt;
-use soft_core::model::hf_write::{hf_config_json, safetensors_bytes, tokenizer_config_json};
+use soft_core::model::formats::hf_write::{hf_config_json, safetensors_bytes, tokenizer_config_json};
 use soft_core::model::llama::Llama;
-use soft_core::model::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use soft_core::model::pretrained::load_path;
-use soft_core::model::tokenizer::encode_prompt;
-use soft_core::model::weights::{FloatEncoding, RawTensor, WeightMap};
+use soft_core::model::formats::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use soft_core::model::formats::pretrained::load_path;
+use soft_core::model::formats::tokenizer::encode_prompt;
+use soft_core::model::formats::weights::{FloatEncoding, RawTensor, WeightMap};
 use soft_core::train::soft::EpochAdapters;
 
 use crate::grounder_cache::grounder;
@@ -97,7 +97,7 @@ pub fn execute(args: &Args) -> Result<()> {
             encode_prompt(&base.tokenizer, &base.special, &p)
         })
         .collect::<soft_core::Result<_>>()?;
-    let reread = soft_core::model::hf::safetensors_from_bytes(&weight_bytes, &weights_path)?;
+    let reread = soft_core::model::formats::hf::safetensors_from_bytes(&weight_bytes, &weights_path)?;
     let exported = Llama::from_weights(base.model.config(), &reread, &device)?;
     let logit_diff = max_logit_diff(&base.model, &exported, &prompts);
     println!(

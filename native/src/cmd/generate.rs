@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
-use soft_core::model::generate::{beam_search, greedy, BeamConfig};
-use soft_core::model::pretrained::{load_path, Pretrained};
-use soft_core::model::tokenizer::encode_prompt;
+use soft_core::model::decoding::generate::{beam_search, greedy, BeamConfig};
+use soft_core::model::formats::pretrained::{load_path, Pretrained};
+use soft_core::model::formats::tokenizer::encode_prompt;
 
 use crate::backend::{choose, BackendChoice};
 use crate::model_arg::resolve;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 use soft_core::data::dataset::DatasetMeta;
-use soft_core::model::pretrained::{save_dir, tiny_dir};
+use soft_core::model::formats::pretrained::{save_dir, tiny_dir};
 use soft_core::train::pretrain::{pretrain, PretrainConfig, PretrainReport};
 
 use super::data_args::{DataArgs, DataOptions};

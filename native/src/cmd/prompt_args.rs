@@ -1,7 +1,10 @@
 //! The flags that shape what the language model reads and which weights it tunes (`sft`, `run`):
 //! the levers for making a small model learn on a CPU. Their defaults are the paper's.
 
-use soft_core::data::prompt::{PromptOptions, Template};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use soft_core::data::prompt::{Backbone, PromptOptions, Template};
 use soft_core::model::config::LoraConfig;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -29,7 +32,12 @@ pub struct LoraArgs {
 
 impl PromptArgs {
     pub fn prompt(&self) -> PromptOptions {
-        PromptOptions { template: self.prompt_template, history_len: self.history_len, title_tokens: self.title_tokens }
+        PromptOptions {
+            backbone: Backbone::Bigrec,
+            template: self.prompt_template,
+            history_len: self.history_len,
+            title_tokens: self.title_tokens,
+        }
     }
 }
 
@@ -40,6 +48,32 @@ impl LoraArgs {
             LoraConfig::default().target_modules
         } else {
             self.lora_targets.clone()
+        }
+    }
+}
+
+/// Which LLM-based recommender a stage trains or runs (`sft`, `baseline --method guidance-only`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackboneArgs {
+    /// `bigrec` (titles only, the default) or `llara` (each history title followed by the item's
+    /// SASRec embedding, mapped into the model by a trained projector; needs `--sasrec`).
+    #[arg(long, value_enum, default_value = "bigrec")]
+    pub backbone: Backbone,
+    /// LLaRA's item embeddings: a SASRec run directory (`soft-train baseline --method sasrec`)
+    /// trained on the same training period.
+    #[arg(long)]
+    pub sasrec: Option<PathBuf>,
+}
+
+impl BackboneArgs {
+    /// The SASRec run LLaRA reads, `None` for BIGRec; a combination that does not fit is an
+    /// error naming the option, before any work.
+    pub fn sasrec_run(&self) -> Result<Option<PathBuf>> {
+        match (self.backbone, &self.sasrec) {
+            (Backbone::Llara, Some(dir)) => Ok(Some(dir.clone())),
+            (Backbone::Llara, None) => bail!("--backbone llara needs --sasrec DIR (a SASRec run's directory)"),
+            (Backbone::Bigrec, Some(_)) => bail!("--sasrec is only for --backbone llara"),
+            (Backbone::Bigrec, None) => Ok(None),
         }
     }
 }

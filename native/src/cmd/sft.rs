@@ -7,17 +7,18 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::pretrained::load_path;
+use soft_core::model::formats::pretrained::load_path;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
 
 use super::data_args::{DataArgs, DataOptions};
-use super::prompt_args::{LoraArgs, PromptArgs};
+use super::prompt_args::{BackboneArgs, LoraArgs, PromptArgs};
 use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, BackendChoice};
 use crate::grounder_cache::grounder;
+use crate::llara::{for_backbone, sasrec_item_table};
 use crate::llm_run::ADAPTER_DIR;
 use crate::model_arg::resolve;
 use crate::progress::Reporter;
@@ -56,6 +57,8 @@ pub struct Args {
     #[command(flatten)]
     pub prompt: PromptArgs,
     #[command(flatten)]
+    pub backbone: BackboneArgs,
+    #[command(flatten)]
     pub lora: LoraArgs,
     #[command(flatten)]
     pub run_dir: RunDirArgs,
@@ -70,6 +73,8 @@ pub struct Options {
     pub backend: BackendChoice,
     /// Continue from the newest epoch checkpoint in `out`.
     pub resume: bool,
+    /// LLaRA's SASRec run (its item table), when `config.prompt.backbone` is LLaRA.
+    pub sasrec: Option<PathBuf>,
 }
 
 /// The SFT settings a user picks; the rest of [`SftConfig`] keeps its defaults. `run` keeps
@@ -122,8 +127,13 @@ impl SftSettings {
     }
 }
 
-impl From<Args> for Options {
-    fn from(args: Args) -> Self {
+impl TryFrom<Args> for Options {
+    type Error = anyhow::Error;
+
+    fn try_from(args: Args) -> Result<Self> {
+        let sasrec = args.backbone.sasrec_run()?;
+        let mut prompt = args.prompt.prompt();
+        prompt.backbone = args.backbone.backbone;
         let settings = SftSettings {
             epochs: args.epochs,
             max_steps: args.max_steps,
@@ -131,14 +141,14 @@ impl From<Args> for Options {
             grad_accum: args.grad_accum,
             max_new_tokens: args.max_new_tokens,
             decoding: args.decoding,
-            prompt: args.prompt.prompt(),
+            prompt,
             lora_targets: args.lora.lora_targets(),
             beams: args.beams,
             ranking: args.ranking,
         };
         let RunDirArgs { out, backend, resume } = args.run_dir;
         let config = settings.config(args.seed);
-        Self { model: args.model, out, data: (&args.data).into(), config, backend, resume }
+        Ok(Self { model: args.model, out, data: (&args.data).into(), config, backend, resume, sasrec })
     }
 }
 
@@ -154,8 +164,14 @@ pub fn execute(o: &Options) -> Result<()> {
     let (dataset, split) = o.data.load()?;
     let backend = choose(o.backend)?;
     let path = resolve(&o.model)?;
-    let pre = load_path(&path, &backend.device)?;
+    // LLaRA: the base model (d0, Guidance-Only) and the trained one start from the same
+    // projector, drawn from the run's seed, over the SASRec run's frozen item table.
+    let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
+    let mut pre = load_path(&path, &backend.device)?;
     let trainable = load_path(&path, &backend.device.clone().autodiff())?.model;
+    let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
+    pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;
+    let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;
     eprintln!(
         "SFT of {} on {} examples (valid {}), backend {}",
         pre.source,

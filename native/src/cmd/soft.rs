@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use soft_core::model::pretrained::load_path;
+use soft_core::model::formats::pretrained::load_path;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
 use soft_core::train::sft::SftInputs;
@@ -17,6 +17,7 @@ use super::data_args::{DataArgs, DataOptions};
 use super::distill::{check_split, DISTILLED_FILE};
 use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, BackendChoice};
+use crate::llara::for_backbone;
 use crate::llm_run::{LoadedRun, ADAPTER_DIR};
 use crate::model_arg::resolve;
 use crate::progress::Reporter;
@@ -102,7 +103,14 @@ pub fn execute(o: &Options) -> Result<()> {
     }
     let config = SoftConfig { sft: sft_config, schedule: o.schedule, alpha: o.alpha, d_samples: o.d_samples };
     let trainable = load_path(&resolve(&base_name)?, &backend.device.clone().autodiff())?.model;
-    let inputs = SftInputs::new(&sft_run.base, &sft_run.grounder, &dataset, &split);
+    // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
+    // base model d0 is measured with (the same draw: d0 is the untrained model's).
+    let table = sft_run.tuned.item_projector().map(|p| p.table());
+    let (backbone, seed) = (config.sft.prompt.backbone, config.sft.train.seed);
+    let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;
+    let mut base = sft_run.base.clone();
+    base.model = for_backbone(base.model, backbone, table.as_ref(), seed)?;
+    let inputs = SftInputs::new(&base, &sft_run.grounder, &dataset, &split);
     eprintln!("SOFT ({:?}, alpha {}) on {} examples, backend {}", o.schedule, o.alpha, distilled.len(), backend.name);
     let mut reporter = Reporter::new();
     let checkpoints = checkpoints(&o.out, &base_name, o.resume)?;

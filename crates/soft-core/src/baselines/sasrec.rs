@@ -131,6 +131,12 @@ impl SasRec {
         self.item_emb.weight.dims()[0] as u32 - 1
     }
 
+    /// The learned item embeddings `[max_item + 1, d_model]` (row 0 padding), detached: the
+    /// collaborative signal LLaRA's projector hands the language model.
+    pub fn item_table(&self) -> Tensor<2> {
+        self.item_emb.weight.val().detach()
+    }
+
     /// Hidden states `[B, T, D]` for left-padded id sequences `[B, T]` (0 = padding).
     fn encode(&self, seq: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = seq.dims();

@@ -65,11 +65,42 @@ pub enum Template {
     Chat,
 }
 
+/// The LLM-based recommender SOFT is applied to, i.e. what a history item is in the prompt:
+/// BIGRec's title alone, or LLaRA's title followed by the item's collaborative embedding
+/// (an item marker, [`item_marker`], which the model reads through its item projector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Backbone {
+    #[default]
+    Bigrec,
+    Llara,
+}
+
+impl Backbone {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bigrec => "bigrec",
+            Self::Llara => "llara",
+        }
+    }
+
+    /// The name as the paper's tables write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Bigrec => "BIGRec",
+            Self::Llara => "LLaRA",
+        }
+    }
+}
+
 /// How a history becomes a prompt. The defaults are the paper's prompt: every history title,
-/// whole, in the Alpaca template. Shorter prompts train faster on a CPU.
+/// whole, in the Alpaca template, BIGRec's titles only. Shorter prompts train faster on a CPU.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PromptOptions {
+    /// Missing in runs from before LLaRA: BIGRec.
+    pub backbone: Backbone,
     pub template: Template,
     /// Only the last N titles of the history.
     pub history_len: Option<usize>,
@@ -96,29 +127,84 @@ impl PromptOptions {
 
 /// The prompt in `template`; the model continues from its end.
 pub fn prompt_in(template: Template, domain: Domain, history_titles: &[&str]) -> String {
+    prompt_with_items(template, domain, history_titles, None)
+}
+
+/// [`prompt_in`] for LLaRA when `items` (the history's item ids, one per title) are given: each
+/// quoted title is followed by a space and its [`item_marker`], as the reference writes
+/// `"Title" [HistoryEmb]`.
+pub fn prompt_with_items(template: Template, domain: Domain, history_titles: &[&str], items: Option<&[u32]>) -> String {
+    let entries: Vec<String> = history_titles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match items.and_then(|items| items.get(i)) {
+            Some(&id) => format!("\"{t}\" {}", item_marker(id)),
+            None => format!("\"{t}\""),
+        })
+        .collect();
+    let history = entries.join(", ");
+    let (instruction, lead) = (domain.instruction(), domain.history_lead());
     match template {
-        Template::Alpaca => prompt(domain, history_titles),
+        Template::Alpaca => {
+            format!("{PREAMBLE}\n\n### Instruction:\n{instruction}\n\n### Input:\n{lead}{history}\n\n### Response:\n")
+        }
         Template::Chat => {
-            let quoted: Vec<String> = history_titles.iter().map(|t| format!("\"{t}\"")).collect();
-            format!(
-                "<|im_start|>user\n{}\n{}{}<|im_end|>\n<|im_start|>assistant\n",
-                domain.instruction(),
-                domain.history_lead(),
-                quoted.join(", ")
-            )
+            format!("<|im_start|>user\n{instruction}\n{lead}{history}<|im_end|>\n<|im_start|>assistant\n")
         }
     }
 }
 
 /// Everything up to and including `### Response:\n`; the model continues from there.
 pub fn prompt(domain: Domain, history_titles: &[&str]) -> String {
-    let quoted: Vec<String> = history_titles.iter().map(|t| format!("\"{t}\"")).collect();
-    format!(
-        "{PREAMBLE}\n\n### Instruction:\n{}\n\n### Input:\n{}{}\n\n### Response:\n",
-        domain.instruction(),
-        domain.history_lead(),
-        quoted.join(", ")
-    )
+    prompt_in(Template::Alpaca, domain, history_titles)
+}
+
+const MARKER_OPEN: &str = "<|item:";
+const MARKER_CLOSE: &str = "|>";
+
+/// Where item `id`'s collaborative embedding goes in a LLaRA prompt's text. Encoding the prompt
+/// turns it into the item's slot, one position whose input embedding is the projected item
+/// embedding ([`crate::model::projector`]); no title may contain the marker's opening.
+pub fn item_marker(id: u32) -> String {
+    format!("{MARKER_OPEN}{id}{MARKER_CLOSE}")
+}
+
+/// Whether `text` contains anything that reads as the start of an item marker.
+pub fn has_item_marker(text: &str) -> bool {
+    text.contains(MARKER_OPEN)
+}
+
+/// A piece of a prompt's text: plain text, or an item marker's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptPiece<'a> {
+    Text(&'a str),
+    Item(u32),
+}
+
+/// Splits a prompt's text at its item markers; a marker without a closing `|>` or a numeric id
+/// is an error naming it (prompts are written by [`prompt_with_items`], or read from a file).
+pub fn prompt_pieces(mut text: &str) -> crate::Result<Vec<PromptPiece<'_>>> {
+    let mut pieces = Vec::new();
+    while let Some(start) = text.find(MARKER_OPEN) {
+        if start > 0 {
+            pieces.push(PromptPiece::Text(&text[..start]));
+        }
+        let rest = &text[start + MARKER_OPEN.len()..];
+        let bad = || {
+            crate::Error::Input(format!(
+                "malformed item marker in a prompt at `{}`",
+                &text[start..].chars().take(24).collect::<String>()
+            ))
+        };
+        let end = rest.find(MARKER_CLOSE).ok_or_else(bad)?;
+        let id = rest[..end].parse::<u32>().map_err(|_| bad())?;
+        pieces.push(PromptPiece::Item(id));
+        text = &rest[end + MARKER_CLOSE.len()..];
+    }
+    if !text.is_empty() {
+        pieces.push(PromptPiece::Text(text));
+    }
+    Ok(pieces)
 }
 
 /// The response the model is trained to write (EOS is appended by the tokenizer side).

@@ -9,8 +9,8 @@ use tokenizers::Tokenizer;
 
 use crate::data::Catalog;
 use crate::eval::llm::title_trie;
-use crate::model::generate::BeamConfig;
-use crate::model::tokenizer::SpecialIds;
+use crate::model::decoding::generate::BeamConfig;
+use crate::model::formats::tokenizer::SpecialIds;
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

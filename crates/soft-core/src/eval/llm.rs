@@ -10,16 +10,16 @@ use burn::tensor::{Int, Tensor, TensorData};
 use soft_gpu::GpuGrounder;
 use tokenizers::Tokenizer;
 
-use crate::data::prompt::PromptOptions;
+use crate::data::prompt::{Backbone, PromptOptions};
 use crate::data::{prompt, Catalog, Domain};
 use crate::eval::decoding::Ranking;
 use crate::eval::grounding::{embed_last_token, rank_by_l2_async};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
-use crate::model::generate::{beam_search, BeamConfig};
+use crate::model::decoding::generate::{beam_search, BeamConfig};
+use crate::model::decoding::trie::TitleTrie;
+use crate::model::formats::tokenizer::{encode, encode_prompt, SpecialIds};
+use crate::model::formats::weights::host_values_async;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{encode, encode_prompt, SpecialIds};
-use crate::model::trie::TitleTrie;
-use crate::model::weights::host_values_async;
 use crate::progress::Progress;
 use crate::{Error, Result};
 
@@ -43,11 +43,16 @@ pub fn history_prompt_with(
     tokenizer: &Tokenizer,
     history: &[u32],
 ) -> Result<String> {
-    let titles = options
-        .recent(history)
+    let recent = options.recent(history);
+    let titles = recent
         .iter()
         .map(|&id| {
             let title = catalog.title(id).unwrap_or_default();
+            if prompt::has_item_marker(title) {
+                return Err(Error::Input(format!(
+                    "item {id}'s title {title:?} contains an item marker's opening; it cannot go into a prompt"
+                )));
+            }
             match options.title_tokens {
                 Some(m) => {
                     let ids = encode(tokenizer, title)?;
@@ -59,7 +64,8 @@ pub fn history_prompt_with(
         })
         .collect::<Result<Vec<String>>>()?;
     let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
-    Ok(prompt::prompt_in(options.template, domain, &titles))
+    let items = (options.backbone == Backbone::Llara).then_some(recent);
+    Ok(prompt::prompt_with_items(options.template, domain, &titles, items))
 }
 
 /// Item embeddings of every grounding item, computed once with the base model.
@@ -413,7 +419,7 @@ mod tests {
             (0..60).map(|i| format!("The {} of {} ({})", nouns[i % 5], times[i % 3], 1940 + i)).collect();
         let catalog = Catalog::from_titles(titles.iter().enumerate().map(|(i, t)| (i as u32 + 1, t.clone())));
         let corpus: Vec<String> = titles.iter().flat_map(|t| [t.clone(), prompt::response(t)]).collect();
-        let tokenizer = crate::model::tokenizer::train_bpe(&corpus, 400, &[]).unwrap();
+        let tokenizer = crate::model::formats::tokenizer::train_bpe(&corpus, 400, &[]).unwrap();
         let special = SpecialIds::endoftext(&tokenizer).unwrap();
         let mut c = crate::model::config::LlamaConfig::tiny(tokenizer.get_vocab_size(true));
         (c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) = (32, 64, 2, 2, 1, 16);

@@ -18,7 +18,11 @@ pub struct LlamaConfig {
     /// Key/value heads; fewer than `n_heads` means grouped-query attention.
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Base of the rotary frequencies `theta^(-2i/D)` (see [`rope`](Self::rope)).
     pub rope_theta: f64,
+    /// How those frequencies are rescaled; configs serialized before it existed have none.
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
     pub rms_eps: f64,
     /// Longest sequence the model was trained for; generation does not go past it.
     pub max_seq_len: usize,
@@ -40,6 +44,7 @@ impl LlamaConfig {
             n_kv_heads: 2,
             head_dim: 64,
             rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
             rms_eps: 1e-5,
             max_seq_len: 1024,
             tie_embeddings: true,
@@ -58,11 +63,17 @@ impl LlamaConfig {
             n_kv_heads: 3,
             head_dim: 64,
             rope_theta: 100_000.0,
+            rope_scaling: RopeScaling::None,
             rms_eps: 1e-5,
             max_seq_len: 8192,
             tie_embeddings: true,
             attention_bias: false,
         }
+    }
+
+    /// Everything the rotary tables depend on besides the head size and the positions.
+    pub fn rope(&self) -> RopeSetting {
+        RopeSetting { theta: self.rope_theta, scaling: self.rope_scaling }
     }
 
     /// Query heads served by each key/value head.
@@ -92,10 +103,10 @@ impl LlamaConfig {
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim));
         }
-        if !(self.rope_theta > 0.0 && self.rms_eps > 0.0) {
-            return bad("rope_theta and rms_eps must be positive".into());
+        if !(self.rms_eps > 0.0 && self.rms_eps.is_finite()) {
+            return bad(format!("rms_eps must be a positive number, got {}", self.rms_eps));
         }
-        Ok(())
+        self.rope().validate()
     }
 
     /// [`validate`](Self::validate) for a config read from the checkpoint at `path`, which the
@@ -115,6 +126,82 @@ impl LlamaConfig {
             let (d_in, d_out, bias) = shapes[i];
             Projection { path: PROJECTIONS[i], d_in, d_out, bias }
         })
+    }
+}
+
+/// How the rotary inverse frequencies `f_i = theta^(-2i/D)` are rescaled: Hugging Face's
+/// `rope_type` with its parameters (`rope_scaling` in older `config.json` files, inside
+/// `rope_parameters` in transformers 5). Only the kinds implemented here exist; a checkpoint
+/// asking for another is refused when it is read (see `formats::hf`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// `rope_type: "default"`: the frequencies as they are.
+    #[default]
+    #[serde(rename = "default")]
+    None,
+    /// `rope_type: "llama3"` (Llama 3.1, 3.2, 3.3): with `L` = `original_max_position_embeddings`
+    /// and wavelength `w = 2π / f`, a frequency whose `w < L / high_freq_factor` is kept, one
+    /// whose `w > L / low_freq_factor` is divided by `factor`, and one in between is
+    /// interpolated, `f' = (1 - s)·f / factor + s·f` with
+    /// `s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor)` (transformers'
+    /// `_compute_llama3_parameters`; no attention scaling). It changes every position's rotation,
+    /// not only long contexts'.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+}
+
+impl RopeScaling {
+    /// The scaling the published Llama-3.2 configs give (`rope_theta` 500,000 beside it).
+    pub fn llama32() -> Self {
+        Self::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        }
+    }
+}
+
+/// The rotary embedding's settings: base and scaling ([`LlamaConfig::rope`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSetting {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+impl RopeSetting {
+    /// Unscaled rotary embedding with base `theta`.
+    pub fn plain(theta: f64) -> Self {
+        Self { theta, scaling: RopeScaling::None }
+    }
+
+    /// Rejects settings whose frequencies are not finite and positive, naming the field (as
+    /// `LlamaConfig` names it: `rope_theta`, `rope_scaling.factor`, ...).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::config("model config", msg));
+        let positive = |name: &str, v: f64| match v > 0.0 && v.is_finite() {
+            true => Ok(()),
+            false => bad(format!("{name} must be a positive finite number, got {v}")),
+        };
+        positive("rope_theta", self.theta)?;
+        match self.scaling {
+            RopeScaling::None => Ok(()),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                positive("rope_scaling.factor", factor)?;
+                positive("rope_scaling.low_freq_factor", low_freq_factor)?;
+                positive("rope_scaling.high_freq_factor", high_freq_factor)?;
+                if high_freq_factor <= low_freq_factor {
+                    return bad(format!(
+                        "rope_scaling.high_freq_factor ({high_freq_factor}) must be greater than \
+                         rope_scaling.low_freq_factor ({low_freq_factor})"
+                    ));
+                }
+                if original_max_position_embeddings == 0 {
+                    return bad("rope_scaling.original_max_position_embeddings must be positive".into());
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -228,6 +315,81 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("n_kv_heads"));
         let config = LlamaConfig { head_dim: 63, ..LlamaConfig::tiny(100) };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn rope_scaling_is_optional_in_json_and_round_trips() {
+        // A config serialized before `rope_scaling` existed reads as unscaled.
+        let mut old = serde_json::to_value(LlamaConfig::smollm2_135m()).unwrap();
+        old.as_object_mut().unwrap().remove("rope_scaling").unwrap();
+        let config: LlamaConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(config, LlamaConfig::smollm2_135m());
+        assert_eq!(config.rope(), RopeSetting::plain(100_000.0));
+
+        let scaled =
+            LlamaConfig { rope_theta: 500_000.0, rope_scaling: RopeScaling::llama32(), ..LlamaConfig::tiny(100) };
+        scaled.validate().unwrap();
+        let json = serde_json::to_value(&scaled).unwrap();
+        assert_eq!(json["rope_scaling"]["rope_type"], "llama3");
+        assert_eq!(json["rope_scaling"]["original_max_position_embeddings"], 8192);
+        assert_eq!(serde_json::from_value::<LlamaConfig>(json).unwrap(), scaled);
+        let plain = serde_json::to_value(LlamaConfig::tiny(100)).unwrap();
+        assert_eq!(plain["rope_scaling"], serde_json::json!({"rope_type": "default"}));
+    }
+
+    #[test]
+    fn bad_rope_settings_name_the_field() {
+        let with = |theta: f64, scaling: RopeScaling| LlamaConfig {
+            rope_theta: theta,
+            rope_scaling: scaling,
+            ..LlamaConfig::tiny(100)
+        };
+        let err = |config: LlamaConfig| config.validate().unwrap_err().to_string();
+        for theta in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(err(with(theta, RopeScaling::None)).contains("rope_theta"), "{theta}");
+        }
+        let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
+            RopeScaling::llama32()
+        else {
+            unreachable!()
+        };
+        let cases = [
+            (
+                "rope_scaling.factor",
+                RopeScaling::Llama3 {
+                    factor: 0.0,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                },
+            ),
+            (
+                "rope_scaling.low_freq_factor",
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor: f64::NAN,
+                    high_freq_factor,
+                    original_max_position_embeddings,
+                },
+            ),
+            (
+                "rope_scaling.high_freq_factor",
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor: 1.0,
+                    original_max_position_embeddings,
+                },
+            ),
+            (
+                "rope_scaling.original_max_position_embeddings",
+                RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: 0 },
+            ),
+        ];
+        for (field, scaling) in cases {
+            let message = err(with(500_000.0, scaling));
+            assert!(message.contains(field), "{field}: {message}");
+        }
     }
 
     #[test]

@@ -17,9 +17,11 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
+use super::formats::weights::{transpose, WeightMap};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
-use super::weights::{transpose, WeightMap};
+use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
+use super::rope::Rope;
 use crate::{Error, Result};
 
 /// Added to the attention score of a key that must not be seen. Finite, so a query row whose
@@ -40,6 +42,8 @@ pub struct Llama {
     /// The adapters' settings, when LoRA is attached (see `peft.rs`).
     #[module(skip)]
     pub(crate) lora: Option<LoraConfig>,
+    /// LLaRA's item projector, when the model reads item slots (see `projector.rs`).
+    pub(crate) items: Option<ItemProjector>,
 }
 
 #[derive(Module, Debug)]
@@ -91,6 +95,7 @@ impl Llama {
             lm_head: (!config.tie_embeddings).then(|| frozen(normal([d, config.vocab_size]))),
             config: config.clone(),
             lora: None,
+            items: None,
         })
     }
 
@@ -119,11 +124,66 @@ impl Llama {
             true => None,
             false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
         };
-        Ok(Self { embed_tokens, layers, norm: norm("model.norm.weight")?, lm_head, config: config.clone(), lora: None })
+        let norm = norm("model.norm.weight")?;
+        Ok(Self { embed_tokens, layers, norm, lm_head, config: config.clone(), lora: None, items: None })
     }
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// This model reading item slots through a fresh projector over `table` `[items, d_rec]`
+    /// (LLaRA; row = item id, row 0 padding), drawn from `seed`. The table is frozen.
+    pub fn with_items(mut self, table: Tensor<2>, seed: u64) -> Result<Self> {
+        let [items, d_rec] = table.dims();
+        if items < 2 || d_rec == 0 {
+            return Err(Error::Input(format!("an item table of shape [{items}, {d_rec}] embeds no item")));
+        }
+        let table = Tensor::from_data(table.into_data(), &self.device());
+        self.items = Some(ItemProjector::new(table, self.config.hidden_size, seed));
+        Ok(self)
+    }
+
+    /// The model with `projector` (LLaRA; loaded from a file) in place of any it had.
+    pub fn with_projector(mut self, projector: ItemProjector) -> Result<Self> {
+        if projector.hidden() != self.config.hidden_size {
+            return Err(Error::Input(format!(
+                "the item projector outputs {} values, the model's width is {}",
+                projector.hidden(),
+                self.config.hidden_size
+            )));
+        }
+        self.items = Some(projector);
+        Ok(self)
+    }
+
+    /// LLaRA's item projector, when the model reads item slots.
+    pub fn item_projector(&self) -> Option<&ItemProjector> {
+        self.items.as_ref()
+    }
+
+    /// Checks that every id of a prompt is a token of the vocabulary or, for a model with an
+    /// item projector, a slot of an item its table embeds.
+    pub fn check_input_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        for &id in ids.iter().filter(|&&id| id as usize >= vocab) {
+            match (slot_item(id), &self.items) {
+                (Some(item), Some(p)) if item >= 1 && (item as usize) < p.items() => {}
+                (Some(item), Some(p)) => {
+                    return Err(Error::Input(format!(
+                        "item {item} has no row in the item table (items 1..{})",
+                        p.items() - 1
+                    )))
+                }
+                (Some(item), None) => {
+                    return Err(Error::Input(format!(
+                        "the prompt refers to item {item}'s embedding, but the model has no item projector (LLaRA)"
+                    )))
+                }
+                (None, _) => return Err(Error::Input(format!("token id {id} is outside the vocabulary ({vocab})"))),
+            }
+        }
+        Ok(())
     }
 
     /// The device the weights live on.
@@ -155,10 +215,37 @@ impl Llama {
         &self,
         tokens: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        self.hidden_states_from_embeddings(self.embed(tokens), attention_mask, cache)
+    }
+
+    /// The input embeddings `[B, T, hidden]` of `tokens` `[B, T]`: the token embedding of every
+    /// token, and at every item slot (`projector.rs`) the projected item embedding instead.
+    /// This is where a backbone shows: BIGRec prompts have no slots, LLaRA prompts one after
+    /// each history title. Slots need [`Llama::with_items`] (checked by `left_pad`).
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let Some(items) = &self.items else { return embedding(self.embed_tokens.val(), tokens) };
+        let [b, t] = tokens.dims();
+        let is_slot = tokens.clone().greater_equal_elem(ITEM_SLOT_BASE as i64);
+        let zeros = tokens.zeros_like();
+        // Slots read token 0's row and text reads item 0 (padding); both are discarded below.
+        let text = tokens.clone().mask_where(is_slot.clone(), zeros.clone());
+        let item_ids = tokens.sub_scalar(ITEM_SLOT_BASE as i64).mask_where(is_slot.clone().bool_not(), zeros);
+        let from_text = embedding(self.embed_tokens.val(), text);
+        let hidden = from_text.dims()[2];
+        let from_items = items.forward(item_ids);
+        from_text.mask_where(is_slot.unsqueeze_dim::<3>(2).expand([b, t, hidden]), from_items)
+    }
+
+    /// [`Llama::hidden_states`] from input embeddings `[B, T, hidden]` (see [`Llama::embed`]).
+    pub fn hidden_states_from_embeddings(
+        &self,
+        mut x: Tensor<3>,
+        attention_mask: Tensor<2, Int>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let ctx = StepContext::new(&self.config, attention_mask, cache.as_deref_mut());
-        let mut x = embedding(self.embed_tokens.val(), tokens);
         for (i, block) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             x = block.forward(x, &ctx, layer_cache);
@@ -353,38 +440,7 @@ impl StepContext {
             (0..t).flat_map(|i| (0..s).map(move |j| if j > past + i { MASKED } else { 0.0 })).collect();
         let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, s]), &device);
         let bias = key_bias.reshape([b, 1, 1, 1, s]) + causal.reshape([1, 1, 1, t, s]);
-        Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, config.rope_theta), bias }
-    }
-}
-
-/// Rotary position embedding in Hugging Face's "rotate half" form: dimension `i` of the first
-/// half pairs with dimension `i + D/2`, rotated by `position · theta^(-2i/D)`.
-pub(crate) struct Rope {
-    /// `[B, T, 1, D]`: `cos` of the angle, repeated for both halves.
-    cos: Tensor<4>,
-    /// `[B, T, 1, D]`: `-sin` on the first half and `sin` on the second, so that
-    /// `rotate_half(x)·sin` becomes `swap_halves(x)·sin_signed`.
-    sin_signed: Tensor<4>,
-}
-
-impl Rope {
-    /// Tables for `positions` `[B, T]`.
-    pub(crate) fn new(positions: Tensor<2, Int>, head_dim: usize, theta: f64) -> Self {
-        let [b, t] = positions.dims();
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> =
-            (0..half).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
-        let inv_freq = Tensor::<1>::from_data(TensorData::new(inv_freq, [half]), &positions.device());
-        let angles = positions.float().reshape([b, t, 1, 1]) * inv_freq.reshape([1, 1, 1, half]);
-        let (cos, sin) = (angles.clone().cos(), angles.sin());
-        Self { cos: Tensor::cat(vec![cos.clone(), cos], 3), sin_signed: Tensor::cat(vec![sin.clone().neg(), sin], 3) }
-    }
-
-    /// Rotates `x` `[B, T, heads, D]`.
-    pub(crate) fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
-        let swapped = Tensor::cat(vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)], 3);
-        x * self.cos.clone() + swapped * self.sin_signed.clone()
+        Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, &config.rope()), bias }
     }
 }
 
@@ -437,7 +493,7 @@ impl Loader<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::weights::RawTensor;
+    use crate::model::formats::weights::RawTensor;
     use rand::{Rng, SeedableRng};
 
     pub(crate) const VOCAB: usize = 97;
@@ -498,27 +554,6 @@ pub(crate) mod tests {
 
     pub(crate) fn ones_mask(b: usize, t: usize, device: &Device) -> Tensor<2, Int> {
         Tensor::ones([b, t], device)
-    }
-
-    #[test]
-    fn rope_matches_hand_computed_values() {
-        let device = Device::flex();
-        // head_dim 4, theta 10000: frequencies 1 and 1/100; dims 0 and 2 rotate together by p,
-        // dims 1 and 3 by p/100. x = (1, 2, 3, 4) at positions 0, 1 and 2.
-        let rope = Rope::new(int_tensor(vec![0, 1, 2], [1, 3], &device), 4, 10_000.0);
-        let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device).reshape([1, 1, 1, 4]).repeat_dim(1, 3);
-        let got = rope.apply(x).reshape([12]).try_into_vec_as::<f32>().unwrap();
-        #[rustfmt::skip]
-        let expected = [
-            1.0, 2.0, 3.0, 4.0, // position 0: no rotation
-            // p = 1: (1·cos1 − 3·sin1, 2·cos.01 − 4·sin.01, 3·cos1 + 1·sin1, 4·cos.01 + 2·sin.01)
-            -1.984_110_6, 1.959_900_7, 2.462_378_0, 4.019_799_7,
-            // p = 2: the same with angles 2 and 0.02
-            -3.144_039_1, 1.919_605_3, -0.339_143_1, 4.039_197_4,
-        ];
-        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-            assert!((g - e).abs() < 1e-5, "element {i}: got {g}, expected {e}");
-        }
     }
 
     #[test]

@@ -1,19 +1,15 @@
-//! The language model: a Llama-architecture causal LM with LoRA, its weights and tokenizer.
+//! The language model, in rooms by concern (as candle-transformers): the architecture here — a
+//! Llama-family causal LM ([`llama`]: Llama, SmolLM2, Qwen2) holding LoRA layers ([`lora`]) and,
+//! for the LLaRA backbone, an item projector ([`projector`]); [`formats`] reads and writes it
+//! (GGUF, Hugging Face directories, PEFT adapters, tokenizers); [`decoding`] generates from it
+//! (greedy, beam search, title tries). Data flows formats -> architecture <- decoding.
 
-pub mod batch;
-pub mod beam_search;
 pub mod config;
+pub mod decoding;
 pub mod dropout;
-pub mod generate;
-#[cfg(feature = "native")]
-pub mod gguf;
-pub mod hf;
-pub mod hf_write;
+pub mod formats;
 pub mod kv_cache;
 pub mod llama;
 pub mod lora;
-pub mod peft;
-pub mod pretrained;
-pub mod tokenizer;
-pub mod trie;
-pub mod weights;
+pub mod projector;
+pub mod rope;

@@ -195,7 +195,7 @@ mod tests {
     /// content is compared through what it does (one more epoch) instead.
     fn files(dir: &Path, epoch: usize) -> Vec<Vec<u8>> {
         let d = Checkpoints::new(dir, "t").epoch_dir(epoch);
-        [d.join(ADAPTER).join(crate::model::peft::ADAPTER_WEIGHTS), d.join(STATE)]
+        [d.join(ADAPTER).join(crate::model::formats::peft::ADAPTER_WEIGHTS), d.join(STATE)]
             .iter()
             .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
             .collect()
@@ -236,7 +236,7 @@ mod tests {
         let dir = temp("damaged");
         train(&dir, 1, None).unwrap();
         let checkpoints = Checkpoints::new(&dir, "t");
-        let weights = checkpoints.epoch_dir(1).join(ADAPTER).join(crate::model::peft::ADAPTER_WEIGHTS);
+        let weights = checkpoints.epoch_dir(1).join(ADAPTER).join(crate::model::formats::peft::ADAPTER_WEIGHTS);
         let good = std::fs::read(&weights).unwrap();
         let mut bad = good.clone();
         let last = bad.len() - 1;

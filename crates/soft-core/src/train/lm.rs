@@ -10,9 +10,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tokenizers::Tokenizer;
 
 use crate::loss::nll;
-use crate::model::batch::left_pad;
+use crate::model::decoding::batch::left_pad;
+use crate::model::formats::tokenizer::encode;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::encode;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use tokenizers::Tokenizer;
 use crate::data::prompt::response;
 use crate::data::{Catalog, Window};
 use crate::model::config::LlamaConfig;
+use crate::model::formats::tokenizer::{train_bpe, SpecialIds};
 use crate::model::llama::Llama;
-use crate::model::tokenizer::{train_bpe, SpecialIds};
 use crate::progress::{Event, Progress};
 use crate::train::lm::{tokens_with_eos, total_nll, LmExample};
 use crate::train::trainer::{LmTrainer, TrainConfig};
@@ -184,7 +184,7 @@ pub fn pretrain(
 mod tests {
     use super::*;
     use crate::data::windows::ring_windows;
-    use crate::model::tokenizer::ENDOFTEXT;
+    use crate::model::formats::tokenizer::ENDOFTEXT;
 
     #[test]
     fn small_pretraining_lowers_title_perplexity() {

@@ -7,16 +7,16 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::data::prompt::PromptOptions;
+use crate::data::prompt::{Backbone, PromptOptions};
 use crate::data::{prompt, Catalog, Dataset, Domain, Split, Window};
 use crate::eval::decoding::{Decoding, Ranking};
 use crate::eval::llm::{history_prompt_with, Grounder, LlmRecommender};
 use crate::eval::{evaluate, Metrics};
 use crate::model::config::LoraConfig;
-use crate::model::generate::BeamConfig;
+use crate::model::decoding::generate::BeamConfig;
+use crate::model::formats::pretrained::Pretrained;
+use crate::model::formats::tokenizer::{encode_prompt, SpecialIds};
 use crate::model::llama::Llama;
-use crate::model::pretrained::Pretrained;
-use crate::model::tokenizer::{encode_prompt, SpecialIds};
 #[cfg(feature = "native")]
 use crate::progress::{Event, Progress};
 #[cfg(feature = "native")]
@@ -27,7 +27,7 @@ use crate::train::lm::{tokens_with_eos, LmExample};
 #[cfg(feature = "native")]
 use crate::train::trainer::train_pass;
 use crate::train::trainer::TrainConfig;
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftConfig {
@@ -122,6 +122,21 @@ pub fn examples(
         .collect()
 }
 
+/// Refuses a model that does not fit the backbone `options` name: LLaRA's prompts need an item
+/// projector, and a BIGRec stage must not carry one (it would train an unused projector).
+pub fn check_backbone(model: &Llama, options: &PromptOptions) -> Result<()> {
+    match (options.backbone, model.item_projector().is_some()) {
+        (Backbone::Llara, false) => Err(Error::config(
+            "backbone",
+            "LLaRA needs the model to carry an item table and projector (from the run's SASRec)",
+        )),
+        (Backbone::Bigrec, true) => {
+            Err(Error::config("backbone", "a BIGRec stage was given a model with an item projector (LLaRA's)"))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
@@ -197,7 +212,11 @@ pub fn sft(
     progress: Progress,
 ) -> Result<Tuned> {
     config.prompt.validate()?;
+    check_backbone(&trainable, &config.prompt)?;
     let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
+    for e in &data {
+        trainable.check_input_ids(&e.tokens)?;
+    }
     let beam = config.decoding_beam(inputs)?;
     let epochs = EpochLoop {
         lora: &config.lora,

@@ -13,7 +13,7 @@ use crate::data::prompt::PromptOptions;
 use crate::data::Window;
 use crate::eval::llm::{embed_texts, generate_answers, history_prompt_with};
 use crate::eval::Metrics;
-use crate::model::generate::BeamConfig;
+use crate::model::decoding::generate::BeamConfig;
 use crate::model::llama::Llama;
 use crate::train::scheduler::Schedule;
 use crate::train::sft::{SftConfig, SftInputs};
@@ -22,7 +22,7 @@ use crate::Result;
 // Training itself (the page builds without the `native` feature and uses only the types above).
 #[cfg(feature = "native")]
 use {
-    crate::model::tokenizer::encode_prompt,
+    crate::model::formats::tokenizer::encode_prompt,
     crate::progress::{Event, Progress},
     crate::train::checkpoint::Checkpoints,
     crate::train::distill::Distilled,
@@ -196,7 +196,12 @@ pub fn soft(
             inputs.train.len()
         )));
     }
+    crate::train::sft::check_backbone(&trainable, &config.sft.prompt)?;
+    crate::train::sft::check_backbone(inputs.base, &config.sft.prompt)?;
     let pairs = pairs(inputs, distilled)?;
+    for p in &pairs {
+        trainable.check_input_ids(&p.prompt)?;
+    }
     let beam = config.sft.decoding_beam(inputs)?;
     let mut sample: Vec<Window> = inputs.train.to_vec();
     sample.shuffle(&mut StdRng::seed_from_u64(config.sft.train.seed));

@@ -6,19 +6,19 @@
 use std::path::Path;
 
 use soft_core::data::{amazon2023, recbole, windows, Catalog};
-use soft_core::model::gguf::llama::load_llama_gguf;
-use soft_core::model::gguf::writer::{write_gguf, Out};
-use soft_core::model::gguf::{GgufFile, MetaValue};
-use soft_core::model::hf::load_hf_checkpoint;
-use soft_core::model::tokenizer::{check_vocab_fits, load_tokenizer};
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::formats::gguf::llama::load_llama_gguf;
+use soft_core::model::formats::gguf::writer::{write_gguf, Out};
+use soft_core::model::formats::gguf::{GgufFile, MetaValue};
+use soft_core::model::formats::hf::load_hf_checkpoint;
+use soft_core::model::formats::tokenizer::{check_vocab_fits, load_tokenizer};
+use soft_core::model::formats::weights::FloatEncoding;
 use soft_core::train::checkpoint::Checkpoints;
 use soft_core::train::distill::load_jsonl;
 
 use crate::support::*;
 
 /// The number of cases below; the README's "Failure behaviour" section quotes it.
-pub const BAD_INPUTS: usize = 108;
+pub const BAD_INPUTS: usize = 115;
 
 /// A set of files that loads as a whole: `setup` writes a valid set into a directory, `load`
 /// reads it back.
@@ -78,6 +78,10 @@ pub const HF: Format =
 
 pub const PEFT: Format =
     Format { name: "PEFT adapter", setup: write_adapter, load: |d| small_model().load_adapter(d).map(drop) };
+
+/// A LLaRA adapter: the PEFT files and `projector.safetensors` (the item table and projector).
+pub const LLARA: Format =
+    Format { name: "LLaRA adapter", setup: write_llara_adapter, load: |d| llara_model().load_adapter(d).map(drop) };
 
 pub const GGUF: Format = Format {
     name: "GGUF",
@@ -232,13 +236,38 @@ fn swap_tensor(bytes: &[u8], name: &str, dtype: safetensors::Dtype, shape: Vec<u
     safetensors::serialize(tensors, None).unwrap()
 }
 
+/// File `file` of the set `setup` writes, read back.
+fn fixture(setup: fn(&Path), file: &str) -> Vec<u8> {
+    let dir = scratch("fixture");
+    setup(&dir);
+    let bytes = std::fs::read(dir.join(file)).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    bytes
+}
+
 /// The adapter file of [`write_adapter`] with tensor `name` swapped.
 fn adapter_with(name: &str, dtype: safetensors::Dtype, shape: Vec<usize>) -> Vec<u8> {
-    let dir = scratch("adapter-fixture");
-    write_adapter(&dir);
-    let out = swap_tensor(&std::fs::read(dir.join("adapter_model.safetensors")).unwrap(), name, dtype, shape);
-    std::fs::remove_dir_all(dir).unwrap();
-    out
+    swap_tensor(&fixture(write_adapter, "adapter_model.safetensors"), name, dtype, shape)
+}
+
+/// The projector file of [`write_llara_adapter`] with tensor `name` swapped.
+fn projector_with(name: &str, dtype: safetensors::Dtype, shape: Vec<usize>) -> Vec<u8> {
+    swap_tensor(&fixture(write_llara_adapter, "projector.safetensors"), name, dtype, shape)
+}
+
+/// The projector file of [`write_llara_adapter`] with every value of tensor `name` set to `value`.
+fn projector_filled(name: &str, value: f32) -> Vec<u8> {
+    let bytes = fixture(write_llara_adapter, "projector.safetensors");
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = file.tensor(name).unwrap().shape().to_vec();
+    let filled: Vec<u8> = std::iter::repeat_n(value.to_le_bytes(), shape.iter().product()).flatten().collect();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> =
+        file.tensors().into_iter().filter(|(n, _)| n != name).collect();
+    tensors.push((
+        name.to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &filled).unwrap(),
+    ));
+    safetensors::serialize(tensors, None).unwrap()
 }
 
 /// The optimizer state of [`write_optimizer`] with its tensors' `param_id` key renamed (the same
@@ -261,6 +290,7 @@ pub fn cases() -> Vec<Case> {
     use safetensors::Dtype;
     let gguf = gguf_bytes();
     let st = model_safetensors();
+    let projector = fixture(write_llara_adapter, "projector.safetensors");
     let adapter_cfg = {
         let d = scratch("adapter-config-fixture");
         write_adapter(&d);
@@ -358,6 +388,14 @@ pub fn cases() -> Vec<Case> {
         case(&PEFT, "adapter_model.safetensors", "tensor of the wrong shape", adapter_with(Q_A, Dtype::F32, vec![8, 31]), &[Q_A, "shape"]),
         case(&PEFT, "adapter_model.safetensors", "tensor of the wrong dtype", adapter_with(Q_A, Dtype::I64, vec![8, 32]), &[Q_A, "dtype"]),
         case(&PEFT, "adapter_model.safetensors", "a tensor this model has no place for", adapter_with("base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight", Dtype::F32, vec![8, 32]), &["layers.9"]),
+        // LLaRA's projector beside the adapter.
+        case(&LLARA, "projector.safetensors", "empty file", "", &[]),
+        case(&LLARA, "projector.safetensors", "truncated", cut(&projector, projector.len() / 2), &[]),
+        case(&LLARA, "projector.safetensors", "no item table", swap_tensor(&projector, "item_table", Dtype::F32, vec![0]), &["item_table"]),
+        case(&LLARA, "projector.safetensors", "layer of the wrong width", projector_with("projector.0.weight", Dtype::F32, vec![31, 6]), &["projector.0.weight", "shape"]),
+        case(&LLARA, "projector.safetensors", "layer of the wrong dtype", projector_with("projector.2.bias", Dtype::I64, vec![32]), &["projector.2.bias", "dtype"]),
+        case(&LLARA, "projector.safetensors", "a NaN weight", projector_filled("projector.2.weight", f32::NAN), &["projector.2.weight", "finite"]),
+        case(&LLARA, "projector.safetensors", "a tensor a projector has no place for", projector_with("projector.4.weight", Dtype::F32, vec![2, 2]), &["projector.4.weight"]),
         // GGUF.
         case(&GGUF, "m.gguf", "empty file", "", &["truncated"]),
         case(&GGUF, "m.gguf", "bad magic", b"GGUX\x03\0\0\0".to_vec(), &["magic"]),
@@ -435,7 +473,7 @@ fn every_bad_input_is_an_error_naming_the_file() {
 /// The valid sets themselves load: the cases above fail for their one bad file, not the set.
 #[test]
 fn every_valid_set_loads() {
-    for format in [&PROCESSED, &AMAZON, &RECBOLE, &DISTILLED, &TOKENIZER, &HF, &PEFT, &GGUF, &CHECKPOINT] {
+    for format in [&PROCESSED, &AMAZON, &RECBOLE, &DISTILLED, &TOKENIZER, &HF, &PEFT, &LLARA, &GGUF, &CHECKPOINT] {
         let dir = scratch("valid");
         (format.setup)(&dir);
         (format.load)(&dir).unwrap_or_else(|e| panic!("{}: {e}", format.name));

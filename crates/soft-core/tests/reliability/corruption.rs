@@ -120,6 +120,11 @@ fn damaged_peft_adapters_are_errors_or_valid() {
 }
 
 #[test]
+fn damaged_llara_projectors_are_errors_or_valid() {
+    fuzz(&LLARA, &["projector.safetensors"], CASES, false, false);
+}
+
+#[test]
 fn a_damaged_checkpoint_is_always_refused() {
     let files = [
         "adapter/adapter_model.safetensors",

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
-use soft_core::model::gguf::writer::{q8_0_bytes, write_gguf, Out};
-use soft_core::model::gguf::MetaValue;
+use soft_core::model::formats::gguf::writer::{q8_0_bytes, write_gguf, Out};
+use soft_core::model::formats::gguf::MetaValue;
+use soft_core::model::formats::weights::{expected_shapes, FloatEncoding};
 use soft_core::model::llama::Llama;
-use soft_core::model::weights::{expected_shapes, FloatEncoding};
 use soft_core::train::distill::{to_jsonl, Distilled};
 use soft_core::train::{LmExample, LmTrainer, TrainConfig};
 
@@ -146,7 +146,7 @@ pub const VOCAB: usize = 300;
 /// A byte-level BPE tokenizer of at most [`VOCAB`] tokens, as `tokenizer.json` text.
 pub fn tokenizer_json() -> String {
     let texts: Vec<String> = ["Alpha", "Beta", "Gamma", "Delta and Co"].iter().map(|t| t.repeat(3)).collect();
-    let tokenizer = soft_core::model::tokenizer::train_bpe(&texts, VOCAB, &[]).unwrap();
+    let tokenizer = soft_core::model::formats::tokenizer::train_bpe(&texts, VOCAB, &[]).unwrap();
     tokenizer.to_string(false).unwrap()
 }
 
@@ -162,6 +162,21 @@ pub fn write_hf_dir(dir: &Path) {
 pub fn write_adapter(dir: &Path) {
     let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
     small_model().with_lora(&lora, 3).unwrap().save_adapter(dir, "small").unwrap();
+}
+
+/// A LLaRA adapter directory: the adapter of [`write_adapter`] and `projector.safetensors` (a
+/// 12-item table of width 6 and the projector into [`small_model`]).
+pub fn write_llara_adapter(dir: &Path) {
+    let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
+    llara_model().with_lora(&lora, 3).unwrap().save_adapter(dir, "small").unwrap();
+}
+
+/// [`small_model`] reading item slots through a projector over a fixed 12 x 6 item table.
+pub fn llara_model() -> Llama {
+    let device = Device::flex();
+    let values: Vec<f32> = (0..12 * 6).map(|i| ((i * 37 % 23) as f32 - 11.0) / 10.0).collect();
+    let table = burn::tensor::Tensor::<2>::from_data(burn::tensor::TensorData::new(values, [12, 6]), &device);
+    small_model().with_items(table, 5).unwrap()
 }
 
 /// AdamW's state after one step on [`small_model`] with LoRA, written to `path`.

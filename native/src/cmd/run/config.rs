@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use soft_core::baselines::SasRecConfig;
+use soft_core::data::prompt::Backbone;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::train::scheduler::{validate_alpha, DEFAULT_ALPHA};
@@ -20,7 +21,8 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 27] = [
+const RESUME_CONFLICTS: [&str; 28] = [
+    "backbones",
     "out",
     "profile",
     "model",
@@ -137,6 +139,10 @@ pub struct Args {
     pub lr: Option<f64>,
     #[command(flatten)]
     pub prompt: PromptArgs,
+    /// The LLM-based recommenders SOFT is applied to, comma-separated: `bigrec` (titles only),
+    /// `llara` (titles and the run's SASRec item embeddings through a trained projector).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bigrec")]
+    pub backbones: Vec<Backbone>,
     #[command(flatten)]
     pub lora: LoraArgs,
     #[arg(long, value_enum, default_value = "auto")]
@@ -238,6 +244,13 @@ pub struct RunConfig {
     /// Missing in runs started before the option existed: `all`, what they used.
     #[serde(default)]
     pub sasrec_train_on: TrainOn,
+    /// Missing in runs from before LLaRA: BIGRec alone.
+    #[serde(default = "bigrec_only")]
+    pub backbones: Vec<Backbone>,
+}
+
+fn bigrec_only() -> Vec<Backbone> {
+    vec![Backbone::Bigrec]
 }
 
 impl RunConfig {
@@ -251,6 +264,9 @@ impl RunConfig {
             bail!("--pretrain-steps pre-trains the `tiny` model, not `{model}`");
         }
         let alpha = if args.alpha.is_empty() { vec![DEFAULT_ALPHA] } else { checked_alphas(&args.alpha)? };
+        if let Some(b) = args.backbones.iter().enumerate().find(|(i, b)| args.backbones[..*i].contains(b)) {
+            bail!("--backbones lists {} twice", b.1.name());
+        }
         Ok(Self {
             profile: args.profile,
             model,
@@ -273,12 +289,16 @@ impl RunConfig {
             seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
             sasrec_epochs: args.sasrec_epochs.unwrap_or(p.sasrec_epochs),
             sasrec_train_on: args.sasrec_train_on,
+            backbones: args.backbones.clone(),
         })
     }
 
-    /// SFT's settings for `seed`; SOFT takes its own from the SFT run.
-    pub fn sft_config(&self, seed: u64) -> SftConfig {
-        self.sft.config(seed)
+    /// SFT's settings for `seed` and `backbone` (the run's prompt with that backbone); SOFT takes
+    /// its own from the SFT run.
+    pub fn sft_config(&self, seed: u64, backbone: Backbone) -> SftConfig {
+        let mut config = self.sft.config(seed);
+        config.prompt.backbone = backbone;
+        config
     }
 
     pub fn sasrec_config(&self, seed: u64) -> SasRecConfig {
@@ -342,7 +362,8 @@ mod tests {
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
         keys.retain(|k| {
-            !["sasrec_train_on", "prompt", "lora_targets", "beams", "ranking", "pretrain_steps"].contains(k)
+            !["sasrec_train_on", "prompt", "lora_targets", "beams", "ranking", "pretrain_steps", "backbones"]
+                .contains(k)
         });
         let old: serde_json::Value = serde_json::from_str(old).unwrap();
         assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
@@ -408,16 +429,27 @@ mod tests {
             "0.01",
         ])
         .unwrap()
-        .sft_config(1);
+        .sft_config(1, Backbone::Bigrec);
         assert_eq!(c.prompt.template, soft_core::data::prompt::Template::Chat);
         assert_eq!((c.prompt.history_len, c.prompt.title_tokens), (Some(5), Some(12)));
         assert_eq!(c.lora.target_modules, ["q_proj", "k_proj", "v_proj", "o_proj"]);
         assert_eq!(c.train.lr, 0.01);
-        let d = config_of(&[]).unwrap().sft_config(1);
+        let d = config_of(&[]).unwrap().sft_config(1, Backbone::Bigrec);
         assert_eq!((d.prompt, d.lora.target_modules), (Default::default(), vec!["q_proj".into(), "v_proj".into()]));
         assert_eq!((d.beams, d.ranking), (4, Ranking::TopBeam), "the paper's: 4 beams, the top one ranked");
-        let r = config_of(&["--beams", "10", "--ranking", "beams"]).unwrap().sft_config(1);
+        let r = config_of(&["--beams", "10", "--ranking", "beams"]).unwrap().sft_config(1, Backbone::Bigrec);
         assert_eq!((r.beams, r.ranking), (10, Ranking::Beams));
+    }
+
+    #[test]
+    fn backbones_reach_the_sft_config_and_default_to_bigrec() {
+        assert_eq!(config_of(&[]).unwrap().backbones, [Backbone::Bigrec]);
+        let both = config_of(&["--backbones", "bigrec,llara"]).unwrap();
+        assert_eq!(both.backbones, [Backbone::Bigrec, Backbone::Llara]);
+        assert_eq!(both.sft_config(1, Backbone::Llara).prompt.backbone, Backbone::Llara);
+        let twice = config_of(&["--backbones", "llara,llara"]).unwrap_err().to_string();
+        assert!(twice.contains("twice"), "{twice}");
+        assert!(config_of(&["--backbones", "bert4rec"]).is_err());
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use soft_core::data::dataset::ITEMS_FILE;
+use soft_core::data::prompt::Backbone;
 use soft_core::data::Catalog;
-use soft_core::model::pretrained::{tiny_dir, WEIGHTS_FILE};
+use soft_core::model::formats::pretrained::{tiny_dir, WEIGHTS_FILE};
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::pretrain::PretrainConfig;
 use soft_core::train::scheduler::Schedule;
@@ -24,10 +25,10 @@ use soft_core::train::scheduler::Schedule;
 pub use self::config::Args;
 use self::config::{extended_alphas, RunConfig, CONFIG_FILE};
 use self::layout::{
-    decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT, SOFT_WITHOUT_SA,
-    TINY_DIR,
+    backbone_dir, decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT,
+    SOFT_WITHOUT_SA, TINY_DIR,
 };
-use super::baseline::{self, Baseline};
+use super::baseline::{self, Baseline, LlaraInputs};
 use super::distill::{self, DISTILLED_FILE};
 use super::eval::{self, read_metrics, METRICS_FILE};
 use super::prepare::{self, SPLIT_FILE, TEST_FILE};
@@ -130,24 +131,29 @@ impl Runner<'_> {
         self.evals(&options.out, false)
     }
 
-    /// The base model prompted with the history, untuned: the paper's "Guidance-Only".
-    fn guidance_only(&mut self) -> Result<()> {
+    /// The base model prompted with the history, untuned: the paper's "Guidance-Only", written
+    /// to `out`. LLaRA's reads the seed's SASRec (`llara`) through an untrained projector.
+    fn guidance_only(&mut self, out: PathBuf, backbone: Backbone, llara: Option<LlaraInputs>) -> Result<()> {
         let c = self.config;
+        let mut prompt = c.sft.prompt.clone();
+        prompt.backbone = backbone;
+        let details = GuidanceOnlyDetails {
+            base_model: self.model(),
+            beams: c.sft.beams,
+            max_new_tokens: c.sft.max_new_tokens,
+            decoding: c.sft.decoding,
+            ranking: c.sft.ranking,
+            prompt,
+        };
         let options = baseline::Options {
-            baseline: Baseline::GuidanceOnly(GuidanceOnlyDetails {
-                base_model: self.model(),
-                beams: c.sft.beams,
-                max_new_tokens: c.sft.max_new_tokens,
-                decoding: c.sft.decoding,
-                ranking: c.sft.ranking,
-                prompt: c.sft.prompt.clone(),
-            }),
-            out: self.out.join(GUIDANCE_ONLY),
+            baseline: Baseline::GuidanceOnly(details, llara),
+            out,
             data: c.data.clone(),
             train_on: TrainOn::All,
             backend: self.backend,
         };
-        self.stage("guidance-only".into(), complete_run(&options.out)?, || baseline::execute(&options))?;
+        let name = backbone_dir(backbone, GUIDANCE_ONLY);
+        self.stage(name, complete_run(&options.out)?, || baseline::execute(&options))?;
         self.evals(&options.out, true)
     }
 
@@ -188,41 +194,64 @@ impl Runner<'_> {
         };
         self.stage(format!("sasrec, seed {seed}"), complete_run(&sasrec.out)?, || baseline::execute(&sasrec))?;
         self.evals(&sasrec.out, false)?;
+        for &backbone in &c.backbones {
+            self.backbone(&base, seed, backbone, &sasrec.out)?;
+        }
+        Ok(())
+    }
 
-        let sft_dir = base.join(SFT);
+    /// The language models of `backbone` for `seed` (in `base`, the seed's directory): SFT,
+    /// distillation, SOFT per alpha and without SA; LLaRA's read the seed's SASRec in `sasrec`
+    /// and have their own Guidance-Only.
+    fn backbone(&mut self, base: &Path, seed: u64, backbone: Backbone, sasrec: &Path) -> Result<()> {
+        let (c, backend) = (self.config, self.backend);
+        let dir = |name: &str| base.join(backbone_dir(backbone, name));
+        let llara = (backbone == Backbone::Llara).then(|| sasrec.to_path_buf());
+        if backbone == Backbone::Llara {
+            let inputs = LlaraInputs { sasrec: sasrec.to_path_buf(), seed };
+            self.guidance_only(dir(GUIDANCE_ONLY), backbone, Some(inputs))?;
+        }
+        // BIGRec's stages keep their names: logs and tools read them.
+        let tag = |stage: &str| match backbone {
+            Backbone::Bigrec => format!("{stage}, seed {seed}"),
+            Backbone::Llara => format!("{} {stage}, seed {seed}", backbone.name()),
+        };
+
+        let sft_dir = dir(SFT);
         let sft = sft::Options {
             model: self.model(),
             out: sft_dir.clone(),
             data: c.data.clone(),
-            config: c.sft_config(seed),
+            config: c.sft_config(seed, backbone),
             backend,
             resume: sft_dir.exists(),
+            sasrec: llara,
         };
-        self.stage(format!("sft, seed {seed}"), complete_run(&sft_dir)?, || sft::execute(&sft))?;
+        self.stage(tag("sft"), complete_run(&sft_dir)?, || sft::execute(&sft))?;
         self.evals(&sft_dir, true)?;
 
         let distill = distill::Options { run: sft_dir.clone(), data: c.data.clone(), backend };
         let done = complete(&sft_dir.join(DISTILLED_FILE), |p| Ok(load_jsonl(p)?))?;
-        self.stage(format!("distill, seed {seed}"), done, || distill::execute(&distill))?;
+        self.stage(tag("distill"), done, || distill::execute(&distill))?;
 
         // SOFT once per alpha, then the ablation (its schedule ignores alpha).
         let runs = c.alpha.iter().enumerate().map(|(i, &a)| (soft_dir(i, a), Schedule::Adaptive, a));
         let ablation = (SOFT_WITHOUT_SA.to_string(), Schedule::DistilledOnly, c.alpha[0]);
         for (name, schedule, alpha) in runs.chain([ablation]) {
-            let dir = base.join(&name);
+            let soft_out = dir(&name);
             let soft = soft::Options {
                 sft: sft_dir.clone(),
-                out: dir.clone(),
+                out: soft_out.clone(),
                 alpha,
                 schedule,
                 epochs: Some(c.sft.epochs),
                 d_samples: c.d_samples,
                 data: c.data.clone(),
                 backend,
-                resume: dir.exists(),
+                resume: soft_out.exists(),
             };
-            self.stage(format!("{name}, seed {seed}"), complete_run(&dir)?, || soft::execute(&soft))?;
-            self.evals(&dir, true)?;
+            self.stage(tag(&name), complete_run(&soft_out)?, || soft::execute(&soft))?;
+            self.evals(&soft_out, true)?;
         }
         Ok(())
     }
@@ -263,7 +292,9 @@ pub fn execute(args: &Args) -> Result<()> {
     if config.model == "tiny" {
         runner.pretrain_tiny()?;
     }
-    runner.guidance_only()?;
+    if config.backbones.contains(&Backbone::Bigrec) {
+        runner.guidance_only(out.join(GUIDANCE_ONLY), Backbone::Bigrec, None)?;
+    }
     for (i, &seed) in config.seeds.iter().enumerate() {
         runner.seed(i, seed)?;
     }

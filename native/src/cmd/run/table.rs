@@ -5,13 +5,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use soft_core::data::prompt::Backbone;
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
 use soft_core::eval::statistics::{bootstrap_mean, paired, Interval, Metric, LEVEL, RESAMPLES};
 use soft_core::eval::target_rank;
 
 use super::config::RunConfig;
-use super::layout::{decodings, method_dirs, methods, test_dir, Method, SFT, SOFT};
+use super::layout::{backbone_dir, decodings, method_dirs, methods, test_dir, Method, SFT, SOFT};
 use crate::cmd::eval::{read_metrics, read_predictions, METRICS_FILE, PREDICTIONS_FILE};
 
 /// The columns, as `metrics.json` names them.
@@ -86,7 +87,7 @@ fn row_label(method: &Method, decoding: Decoding) -> String {
 
 pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String> {
     let seeds = config.seeds.len();
-    let methods = methods(&config.alpha);
+    let methods = methods(&config.alpha, &config.backbones);
     let mut loaded = Vec::new();
     for method in &methods {
         for &decoding in decodings(method.llm) {
@@ -121,20 +122,24 @@ pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String
             .collect();
         text += &format!("| {} | {} |\n", row_label(method, *decoding), cells.join(" | "));
     }
-    text += &soft_vs_sft(&loaded, n)?;
+    for &backbone in &config.backbones {
+        text += &soft_vs_sft(&loaded, n, backbone)?;
+    }
     Ok(text)
 }
 
-/// SOFT (first alpha) against SFT on the same test examples: the paired difference with its
-/// interval and p-value, and how many hits the noise spans.
-fn soft_vs_sft(loaded: &[(&Method, Decoding, Evaluated)], n: usize) -> Result<String> {
+/// SOFT (first alpha) against SFT of `backbone` on the same test examples: the paired
+/// difference with its interval and p-value, and how many hits the noise spans.
+fn soft_vs_sft(loaded: &[(&Method, Decoding, Evaluated)], n: usize, backbone: Backbone) -> Result<String> {
     let find = |dir: &str, d: Decoding| {
+        let dir = backbone_dir(backbone, dir);
         loaded.iter().find(|(m, dd, _)| m.dir == dir && *dd == d).map(|(_, _, e)| e).context("SFT or SOFT row missing")
     };
     let mut text = format!(
-        "\nSOFT vs SFT, paired over the same {n} test examples (resampled together; p: two-sided paired \
+        "\n{} SOFT vs SFT, paired over the same {n} test examples (resampled together; p: two-sided paired \
          sign-flip test, {RESAMPLES} permutations)\n\n| decoding | metric | SFT | SOFT | SOFT − SFT [{:.0} % interval] | \
          relative | p |\n|---|---|---|---|---|---|---|\n",
+        backbone.label(),
         100.0 * LEVEL
     );
     let mut noise_hits = 0.0f64;

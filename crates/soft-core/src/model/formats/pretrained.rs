@@ -9,17 +9,17 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
-use crate::model::hf::{self, checkpoint_from_bytes, special_ids_from_bytes};
+use crate::model::formats::hf::{self, checkpoint_from_bytes, special_ids_from_bytes};
+use crate::model::formats::tokenizer::SpecialIds;
 use crate::model::llama::Llama;
-use crate::model::tokenizer::SpecialIds;
 use crate::{Error, Result};
 #[cfg(feature = "native")]
 use {
     crate::model::config::LlamaConfig,
-    crate::model::gguf::llama::load_llama_gguf,
-    crate::model::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf},
-    crate::model::hf::{load_hf_checkpoint, read_special_ids},
-    crate::model::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer},
+    crate::model::formats::gguf::llama::load_llama_gguf,
+    crate::model::formats::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf},
+    crate::model::formats::hf::{load_hf_checkpoint, read_special_ids},
+    crate::model::formats::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer},
     burn::module::Module,
 };
 
@@ -28,6 +28,7 @@ pub const CONFIG_FILE: &str = "llama.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
+#[derive(Clone)]
 pub struct Pretrained {
     pub model: Llama,
     pub tokenizer: Tokenizer,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{GgufFile, Metadata};
 use crate::model::config::{implied_head_dim, LlamaConfig, PROJECTIONS};
-use crate::model::weights::{check_weights, RawTensor, WeightMap};
+use crate::model::formats::weights::{check_weights, RawTensor, WeightMap};
 use crate::{Error, Result};
 
 /// llama.cpp's names of a block's projections, in [`PROJECTIONS`] order.
@@ -95,6 +95,7 @@ fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
         },
         head_dim: implied_head_dim(hidden_size, n_heads, file.path())?,
         rope_theta: float("rope.freq_base", Some(10_000.0))?,
+        rope_scaling: crate::model::config::RopeScaling::None,
         rms_eps: float("attention.layer_norm_rms_epsilon", None)?,
         max_seq_len: size("context_length")?,
         tie_embeddings: !file.tensors.contains_key("output.weight"),
@@ -146,7 +147,7 @@ mod tests {
     use super::super::writer::{q8_0_bytes, temp_path, write_gguf, Out};
     use super::super::MetaValue;
     use super::*;
-    use crate::model::weights::{expected_shapes, FloatEncoding};
+    use crate::model::formats::weights::{expected_shapes, FloatEncoding};
     use std::path::PathBuf;
 
     /// The inverse of `unpermute_rows`: what llama.cpp's converter does to Q and K.
@@ -211,6 +212,7 @@ mod tests {
             n_kv_heads: KV_HEADS,
             head_dim: HIDDEN / HEADS,
             rope_theta: 100_000.0,
+            rope_scaling: crate::model::config::RopeScaling::None,
             rms_eps: 1e-5,
             max_seq_len: 128,
             tie_embeddings: true,

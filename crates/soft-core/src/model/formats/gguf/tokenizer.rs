@@ -5,7 +5,7 @@ use tokenizers::models::bpe::{Merges, Vocab, BPE};
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::Metadata;
-use crate::model::tokenizer::{byte_level_tokenizer, SpecialIds};
+use crate::model::formats::tokenizer::{byte_level_tokenizer, SpecialIds};
 use crate::{Error, Result};
 
 /// From `tokenizer.ggml.{bos,eos,padding}_token_id` and `add_bos_token`; padding defaults
@@ -94,8 +94,8 @@ pub fn tokenizer_from_gguf(meta: &Metadata) -> Result<Tokenizer> {
 mod tests {
     use super::super::MetaValue;
     use super::*;
-    use crate::model::tokenizer::tests::corpus;
-    use crate::model::tokenizer::{train_bpe, ENDOFTEXT};
+    use crate::model::formats::tokenizer::tests::corpus;
+    use crate::model::formats::tokenizer::{train_bpe, ENDOFTEXT};
     use std::collections::BTreeMap;
 
     /// GGUF metadata carrying `tok`'s vocabulary and merges, as llama.cpp's converter writes them.

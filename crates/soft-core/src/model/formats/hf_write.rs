@@ -7,10 +7,10 @@ use std::path::Path;
 use burn::tensor::Tensor;
 use safetensors::Dtype;
 
-use super::config::LlamaConfig;
-use super::llama::Llama;
 use super::tokenizer::SpecialIds;
 use super::weights::{host_values, transpose, FloatEncoding, RawTensor, WeightMap};
+use crate::model::config::LlamaConfig;
+use crate::model::llama::Llama;
 use crate::{Error, Result};
 
 impl Llama {
@@ -77,7 +77,7 @@ pub fn safetensors_bytes(weights: &WeightMap, encoding: FloatEncoding, path: &Pa
 /// A Llama `config.json` for `config` with `special`'s BOS and EOS, as `hf::read_config` and
 /// `hf::read_special_ids` read it back (and transformers' `LlamaConfig`).
 pub fn hf_config_json(config: &LlamaConfig, special: &SpecialIds, dtype: &str) -> serde_json::Value {
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_size": config.hidden_size,
@@ -86,7 +86,6 @@ pub fn hf_config_json(config: &LlamaConfig, special: &SpecialIds, dtype: &str) -
         "num_attention_heads": config.n_heads,
         "num_key_value_heads": config.n_kv_heads,
         "head_dim": config.head_dim,
-        "rope_theta": config.rope_theta,
         "rms_norm_eps": config.rms_eps,
         "vocab_size": config.vocab_size,
         "tie_word_embeddings": config.tie_embeddings,
@@ -97,7 +96,13 @@ pub fn hf_config_json(config: &LlamaConfig, special: &SpecialIds, dtype: &str) -
         "eos_token_id": special.eos,
         "pad_token_id": special.pad,
         "torch_dtype": dtype,
-    })
+    });
+    // Theta and any scaling, in the spelling hf.rs and both transformers 4 and 5 read: a model
+    // written without its scaling would load back silently wrong.
+    if let Some(fields) = json.as_object_mut() {
+        fields.extend(crate::model::formats::hf::rope_config_fields(&config.rope()));
+    }
+    json
 }
 
 /// `tokenizer_config.json`'s one field the loaders read: whether prompts start with BOS.
@@ -108,7 +113,7 @@ pub fn tokenizer_config_json(special: &SpecialIds) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::hf::{config_from_bytes, safetensors_from_bytes, special_ids_from_bytes};
+    use crate::model::formats::hf::{config_from_bytes, safetensors_from_bytes, special_ids_from_bytes};
     use crate::model::llama::tests::{int_tensor, max_abs_diff, small_model};
 
     /// Written and read back, the model computes the same logits: exactly in f32, within f16's

@@ -11,11 +11,12 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::config::{lora_targets, module_name, LoraConfig};
-use super::llama::Llama;
-use super::lora::LoraAdapter;
 use super::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
 use crate::hash::{fnv1a, FNV_OFFSET};
+use crate::model::config::{lora_targets, module_name, LoraConfig};
+use crate::model::llama::Llama;
+use crate::model::lora::LoraAdapter;
+use crate::model::projector::{ItemProjector, PROJECTOR_FILE};
 use crate::{Error, Result};
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -27,8 +28,9 @@ impl Llama {
         self.lora.as_ref()
     }
 
-    /// Attaches fresh adapters to the target projections, initialised from `seed`. Base
-    /// weights stay frozen, so an optimizer over this model trains the adapters only.
+    /// Attaches fresh adapters to the target projections, initialised from `seed`, and (LLaRA)
+    /// a fresh item projector drawn from `seed`: the trainable parts of a stage. Base weights
+    /// and the item table stay frozen, so an optimizer over this model trains only those parts.
     pub fn with_lora(mut self, config: &LoraConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         self.refuse_second_adapter()?;
@@ -42,6 +44,7 @@ impl Llama {
             }
         }
         self.lora = Some(config.clone());
+        self.items = self.items.map(|p| p.fresh(seed));
         Ok(self)
     }
 
@@ -54,11 +57,15 @@ impl Llama {
     }
 
     /// Writes the adapters as a PEFT adapter directory: `adapter_model.safetensors` (f32) and
-    /// `adapter_config.json` naming `base_model` as `base_model_name_or_path`.
+    /// `adapter_config.json` naming `base_model` as `base_model_name_or_path`; with an item
+    /// projector (LLaRA), also [`PROJECTOR_FILE`] with the table it reads.
     pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
         let config =
             self.lora.as_ref().ok_or_else(|| Error::ModelState("the model has no LoRA adapters to save".into()))?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if self.items.is_some() {
+            self.save_projector(dir)?;
+        }
         let path = dir.join(ADAPTER_WEIGHTS);
 
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -89,14 +96,45 @@ impl Llama {
 
     /// Attaches the adapters of a PEFT adapter directory (ours or Python PEFT's, f32/f16/bf16).
     /// Every target projection must have both factors with matching shapes, and the file must
-    /// hold nothing else.
+    /// hold nothing else. A directory with [`PROJECTOR_FILE`] (LLaRA) also sets the item
+    /// projector and its table; a model that reads item slots refuses a directory without one.
     pub fn load_adapter(self, dir: &Path) -> Result<Self> {
         self.refuse_second_adapter()?;
         let config_path = dir.join(ADAPTER_CONFIG);
         let config = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let path = dir.join(ADAPTER_WEIGHTS);
         let weights = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        self.load_adapter_from_bytes(&config, &weights, dir)
+        let model = match dir.join(PROJECTOR_FILE) {
+            projector if projector.exists() => self.load_projector(dir)?,
+            projector if self.items.is_some() => {
+                return Err(Error::format(projector, "missing: this LLaRA model's adapter needs its item projector"))
+            }
+            _ => self,
+        };
+        model.load_adapter_from_bytes(&config, &weights, dir)
+    }
+
+    /// Writes the item projector and its table to `dir/`[`PROJECTOR_FILE`].
+    pub fn save_projector(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(PROJECTOR_FILE);
+        let projector =
+            self.items.as_ref().ok_or_else(|| Error::ModelState("the model has no item projector".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let bytes = projector.to_safetensors(&path)?;
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))
+    }
+
+    /// The model with the item projector (and table) of `dir/`[`PROJECTOR_FILE`].
+    pub fn load_projector(self, dir: &Path) -> Result<Self> {
+        let path = dir.join(PROJECTOR_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        self.load_projector_from_bytes(&bytes, &path)
+    }
+
+    /// [`Llama::load_projector`] from the file's bytes (the page fetches them); `path` names it.
+    pub fn load_projector_from_bytes(self, bytes: &[u8], path: &Path) -> Result<Self> {
+        let projector = ItemProjector::from_safetensors(bytes, path, self.config.hidden_size, &self.device())?;
+        self.with_projector(projector).map_err(|e| Error::format(path, e.to_string()))
     }
 
     /// [`Llama::load_adapter`] from the bytes of `adapter_config.json` and

@@ -3,12 +3,12 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::llama::Llama;
+use crate::model::llama::Llama;
 use crate::{Error, Result};
 
 /// Left-pads `rows` into `(tokens, attention_mask)`, both `[B, longest]`, on the model's device.
+/// Every id must be a token of the model's vocabulary or a slot of an item it embeds.
 pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
-    let vocab = model.config().vocab_size;
     let width = rows.iter().map(|r| r.as_ref().len()).max().ok_or_else(|| Error::Input("empty batch".into()))?;
     let mut tokens = Vec::with_capacity(rows.len() * width);
     let mut mask = Vec::with_capacity(rows.len() * width);
@@ -17,9 +17,7 @@ pub fn left_pad<S: AsRef<[u32]>>(model: &Llama, rows: &[S]) -> Result<(Tensor<2,
         if row.is_empty() {
             return Err(Error::Input(format!("sequence {i} of the batch is empty")));
         }
-        if let Some(&t) = row.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Input(format!("token id {t} is outside the vocabulary ({vocab})")));
-        }
+        model.check_input_ids(row)?;
         let pad = width - row.len();
         tokens.extend(std::iter::repeat_n(0, pad).chain(row.iter().map(|&t| t as i64)));
         mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, row.len())));

@@ -11,6 +11,8 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::data::prompt::{prompt_pieces, PromptPiece};
+use crate::model::projector::item_slot;
 use crate::{Error, Result};
 
 /// End of text; also the padding token of tokenizers trained here.
@@ -121,9 +123,17 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::tokenizer("encoding", e))
 }
 
-/// Prompt token ids, with BOS first when the model's tokenizer config asks for it.
+/// Prompt token ids, with BOS first when the model's tokenizer config asks for it. Each item
+/// marker of a LLaRA prompt (`data::prompt::item_marker`) becomes that item's slot
+/// (`model::projector::item_slot`); the text between markers is encoded piece by piece.
 pub fn encode_prompt(tokenizer: &Tokenizer, special: &SpecialIds, text: &str) -> Result<Vec<u32>> {
-    let mut ids = encode(tokenizer, text)?;
+    let mut ids = Vec::new();
+    for piece in prompt_pieces(text)? {
+        match piece {
+            PromptPiece::Text(text) => ids.extend(encode(tokenizer, text)?),
+            PromptPiece::Item(id) => ids.push(item_slot(id)),
+        }
+    }
     if special.add_bos {
         ids.insert(0, special.bos.unwrap_or(special.eos));
     }

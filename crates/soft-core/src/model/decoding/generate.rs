@@ -10,10 +10,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::batch::left_pad;
 use super::beam_search::keep_best;
 pub use super::beam_search::{host_candidates, Beam, BeamConfig, BeamSearch, Hypothesis, Step};
-use super::kv_cache::KvCache;
-use super::llama::Llama;
 use super::trie::TitleTrie;
-use super::weights::{host_values, host_values_async};
+use crate::model::formats::weights::{host_values, host_values_async};
+use crate::model::kv_cache::KvCache;
+use crate::model::llama::Llama;
 use crate::Result;
 
 /// Greedy decoding: for each prompt, the most likely token at every step until EOS (not
@@ -24,12 +24,12 @@ pub fn greedy<S: AsRef<[u32]>>(
     max_new_tokens: usize,
     eos_token_id: u32,
 ) -> Result<Vec<Vec<u32>>> {
-    let (tokens, mask) = left_pad(model, prompts)?;
-    let mut cache = model.new_cache(tokens.dims()[1] + max_new_tokens);
+    let batch = PromptBatch::from_tokens(model, prompts)?;
+    let mut cache = model.new_cache(batch.len() + max_new_tokens);
     let mut outputs = vec![Vec::new(); prompts.len()];
     // The prompt each cache row belongs to.
     let mut active: Vec<usize> = (0..prompts.len()).collect();
-    let mut logits = last_logits(model, tokens, mask, &mut cache);
+    let mut logits = last_logits(model, batch, &mut cache);
     for step in 0..max_new_tokens {
         let next = read_ints(logits.argmax(1).reshape([active.len()]))?;
         let (mut rows, mut next_tokens) = (Vec::new(), Vec::new());
@@ -69,6 +69,13 @@ pub fn beam_search<S: AsRef<[u32]> + Sync>(
     prompts: &[S],
     config: &BeamConfig,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    beam_search_embedded(model, PromptBatch::from_tokens(model, prompts)?, config)
+}
+
+/// [`beam_search`] from prompts given as input embeddings (`prompts`: left-padded, one row per
+/// prompt): what a backbone that is not text alone (LLaRA) hands the model. With the token
+/// embeddings of token prompts it is [`beam_search`].
+pub fn beam_search_embedded(model: &Llama, prompts: PromptBatch, config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
     // On the CPU backend the values are in memory already, and a partial selection on them
     // beats burn-flex's top-k, which sorts whole rows (BENCHMARKS.md: a profile of generation).
     let on_host = model.device() == Device::flex();
@@ -84,9 +91,9 @@ pub fn beam_search<S: AsRef<[u32]> + Sync>(
 
 /// [`beam_search`] with each step's candidates ranked on the host (`on_host`) or by the
 /// device's top-k.
-fn beam_search_ranked<S: AsRef<[u32]>>(
+fn beam_search_ranked(
     model: &Llama,
-    prompts: &[S],
+    prompts: PromptBatch,
     config: &BeamConfig,
     on_host: bool,
 ) -> Result<Vec<Vec<Hypothesis>>> {
@@ -117,7 +124,7 @@ pub async fn beam_search_async<S: AsRef<[u32]>>(
     prompts: &[S],
     config: &BeamConfig,
 ) -> Result<Vec<Vec<Hypothesis>>> {
-    let (mut search, mut cache, mut logprobs) = start(model, prompts, config)?;
+    let (mut search, mut cache, mut logprobs) = start(model, PromptBatch::from_tokens(model, prompts)?, config)?;
     loop {
         let values: Vec<f32> = host_values_async(logprobs).await?;
         let candidates = host_candidates(&search, &values, search.candidates_needed())?;
@@ -209,27 +216,51 @@ pub fn allowed_candidates(
         .collect())
 }
 
+/// Left-padded prompts as the model reads them: input embeddings `[B, T, hidden]` and the
+/// attention mask `[B, T]` (1 = real position).
+pub struct PromptBatch {
+    pub embeddings: Tensor<3>,
+    pub mask: Tensor<2, Int>,
+}
+
+impl PromptBatch {
+    /// Token prompts (item slots included, see `model/projector.rs`), left-padded and embedded.
+    pub fn from_tokens<S: AsRef<[u32]>>(model: &Llama, prompts: &[S]) -> Result<Self> {
+        let (tokens, mask) = left_pad(model, prompts)?;
+        Ok(Self { embeddings: model.embed(tokens), mask })
+    }
+
+    /// Prompts in the batch.
+    pub fn rows(&self) -> usize {
+        self.mask.dims()[0]
+    }
+
+    /// Positions per row (the longest prompt's length).
+    pub fn len(&self) -> usize {
+        self.mask.dims()[1]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The search's state, a cache sized for the whole answer, and the prompts' first log-probs
 /// `[B, vocab]`: the start both drivers share.
-fn start<S: AsRef<[u32]>>(
-    model: &Llama,
-    prompts: &[S],
-    config: &BeamConfig,
-) -> Result<(BeamSearch, KvCache, Tensor<2>)> {
-    let search = BeamSearch::new(config, model.config().vocab_size, prompts.len())?;
-    let (tokens, mask) = left_pad(model, prompts)?;
+fn start(model: &Llama, prompts: PromptBatch, config: &BeamConfig) -> Result<(BeamSearch, KvCache, Tensor<2>)> {
+    let search = BeamSearch::new(config, model.config().vocab_size, prompts.rows())?;
     // Sized for the prompts alone: every beam of a prompt shares their keys and values, kept
     // contiguous, and the answers' go after them.
-    let mut cache = model.new_cache(tokens.dims()[1]);
-    let logprobs = log_softmax(last_logits(model, tokens, mask, &mut cache));
+    let mut cache = model.new_cache(prompts.len());
+    let logprobs = log_softmax(last_logits(model, prompts, &mut cache));
     cache.share_prefix(config.max_new_tokens);
     Ok((search, cache, logprobs))
 }
 
-/// Runs `tokens` through the model, extending `cache`, and returns the logits of the last
+/// Runs `inputs` through the model, extending `cache`, and returns the logits of the last
 /// column, `[B, vocab]` (with left padding, every row's latest token).
-fn last_logits(model: &Llama, tokens: Tensor<2, Int>, mask: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
-    let hidden = model.hidden_states(tokens, mask, Some(cache));
+fn last_logits(model: &Llama, inputs: PromptBatch, cache: &mut KvCache) -> Tensor<2> {
+    let hidden = model.hidden_states_from_embeddings(inputs.embeddings, inputs.mask, Some(cache));
     let [b, t, _] = hidden.dims();
     // Only the last column goes through the LM head: vocab-wide logits for the whole prompt
     // would cost more than the rest of the model.
@@ -247,7 +278,7 @@ fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32
     }
     let tokens = tokens.iter().map(|&t| t as i64).collect::<Vec<_>>();
     let tokens = Tensor::from_data(TensorData::new(tokens, [n, 1]), &device);
-    last_logits(model, tokens, Tensor::ones([n, 1], &device), cache)
+    last_logits(model, PromptBatch { embeddings: model.embed(tokens), mask: Tensor::ones([n, 1], &device) }, cache)
 }
 
 fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
@@ -414,7 +445,9 @@ mod tests {
         let free = BeamConfig { num_beams: 4, num_return_sequences: 4, max_new_tokens: 7, ..BeamConfig::new(eos) };
         for config in [free, constrained(&titles, 4, 6), constrained(&titles, 2, 2)] {
             let sync = beam_search(&model, &prompts(), &config).unwrap();
-            let on_device = beam_search_ranked(&model, &prompts(), &config, false).unwrap();
+            let on_device =
+                beam_search_ranked(&model, PromptBatch::from_tokens(&model, &prompts()).unwrap(), &config, false)
+                    .unwrap();
             let async_ = crate::block_on(beam_search_async(&model, &prompts(), &config)).unwrap();
             assert_eq!(sync.len(), async_.len());
             for (s, a) in sync.iter().zip(&async_).chain(on_device.iter().zip(&async_)) {
@@ -443,11 +476,11 @@ mod tests {
 
     /// The real SmolLM2-135M-Instruct and its GGUF metadata, when the GGUF is in `models/`
     /// (scripts/fetch-smollm2.sh); `None`, with a note, when it is not.
-    fn smollm2_if_present() -> Option<(Llama, crate::model::gguf::Metadata)> {
+    fn smollm2_if_present() -> Option<(Llama, crate::model::formats::gguf::Metadata)> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
         crate::test_assets::present_or_required(&path.display().to_string(), path.exists().then_some(()))?;
-        let (_, meta, weights) = crate::model::gguf::llama::load_llama_gguf(&path).unwrap();
+        let (_, meta, weights) = crate::model::formats::gguf::llama::load_llama_gguf(&path).unwrap();
         let config = crate::model::config::LlamaConfig::smollm2_135m();
         let model = Llama::from_weights(&config, &weights, &burn::tensor::Device::flex()).unwrap();
         Some((model, meta))
@@ -460,7 +493,7 @@ mod tests {
         let Some((model, meta)) = smollm2_if_present() else {
             return;
         };
-        let tokenizer = crate::model::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let tokenizer = crate::model::formats::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
         let prompt = tokenizer.encode("The capital of France is", false).unwrap().get_ids().to_vec();
 
         let greedy_ids = greedy(&model, &[prompt.clone()], 2, 2).unwrap();
@@ -480,8 +513,8 @@ mod tests {
         let Some((model, meta)) = smollm2_if_present() else {
             return;
         };
-        let tokenizer = crate::model::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
-        let encode = |text: &str| crate::model::tokenizer::encode(&tokenizer, text).unwrap();
+        let tokenizer = crate::model::formats::gguf::tokenizer::tokenizer_from_gguf(&meta).unwrap();
+        let encode = |text: &str| crate::model::formats::tokenizer::encode(&tokenizer, text).unwrap();
         let cities: Vec<Vec<u32>> = [" London", " Paris", " Berlin", " Rome"].iter().map(|c| encode(c)).collect();
         let config = BeamConfig {
             max_new_tokens: 8,

@@ -41,6 +41,41 @@ struct HfConfig {
     head_dim: Option<usize>,
     bos_token_id: Option<TokenIds>,
     eos_token_id: Option<TokenIds>,
+    /// Keys that change the math where set otherwise than this model computes it: refused then
+    /// (see [`refuse_unimplemented`]).
+    hidden_act: Option<String>,
+    mlp_bias: Option<bool>,
+    use_sliding_window: Option<bool>,
+    sliding_window: Option<Value>,
+}
+
+/// Refuses settings this model does not compute, naming the key: an activation other than SiLU,
+/// MLP biases, and sliding-window attention whose window is shorter than the context (Qwen2's
+/// `use_sliding_window`, Mistral's `sliding_window`; a window as long as the context changes
+/// nothing).
+fn refuse_unimplemented(config: &HfConfig, path: &Path) -> Result<()> {
+    let bad = |msg: String| Err(Error::format(path, msg));
+    if let Some(act) = config.hidden_act.as_deref().filter(|a| *a != "silu") {
+        return bad(format!("hidden_act {act:?} is not supported (only \"silu\")"));
+    }
+    if config.mlp_bias == Some(true) {
+        return bad("mlp_bias = true is not supported".into());
+    }
+    let mistral = config.architectures.iter().any(|a| a == "MistralForCausalLM");
+    let window = config.sliding_window.as_ref().filter(|w| !w.is_null());
+    if config.use_sliding_window == Some(true) || (mistral && window.is_some()) {
+        match window.and_then(Value::as_u64) {
+            Some(w) if w as usize >= config.max_position_embeddings => {}
+            Some(w) => {
+                return bad(format!(
+                    "sliding_window {w} (shorter than max_position_embeddings {}) is not supported",
+                    config.max_position_embeddings
+                ))
+            }
+            None => return bad("use_sliding_window = true without a numeric sliding_window".into()),
+        }
+    }
+    Ok(())
 }
 
 /// The keys of `config.json` that carry rotary settings. Values are kept as JSON so that a
@@ -263,6 +298,7 @@ fn llama_config(config: HfConfig, path: &Path) -> Result<LlamaConfig> {
             ),
         ));
     }
+    refuse_unimplemented(&config, path)?;
     let rope = rope_setting(&config.rope, path)?;
     let head_dim = implied_head_dim(config.hidden_size, config.num_attention_heads, path)?;
     let llama = LlamaConfig {
@@ -661,6 +697,29 @@ mod tests {
         assert!(err.contains("`rope_parameters.factor`") && err.contains("`rope_scaling.factor`"), "{err}");
         let err = rope_error(json!({"rope_theta": 1e6, "rope_scaling": {"type": "default", "rope_type": "llama3"}}));
         assert!(err.contains("`rope_scaling.rope_type`") && err.contains("`rope_scaling.type`"), "{err}");
+    }
+
+    #[test]
+    fn settings_the_model_does_not_compute_are_refused_naming_the_key() {
+        use serde_json::json;
+        let read = |extra: Value| config_from_bytes(&llama_json(extra), Path::new("ckpt/config.json"));
+        for (extra, key) in [
+            (json!({"hidden_act": "gelu"}), "hidden_act"),
+            (json!({"mlp_bias": true}), "mlp_bias"),
+            (json!({"use_sliding_window": true, "sliding_window": 4096}), "sliding_window 4096"),
+            (json!({"use_sliding_window": true, "sliding_window": null}), "use_sliding_window"),
+        ] {
+            let err = read(extra.clone()).unwrap_err().to_string();
+            assert!(err.contains("ckpt/config.json") && err.contains(key), "{extra}: {err}");
+        }
+        // What the published configs carry, and a window as long as the context, are fine.
+        for fine in [
+            json!({"hidden_act": "silu", "mlp_bias": false}),
+            json!({"use_sliding_window": false, "sliding_window": 4096}),
+            json!({"use_sliding_window": true, "sliding_window": 131072}),
+        ] {
+            read(fine.clone()).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{GgufFile, Metadata};
+use super::{GgufFile, MetaValue, Metadata};
 use crate::model::config::{implied_head_dim, LlamaConfig, PROJECTIONS};
 use crate::model::formats::weights::{check_weights, RawTensor, WeightMap};
 use crate::{Error, Result};
@@ -69,6 +69,20 @@ fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
         let key = format!("llama.{key}");
         meta.f64(&key)?.or(default).ok_or_else(|| meta.missing(&key))
     };
+    // Llama 3.x's rope scaling lives in GGUF as a frequency-factor tensor (and older files name a
+    // scaling type): reading the file without it would run another model silently.
+    if file.tensors.contains_key("rope_freqs.weight") {
+        return Err(Error::tensor(
+            file.path(),
+            "rope_freqs.weight",
+            "rope frequency factors (Llama 3.x rope scaling) are not supported",
+        ));
+    }
+    if let Some(kind) = meta.get("llama.rope.scaling.type") {
+        if !matches!(kind, MetaValue::Str(s) if s == "none") {
+            return Err(meta.invalid("llama.rope.scaling.type", "rope scaling is not supported in GGUF files"));
+        }
+    }
     let n_heads = size("attention.head_count")?;
     let embd = file
         .tensors
@@ -337,6 +351,19 @@ mod tests {
         let bytes = write_gguf(&tiny_meta(), &tensors, 64);
         let err = load_err("bounds", &bytes[..bytes.len() - 1]);
         assert!(err.contains(&last) && err.contains("past the end"), "{err}");
+    }
+
+    /// Llama 3.x's rope scaling, which this loader does not apply, is refused, not ignored.
+    #[test]
+    fn rope_scaling_in_a_gguf_is_refused_by_name() {
+        let (_, mut tensors) = tiny_model();
+        let mut scaled = tiny_meta();
+        scaled.push(("llama.rope.scaling.type", MetaValue::Str("linear".into())));
+        let err = load_err("scaling-type", &write_gguf(&scaled, &tensors, 64));
+        assert!(err.contains("llama.rope.scaling.type"), "{err}");
+        tensors.push(Out { name: "rope_freqs.weight".into(), shape: vec![8], type_id: 0, bytes: vec![0; 32] });
+        let err = load_err("rope-freqs", &write_gguf(&tiny_meta(), &tensors, 64));
+        assert!(err.contains("rope_freqs.weight") && err.contains("not supported"), "{err}");
     }
 
     #[test]

@@ -480,3 +480,39 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A bad option of any command is refused with a message naming it before the first piece of
+/// work: nothing is written, no stage runs (issue 28's classes: sizes, module names, learning
+/// rates, non-finite numbers, prompt options).
+#[test]
+fn every_bad_option_is_refused_before_any_work() {
+    let dir = scratch("bad-options");
+    let out = dir.join("never");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--out", o, "--history-len", "0"], "history_len"),
+        (vec!["run", "--out", o, "--title-tokens", "0"], "title_tokens"),
+        (vec!["run", "--out", o, "--lora-targets", "foo_proj"], "foo_proj"),
+        (vec!["run", "--out", o, "--lr=-1"], "lr"),
+        (vec!["run", "--out", o, "--lr", "nan"], "lr"),
+        (vec!["run", "--out", o, "--train-size", "0"], "train_size"),
+        (vec!["run", "--out", o, "--epochs", "0"], "epochs"),
+        (vec!["run", "--out", o, "--d-samples", "0"], "d_samples"),
+        (vec!["run", "--out", o, "--sasrec-epochs", "0"], "--sasrec-epochs"),
+        (vec!["prepare", "--out", o, "--train-size", "0"], "train_size"),
+        (vec!["sft", "--out", o, "--lr=-1"], "lr"),
+        (vec!["sft", "--out", o, "--beams", "0"], "beams"),
+        (vec!["soft", "--sft", o, "--out", o, "--d-samples", "0"], "--d-samples"),
+        (vec!["baseline", "--method", "sasrec", "--out", o, "--epochs", "0"], "--epochs"),
+        (vec!["baseline", "--method", "guidance-only", "--out", o, "--history-len", "0"], "history_len"),
+    ];
+    for (args, option) in cases {
+        let started = std::time::Instant::now();
+        let o = run(&args);
+        assert!(!o.status.success() && stderr(&o).contains(option), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("--resume"), "{args:?}: no resume advice for a bad option: {}", stderr(&o));
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        assert!(started.elapsed().as_secs() < 30, "{args:?}: refused only after {:?}", started.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,6 +104,16 @@ impl TryFrom<Args> for Options {
         let mut prompt = args.prompt.prompt();
         prompt.backbone = args.backbone.backbone;
         let llara = sasrec.map(|sasrec| LlaraInputs { sasrec, seed: args.seed });
+        // Bad settings are refused before any work.
+        prompt.validate()?;
+        DataOptions::from(&args.data).validate()?;
+        for (flag, value) in
+            [("--epochs", args.epochs), ("--beams", args.beams), ("--max-new-tokens", args.max_new_tokens)]
+        {
+            if value == 0 {
+                anyhow::bail!("{flag} must be at least 1");
+            }
+        }
         let baseline = match args.method {
             Method::Popularity => Baseline::Popularity,
             Method::Sasrec => {

@@ -82,7 +82,16 @@ fn ml100k_dir() -> PathBuf {
 }
 
 impl DataOptions {
+    /// Refuses sizes that would leave a part of the split (or the k-core) empty.
+    pub fn validate(&self) -> soft_core::Result<()> {
+        if self.k_core == 0 {
+            return Err(soft_core::Error::config("data", "k_core must be at least 1"));
+        }
+        self.split.validate()
+    }
+
     pub fn load(&self) -> soft_core::Result<(Dataset, Split)> {
+        self.validate()?;
         let source = Source::parse(&self.dataset, &ml100k_dir());
         let dataset = Dataset::load(&source, self.k_core, self.domain)?;
         let split = split::split(&dataset.windows, &self.split);

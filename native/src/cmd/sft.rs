@@ -148,7 +148,10 @@ impl TryFrom<Args> for Options {
         };
         let RunDirArgs { out, backend, resume } = args.run_dir;
         let config = settings.config(args.seed);
-        Ok(Self { model: args.model, out, data: (&args.data).into(), config, backend, resume, sasrec })
+        config.validate()?;
+        let data: DataOptions = (&args.data).into();
+        data.validate()?;
+        Ok(Self { model: args.model, out, data, config, backend, resume, sasrec })
     }
 }
 

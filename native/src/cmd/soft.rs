@@ -86,7 +86,12 @@ struct Extra {
 
 pub fn execute(o: &Options) -> Result<()> {
     let started = Instant::now();
-    validate_alpha(o.alpha)?; // reject a bad alpha before any work
+    // Bad settings are refused before any work.
+    validate_alpha(o.alpha)?;
+    if o.d_samples == 0 || o.epochs == Some(0) {
+        bail!("--d-samples and --epochs must be at least 1");
+    }
+    o.data.validate()?;
     let backend = choose(o.backend)?;
     let (dataset, split) = o.data.load()?;
     let distilled_path = o.sft.join(DISTILLED_FILE);

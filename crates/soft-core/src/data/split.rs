@@ -22,6 +22,18 @@ impl Default for SplitConfig {
     }
 }
 
+impl SplitConfig {
+    /// Refuses an empty sample: every part must hold at least one example.
+    pub fn validate(&self) -> crate::Result<()> {
+        for (name, value) in [("train_size", self.train), ("valid_size", self.valid), ("test_size", self.test)] {
+            if value == 0 {
+                return Err(crate::Error::config("split", format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     /// Every window of the training period (baselines may use them all).

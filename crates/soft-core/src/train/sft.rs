@@ -77,6 +77,21 @@ impl Default for SftConfig {
 }
 
 impl SftConfig {
+    /// Refuses settings the stage cannot run with, naming the setting, before any work.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.lora.validate()?;
+        self.prompt.validate()?;
+        for (name, value) in
+            [("epochs", self.max_epochs), ("beams", self.beams), ("max_new_tokens", self.max_new_tokens)]
+        {
+            if value == 0 {
+                return Err(Error::config("training", format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
     /// The beam search of every answer the stage generates, with its decoding applied.
     pub fn decoding_beam(&self, inputs: &SftInputs) -> Result<BeamConfig> {
         self.decoding.apply(self.beam(inputs.special.eos), inputs.tokenizer, inputs.special, inputs.catalog)
@@ -211,7 +226,7 @@ pub fn sft(
     checkpoints: Option<&Checkpoints>,
     progress: Progress,
 ) -> Result<Tuned> {
-    config.prompt.validate()?;
+    config.validate()?;
     check_backbone(&trainable, &config.prompt)?;
     let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
     for e in &data {

@@ -53,6 +53,18 @@ impl Default for SoftConfig {
     }
 }
 
+impl SoftConfig {
+    /// Refuses settings the stage cannot run with, naming the setting, before any work.
+    pub fn validate(&self) -> Result<()> {
+        self.sft.validate()?;
+        crate::train::scheduler::validate_alpha(self.alpha)?;
+        if self.d_samples == 0 {
+            return Err(crate::Error::config("SOFT", "d_samples must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// What one epoch did: `lambda` used during it, `d` measured at its end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SoftEpoch {

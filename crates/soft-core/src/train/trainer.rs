@@ -29,6 +29,29 @@ pub struct TrainConfig {
     pub max_steps: Option<usize>,
 }
 
+impl TrainConfig {
+    /// Refuses settings training cannot use, naming the setting: a learning rate that is not a
+    /// finite number > 0, a negative or non-finite weight decay, empty batches, zero steps.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::config("training", msg));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("the learning rate (lr) must be a finite number > 0, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay must be a finite number >= 0, got {}", self.weight_decay));
+        }
+        for (name, value) in [("micro_batch", self.micro_batch), ("grad_accum", self.grad_accum)] {
+            if value == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if self.max_steps == Some(0) {
+            return bad("max_steps must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// A model on an autodiff device, its optimizer and the step count.
 pub struct LmTrainer {
     pub model: Llama,

@@ -9,8 +9,10 @@ use soft_core::baselines::SasRecConfig;
 use soft_core::data::prompt::Backbone;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::{Decoding, Ranking};
+use soft_core::train::scheduler::Schedule;
 use soft_core::train::scheduler::{validate_alpha, DEFAULT_ALPHA};
 use soft_core::train::sft::SftConfig;
+use soft_core::train::soft::SoftConfig;
 
 use crate::backend::BackendChoice;
 use crate::cmd::data_args::{DataArgs, DataOptions, DEFAULT_DATASET};
@@ -267,7 +269,7 @@ impl RunConfig {
         if let Some(b) = args.backbones.iter().enumerate().find(|(i, b)| args.backbones[..*i].contains(b)) {
             bail!("--backbones lists {} twice", b.1.name());
         }
-        Ok(Self {
+        Self {
             profile: args.profile,
             model,
             pretrain_steps: args.pretrain_steps.or(p.pretrain_steps),
@@ -290,7 +292,29 @@ impl RunConfig {
             sasrec_epochs: args.sasrec_epochs.unwrap_or(p.sasrec_epochs),
             sasrec_train_on: args.sasrec_train_on,
             backbones: args.backbones.clone(),
-        })
+        }
+        .validated()
+    }
+
+    /// This configuration, once every setting of every stage is checked: a bad option stops the
+    /// run before its first stage, not at the stage that reads it (where `--resume` would only
+    /// repeat the failure).
+    fn validated(self) -> Result<Self> {
+        self.data.validate()?;
+        for backbone in &self.backbones {
+            let sft = self.sft_config(self.seeds[0], *backbone);
+            for &alpha in &self.alpha {
+                SoftConfig { sft: sft.clone(), schedule: Schedule::Adaptive, alpha, d_samples: self.d_samples }
+                    .validate()?;
+            }
+        }
+        if self.sasrec_epochs == 0 {
+            bail!("--sasrec-epochs must be at least 1");
+        }
+        if self.pretrain_steps == Some(0) {
+            bail!("--pretrain-steps must be at least 1");
+        }
+        Ok(self)
     }
 
     /// SFT's settings for `seed` and `backbone` (the run's prompt with that backbone); SOFT takes

@@ -9,6 +9,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::path::Path;
 
+use soft_core::data::prompt::Backbone;
 use soft_core::data::windows::parse_sequences;
 use soft_core::data::{split, Catalog, Domain, SplitConfig, Window};
 
@@ -78,22 +79,49 @@ pub struct Named<T> {
     pub report: T,
 }
 
-/// The reports the views draw: the shipped ones, replaced by any a person drops in.
+/// The reports the views draw: the shipped ones, replaced by any a person drops in. BIGRec's
+/// stage reports and LLaRA's are kept apart (each report says its backbone).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reports {
     pub soft: Option<Named<SoftReport>>,
     pub sft: Option<Named<SftReport>>,
     pub run: Option<Named<RunReport>>,
+    pub llara_soft: Option<Named<SoftReport>>,
+    pub llara_sft: Option<Named<SftReport>>,
 }
 
 impl Reports {
     pub fn add(&mut self, source: String, report: Report) {
+        let llara = report.backbone() == Some(Backbone::Llara);
         match report {
+            Report::Soft { method, report } if llara => self.llara_soft = Some(Named { source, method, report }),
             Report::Soft { method, report } => self.soft = Some(Named { source, method, report }),
+            Report::Sft(report) if llara => self.llara_sft = Some(Named { source, method: "sft".into(), report }),
             Report::Sft(report) => self.sft = Some(Named { source, method: "sft".into(), report }),
             Report::Run(report) => self.run = Some(Named { source, method: "run".into(), report }),
         }
     }
+
+    /// `backbone`'s SOFT report.
+    pub fn soft_of(&self, backbone: Backbone) -> Option<&Named<SoftReport>> {
+        match backbone {
+            Backbone::Bigrec => self.soft.as_ref(),
+            Backbone::Llara => self.llara_soft.as_ref(),
+        }
+    }
+
+    /// `backbone`'s SFT report.
+    pub fn sft_of(&self, backbone: Backbone) -> Option<&Named<SftReport>> {
+        match backbone {
+            Backbone::Bigrec => self.sft.as_ref(),
+            Backbone::Llara => self.llara_sft.as_ref(),
+        }
+    }
+}
+
+/// Whether the manifest's export holds LLaRA's models (`model.llara`).
+pub fn has_llara(manifest: Option<&serde_json::Value>) -> bool {
+    manifest.and_then(|m| m.pointer("/model/llara")).is_some_and(|l| l.is_object())
 }
 
 /// What start-up loaded.
@@ -121,8 +149,11 @@ async fn load_assets() -> (Reports, Option<serde_json::Value>, Vec<String>) {
             None
         }
     };
-    let entries =
-        manifest.as_ref().and_then(|m| m.get("reports")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    // The run's reports, then LLaRA's (`model.llara.reports`) when the export has them.
+    let listed = |pointer: &str| {
+        manifest.as_ref().and_then(|m| m.pointer(pointer)).and_then(|r| r.as_array()).cloned().unwrap_or_default()
+    };
+    let entries = listed("/reports").into_iter().chain(listed("/model/llara/reports"));
     for entry in entries {
         let Some(path) = entry.get("path").and_then(|p| p.as_str()) else { continue };
         let label = entry.get("label").and_then(|p| p.as_str()).unwrap_or(path).to_string();
@@ -254,6 +285,7 @@ pub fn App() -> impl IntoView {
                 }
             });
             let data = l.data.clone();
+            let llara = has_llara(l.manifest.as_ref());
             let view = move || match tab.get() {
                 Tab::Recommend => view! {
                     <Recommend
@@ -262,6 +294,7 @@ pub fn App() -> impl IntoView {
                         recommender=recommender
                         model_status=model_status
                         items=history
+                        llara=llara
                     />
                 }
                 .into_any(),
@@ -272,10 +305,20 @@ pub fn App() -> impl IntoView {
                         recommender=recommender
                         history=history
                         model_status=model_status
+                        llara=llara
                     />
                 }
                 .into_any(),
-                Tab::Walkthrough => view! { <Walkthrough data=data.clone() reports=reports /> }.into_any(),
+                Tab::Walkthrough => view! {
+                    <Walkthrough
+                        data=data.clone()
+                        reports=reports
+                        recommender=recommender
+                        model_status=model_status
+                        llara=llara
+                    />
+                }
+                .into_any(),
             };
             view! {
                 {problems}

@@ -2,7 +2,9 @@
 //! fetched and loaded on the started device with soft_core's byte loaders, run through its
 //! async inference (beam search and grounding read back with an await: WebGPU has no
 //! synchronous read). SFT and the SOFT epochs are the base model with one adapter each, merged
-//! once when first asked for.
+//! once when first asked for. With LLaRA in the export (`model.llara`), its SFT and SOFT epochs
+//! are the base model with one adapter and one item projector each: the projector's layers ship
+//! beside the adapter, the item table they read ships once and is put back in here.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,21 +14,25 @@ use std::sync::Arc;
 
 use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
+use soft_core::data::prompt::{Backbone, PromptOptions};
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
-use soft_core::eval::llm::{history_prompt, title_trie, Grounder, KernelAgreement};
+use soft_core::eval::llm::{history_prompt_with, title_trie, Grounder, KernelAgreement};
 use soft_core::model::decoding::generate::{beam_search_async, BeamConfig};
+use soft_core::model::decoding::trie::TitleTrie;
 use soft_core::model::formats::hf::safetensors_from_bytes;
-use soft_core::model::llama::Llama;
+use soft_core::model::formats::hf_write::safetensors_bytes;
 use soft_core::model::formats::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use soft_core::model::formats::pretrained::{from_hf_bytes, HfBytes, Pretrained};
 use soft_core::model::formats::tokenizer::encode_prompt;
-use soft_core::model::decoding::trie::TitleTrie;
+use soft_core::model::formats::weights::{FloatEncoding, RawTensor};
+use soft_core::model::llama::Llama;
+use soft_core::model::projector::{PROJECTOR_FILE, TABLE};
 
 use crate::app::PageData;
 use crate::runtime::{
-    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, Ranked, RecommendError, RecommendRequest, Recommendation,
-    Recommender, Runtime, Timings,
+    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, PromptTokens, Ranked, RecommendError, RecommendRequest,
+    Recommendation, Recommender, Runtime, Timings,
 };
 
 /// manifest.json's `model` entry (paths relative to `assets/`).
@@ -41,6 +47,33 @@ pub struct ModelManifest {
     pub beam: BeamManifest,
     pub sft: AdapterManifest,
     pub soft: SoftManifest,
+    /// The prompt options BIGRec trained with; exports before LLaRA have none: the defaults.
+    #[serde(default)]
+    pub prompt: PromptOptions,
+    /// LLaRA's models, when the run trained them.
+    #[serde(default)]
+    pub llara: Option<LlaraManifest>,
+}
+
+/// `model.llara`: LLaRA's adapters, each with its projector's layers, and the item table.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlaraManifest {
+    /// The prompt options LLaRA trained with (`backbone: llara`: item markers after the titles).
+    pub prompt: PromptOptions,
+    /// Beam settings when they differ from BIGRec's (`model.beam` otherwise).
+    #[serde(default)]
+    pub beam: Option<BeamManifest>,
+    pub item_table: ItemTableManifest,
+    pub sft: AdapterManifest,
+    pub soft: SoftManifest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ItemTableManifest {
+    pub path: String,
+    pub tensor: String,
+    #[serde(default)]
+    pub dtype: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,11 +93,17 @@ pub struct BeamManifest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdapterManifest {
     pub adapter: String,
+    /// LLaRA: the item projector's layers (the item table left out).
+    #[serde(default)]
+    pub projector: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SoftManifest {
     pub adapter: String,
+    /// LLaRA: the item projector's layers of the adapter as evaluated.
+    #[serde(default)]
+    pub projector: Option<String>,
     pub best_epoch: usize,
     pub epochs: Vec<EpochManifest>,
 }
@@ -73,6 +112,8 @@ pub struct SoftManifest {
 pub struct EpochManifest {
     pub epoch: usize,
     pub adapter: String,
+    #[serde(default)]
+    pub projector: Option<String>,
 }
 
 fn asset(path: &str) -> String {
@@ -93,7 +134,10 @@ pub struct PageModel {
     beam: BeamConfig,
     backend: String,
     parameters: usize,
-    tuned: RefCell<BTreeMap<ModelChoice, Rc<Llama>>>,
+    /// Merged models by backbone (its name) and choice.
+    tuned: RefCell<BTreeMap<(&'static str, ModelChoice), Rc<Llama>>>,
+    /// LLaRA's item table, fetched with the first LLaRA model.
+    item_table: RefCell<Option<Rc<RawTensor>>>,
     trie: RefCell<Option<Arc<TitleTrie>>>,
     /// On WebGPU the project's WGSL kernel ranks the catalog (the grounder holds it), checked at
     /// load against the tensor ranking; `None` on the CPU backend or if the kernel did not start.
@@ -174,51 +218,119 @@ impl PageModel {
             backend: runtime.backend.label(),
             parameters,
             tuned: RefCell::new(BTreeMap::new()),
+            item_table: RefCell::new(None),
             trie: RefCell::new(None),
             kernel_check,
         };
         // The models the Recommend view runs first, loaded now rather than on the first click.
-        model.tuned(ModelChoice::Sft).await?;
-        model.tuned(ModelChoice::Soft { epoch: None }).await?;
+        model.tuned(Backbone::Bigrec, ModelChoice::Sft).await?;
+        model.tuned(Backbone::Bigrec, ModelChoice::Soft { epoch: None }).await?;
         Ok(model)
     }
 
-    /// The adapter directory of `choice`; `None` for an epoch the export does not hold.
-    fn adapter_dir(&self, choice: ModelChoice) -> Option<&str> {
+    /// `backbone`'s adapters (BIGRec's, or LLaRA's when the export holds them).
+    fn adapters(&self, backbone: Backbone) -> Option<(&AdapterManifest, &SoftManifest)> {
+        match backbone {
+            Backbone::Bigrec => Some((&self.manifest.sft, &self.manifest.soft)),
+            Backbone::Llara => self.manifest.llara.as_ref().map(|l| (&l.sft, &l.soft)),
+        }
+    }
+
+    /// The adapter directory of `choice` and its projector's layers (LLaRA); `None` for an
+    /// adapter the export does not hold.
+    fn adapter_files(&self, backbone: Backbone, choice: ModelChoice) -> Option<(&str, Option<&str>)> {
+        let (sft, soft) = self.adapters(backbone)?;
         match choice {
-            ModelChoice::Sft => Some(&self.manifest.sft.adapter),
-            ModelChoice::Soft { epoch: None } => Some(&self.manifest.soft.adapter),
+            ModelChoice::Sft => Some((&sft.adapter, sft.projector.as_deref())),
+            ModelChoice::Soft { epoch: None } => Some((&soft.adapter, soft.projector.as_deref())),
             ModelChoice::Soft { epoch: Some(e) } => {
-                self.manifest.soft.epochs.iter().find(|x| x.epoch == e).map(|x| x.adapter.as_str())
+                soft.epochs.iter().find(|x| x.epoch == e).map(|x| (x.adapter.as_str(), x.projector.as_deref()))
             }
         }
     }
 
-    /// The base model with `choice`'s adapter merged in, fetched on first use.
-    async fn tuned(&self, choice: ModelChoice) -> Result<Rc<Llama>, String> {
-        if let Some(m) = self.tuned.borrow().get(&choice) {
+    fn prompt_options(&self, backbone: Backbone) -> Result<&PromptOptions, String> {
+        match backbone {
+            Backbone::Bigrec => Ok(&self.manifest.prompt),
+            Backbone::Llara => {
+                self.manifest.llara.as_ref().map(|l| &l.prompt).ok_or_else(|| "the export has no LLaRA models".into())
+            }
+        }
+    }
+
+    /// LLaRA's item table `[items, d_rec]` as f32 values, fetched once.
+    async fn item_table(&self) -> Result<Rc<RawTensor>, String> {
+        if let Some(t) = self.item_table.borrow().as_ref() {
+            return Ok(t.clone());
+        }
+        let entry = &self.manifest.llara.as_ref().ok_or("the export has no LLaRA models")?.item_table;
+        let url = asset(&entry.path);
+        let bytes = fetch(&entry.path).await?;
+        let mut tensors = safetensors_from_bytes(&bytes, Path::new(&url)).map_err(|e| e.to_string())?;
+        let table = tensors.remove(&entry.tensor).ok_or_else(|| format!("{url}: no tensor `{}`", entry.tensor))?;
+        let table = Rc::new(table);
+        *self.item_table.borrow_mut() = Some(table.clone());
+        Ok(table)
+    }
+
+    /// The bytes of a whole projector file (`PROJECTOR_FILE`, as soft_core reads it): the layers
+    /// the export shipped beside the adapter with the shared item table put back in.
+    async fn projector_bytes(&self, layers: &str) -> Result<(Vec<u8>, String), String> {
+        let url = asset(layers);
+        let bytes = fetch(layers).await?;
+        let mut tensors = safetensors_from_bytes(&bytes, Path::new(&url)).map_err(|e| e.to_string())?;
+        if tensors.contains_key(TABLE) {
+            return Err(format!("{url}: holds `{TABLE}`, which ships once in the item table file"));
+        }
+        tensors.insert(TABLE.to_string(), (*self.item_table().await?).clone());
+        // Errors name both files the projector came from.
+        let table = self.manifest.llara.as_ref().map(|l| asset(&l.item_table.path)).unwrap_or_default();
+        let path = format!("{url} with {table} (as one {PROJECTOR_FILE})");
+        let whole = safetensors_bytes(&tensors, FloatEncoding::F32, Path::new(&path)).map_err(|e| e.to_string())?;
+        Ok((whole, path))
+    }
+
+    /// The base model with `choice`'s adapter (and for LLaRA its item projector) merged in,
+    /// fetched on first use.
+    async fn tuned(&self, backbone: Backbone, choice: ModelChoice) -> Result<Rc<Llama>, String> {
+        let key = (backbone.name(), choice);
+        if let Some(m) = self.tuned.borrow().get(&key) {
             return Ok(m.clone());
         }
-        let dir =
-            self.adapter_dir(choice).ok_or_else(|| format!("the export has no adapter for {}", choice.label()))?;
+        let (dir, layers) = self
+            .adapter_files(backbone, choice)
+            .ok_or_else(|| format!("the export has no adapter for {}", choice.label_for(backbone)))?;
         let config = fetch(&format!("{dir}/{ADAPTER_CONFIG}")).await?;
         let weights = fetch(&format!("{dir}/{ADAPTER_WEIGHTS}")).await?;
-        let model = self
+        let mut model = self
             .base
             .model
             .clone()
             .load_adapter_from_bytes(&config, &weights, Path::new(&asset(dir)))
-            .map_err(|e| e.to_string())?
-            .merge_lora();
-        let model = Rc::new(model);
-        self.tuned.borrow_mut().insert(choice, model.clone());
+            .map_err(|e| e.to_string())?;
+        if backbone == Backbone::Llara {
+            let layers = layers.ok_or_else(|| format!("{}: no item projector in the manifest", asset(dir)))?;
+            let (bytes, path) = self.projector_bytes(layers).await?;
+            model = model.load_projector_from_bytes(&bytes, Path::new(&path)).map_err(|e| e.to_string())?;
+        }
+        let model = Rc::new(model.merge_lora());
+        self.tuned.borrow_mut().insert(key, model.clone());
         Ok(model)
     }
 
-    /// Beam search's settings for `decoding`; the title trie is built on first use.
-    fn beam(&self, decoding: Decoding) -> Result<BeamConfig, String> {
+    /// Beam search's settings for `backbone` and `decoding`; the title trie is built on first use.
+    fn beam(&self, backbone: Backbone, decoding: Decoding) -> Result<BeamConfig, String> {
+        let own = match (backbone, self.manifest.llara.as_ref().and_then(|l| l.beam.as_ref())) {
+            (Backbone::Llara, Some(b)) => BeamConfig {
+                num_beams: b.num_beams,
+                max_new_tokens: b.max_new_tokens,
+                length_penalty: b.length_penalty,
+                ..self.beam.clone()
+            },
+            _ => self.beam.clone(),
+        };
         Ok(match decoding {
-            Decoding::Free => self.beam.clone(),
+            Decoding::Free => own,
             Decoding::Constrained => {
                 let mut trie = self.trie.borrow_mut();
                 if trie.is_none() {
@@ -226,7 +338,7 @@ impl PageModel {
                         .map_err(|e| e.to_string())?;
                     *trie = Some(Arc::new(built));
                 }
-                BeamConfig { constraint: trie.clone(), ..self.beam.clone() }
+                BeamConfig { constraint: trie.clone(), ..own }
             }
         })
     }
@@ -243,13 +355,12 @@ impl PageModel {
         let catalog: &Catalog = &self.data.catalog;
         crate::history::check(catalog, &request.history).map_err(|e| RecommendError::BadInput(e.to_string()))?;
         let failed = RecommendError::Failed;
-        let model = self.tuned(request.model).await.map_err(RecommendError::NoModel)?;
-        let beam = self.beam(request.decoding).map_err(failed)?;
+        let backbone = request.backbone;
+        let model = self.tuned(backbone, request.model).await.map_err(RecommendError::NoModel)?;
+        let beam = self.beam(backbone, request.decoding).map_err(failed)?;
 
         let t0 = now_ms();
-        let prompt = history_prompt(catalog, self.data.domain, &request.history);
-        let ids =
-            encode_prompt(&self.base.tokenizer, &self.base.special, &prompt).map_err(|e| failed(e.to_string()))?;
+        let ids = self.prompt_tokens(backbone, &request.history).map_err(failed)?.ids;
         let t1 = now_ms();
         let hyps = beam_search_async(&model, &[ids], &beam).await.map_err(|e| failed(e.to_string()))?;
         let best = hyps.first().and_then(|h| h.first()).map(|h| h.tokens.clone()).unwrap_or_default();
@@ -264,6 +375,7 @@ impl PageModel {
             .collect();
         Ok(Recommendation {
             answered_by: request.model,
+            backbone,
             generated,
             top,
             timings: Timings { tokenize_ms: t1 - t0, generate_ms: t2 - t1, ground_ms: t3 - t2 },
@@ -274,9 +386,19 @@ impl PageModel {
 
 impl Recommender for PageModel {
     fn describe(&self) -> String {
-        let epochs = self.soft_epochs();
+        let epochs = self.soft_epochs(Backbone::Bigrec);
+        let llara = self.manifest.llara.as_ref().map(|l| {
+            let e = self.soft_epochs(Backbone::Llara);
+            format!(
+                " LLaRA: SFT and SOFT adapters with their item projectors (SOFT as evaluated: epoch {}; epochs {}-{}), the item table in {}.",
+                l.soft.best_epoch,
+                e.first().copied().unwrap_or(0),
+                e.last().copied().unwrap_or(0),
+                l.item_table.dtype.as_deref().unwrap_or("?"),
+            )
+        });
         format!(
-            "Model: {}, {:.1} M parameters; SFT and SOFT adapters (SOFT as evaluated: epoch {}; epochs {}-{} for the slider); grounding by {}.",
+            "Model: {}, {:.1} M parameters; SFT and SOFT adapters (SOFT as evaluated: epoch {}; epochs {}-{} for the slider); grounding by {}.{}",
             self.manifest.name,
             self.parameters as f64 / 1e6,
             self.manifest.soft.best_epoch,
@@ -289,11 +411,21 @@ impl Recommender for PageModel {
                 ),
                 _ => "tensor ops".to_string(),
             },
+            llara.unwrap_or_default(),
         )
     }
 
-    fn soft_epochs(&self) -> Vec<usize> {
-        self.manifest.soft.epochs.iter().map(|e| e.epoch).collect()
+    fn soft_epochs(&self, backbone: Backbone) -> Vec<usize> {
+        self.adapters(backbone).map(|(_, soft)| soft.epochs.iter().map(|e| e.epoch).collect()).unwrap_or_default()
+    }
+
+    fn prompt_tokens(&self, backbone: Backbone, history: &[u32]) -> Result<PromptTokens, String> {
+        let options = self.prompt_options(backbone)?;
+        let (tokenizer, special) = (&self.base.tokenizer, &self.base.special);
+        let text = history_prompt_with(&self.data.catalog, self.data.domain, options, tokenizer, history)
+            .map_err(|e| e.to_string())?;
+        let ids = encode_prompt(tokenizer, special, &text).map_err(|e| e.to_string())?;
+        Ok(PromptTokens { text, ids })
     }
 
     fn recommend<'a>(

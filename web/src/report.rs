@@ -6,6 +6,7 @@
 use std::fmt;
 
 use serde::Deserialize;
+use soft_core::data::prompt::Backbone;
 use soft_core::data::SplitConfig;
 use soft_core::eval::metrics::KS;
 
@@ -59,6 +60,28 @@ pub struct Provenance {
     pub seconds: Option<f64>,
 }
 
+/// What a stage report's `config` says of its prompt: the backbone it trained (reports from
+/// before LLaRA say nothing: BIGRec).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct PromptPart {
+    #[serde(default)]
+    pub backbone: Backbone,
+}
+
+/// An SFT report's `config`, as far as the page reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct SftConfigPart {
+    #[serde(default)]
+    pub prompt: PromptPart,
+}
+
+/// A SOFT report's `config` (SFT's settings sit under `sft`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct SoftConfigPart {
+    #[serde(default)]
+    pub sft: SftConfigPart,
+}
+
 /// One SOFT epoch: `lambda` used during it, `d` measured at its end.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SoftEpoch {
@@ -79,11 +102,18 @@ pub struct SoftReport {
     pub d0: f64,
     pub epochs: Vec<SoftEpoch>,
     pub best_epoch: usize,
+    #[serde(default)]
+    pub config: SoftConfigPart,
     #[serde(flatten)]
     pub provenance: Provenance,
 }
 
 impl SoftReport {
+    /// The backbone this SOFT run trained (BIGRec or LLaRA).
+    pub fn backbone(&self) -> Backbone {
+        self.config.sft.prompt.backbone
+    }
+
     /// The recorded d after each epoch (epoch 1 first).
     pub fn distances(&self) -> Vec<f64> {
         self.epochs.iter().map(|e| e.d).collect()
@@ -110,8 +140,16 @@ pub struct SftEpoch {
 pub struct SftReport {
     pub epochs: Vec<SftEpoch>,
     pub best_epoch: usize,
+    #[serde(default)]
+    pub config: SftConfigPart,
     #[serde(flatten)]
     pub provenance: Provenance,
+}
+
+impl SftReport {
+    pub fn backbone(&self) -> Backbone {
+        self.config.prompt.backbone
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -211,6 +249,15 @@ pub enum Report {
 }
 
 impl Report {
+    /// The backbone a stage report trained; a whole run's report has none.
+    pub fn backbone(&self) -> Option<Backbone> {
+        match self {
+            Report::Soft { report, .. } => Some(report.backbone()),
+            Report::Sft(report) => Some(report.backbone()),
+            Report::Run(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> String {
         match self {
             Report::Soft { method, report } => format!("{method} report ({} schedule)", report.schedule),
@@ -391,6 +438,19 @@ mod tests {
         let Report::Soft { report, .. } = parse(&json.to_string()).unwrap() else { panic!() };
         assert_eq!(report.first_epoch_loss_ratio(), Some(0.5));
         assert_eq!(report.epochs[0].valid.hr_at(5), Some(0.5));
+    }
+
+    #[test]
+    fn a_report_names_its_backbone() {
+        let Report::Soft { report, .. } = parse(SOFT).unwrap() else { panic!() };
+        assert_eq!(report.backbone(), Backbone::Bigrec, "reports from before LLaRA are BIGRec's");
+        let mut json: serde_json::Value = serde_json::from_str(SOFT).unwrap();
+        json["config"]["sft"]["prompt"] = serde_json::json!({"backbone": "llara", "template": "alpaca"});
+        let r = parse(&json.to_string()).unwrap();
+        assert_eq!(r.backbone(), Some(Backbone::Llara));
+        let sft = serde_json::json!({"method": "sft", "epochs": [], "best_epoch": 0, "config": {"prompt": {"backbone": "llara"}}});
+        assert_eq!(parse(&sft.to_string()).unwrap().backbone(), Some(Backbone::Llara));
+        assert_eq!(parse(RUN).unwrap().backbone(), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use burn::tensor::{Device, Tensor};
+use soft_core::data::prompt::Backbone;
 use soft_core::eval::decoding::Decoding;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -210,6 +211,23 @@ impl ModelChoice {
             ModelChoice::Soft { epoch: Some(e) } => format!("SOFT after epoch {e}"),
         }
     }
+
+    /// The label with the backbone, as the run's table writes it: BIGRec's models keep their
+    /// plain names ("SOFT after epoch 2"), LLaRA's are "LLaRA-SOFT after epoch 2".
+    pub fn label_for(self, backbone: Backbone) -> String {
+        match backbone {
+            Backbone::Bigrec => self.label(),
+            Backbone::Llara => format!("{}-{}", backbone.label(), self.label()),
+        }
+    }
+}
+
+/// A prompt as one backbone's model reads it: the text (LLaRA's with its item markers) and the
+/// token ids, item slots included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptTokens {
+    pub text: String,
+    pub ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +235,8 @@ pub struct RecommendRequest {
     /// 1 to 10 catalog ids, oldest first (checked by `history::check`).
     pub history: Vec<u32>,
     pub decoding: Decoding,
+    /// BIGRec (titles) or LLaRA (titles and item embeddings): which adapters answer.
+    pub backbone: Backbone,
     pub model: ModelChoice,
     /// How many grounded items to return (10 on the page).
     pub top_k: usize,
@@ -246,8 +266,10 @@ pub struct Ranked {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
-    /// The adapter that actually answered (the page names it: "SOFT after epoch 2").
+    /// The adapter that actually answered (the page names it: "SOFT after epoch 2"), and its
+    /// backbone ("LLaRA-SOFT after epoch 2").
     pub answered_by: ModelChoice,
+    pub backbone: Backbone,
     /// The top beam's text, as written.
     pub generated: String,
     /// Nearest catalog items to the answer, nearest first.
@@ -280,12 +302,14 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A language model as a recommender in the page: beam search writes the next title, the base
 /// model embeds it, the catalog's embedding table grounds it. One implementation serves SFT and
-/// every SOFT epoch (the adapter is chosen per request).
+/// every SOFT epoch of both backbones (the adapter is chosen per request).
 pub trait Recommender {
     /// What the loaded model is ("tiny, 3.9 M parameters, SOFT epochs 1-2").
     fn describe(&self) -> String;
-    /// SOFT epochs whose adapters are loaded (for the epoch slider).
-    fn soft_epochs(&self) -> Vec<usize>;
+    /// SOFT epochs of `backbone` whose adapters the export holds (for the epoch slider).
+    fn soft_epochs(&self, backbone: Backbone) -> Vec<usize>;
+    /// `history`'s prompt as `backbone`'s models read it (the run's prompt options).
+    fn prompt_tokens(&self, backbone: Backbone, history: &[u32]) -> Result<PromptTokens, String>;
     fn recommend<'a>(
         &'a self,
         request: &'a RecommendRequest,
@@ -302,8 +326,12 @@ impl Recommender for NoModel {
         format!("No model: {}", self.why)
     }
 
-    fn soft_epochs(&self) -> Vec<usize> {
+    fn soft_epochs(&self, _backbone: Backbone) -> Vec<usize> {
         Vec::new()
+    }
+
+    fn prompt_tokens(&self, _backbone: Backbone, _history: &[u32]) -> Result<PromptTokens, String> {
+        Err(format!("No model: {}", self.why))
     }
 
     fn recommend<'a>(

@@ -4,10 +4,11 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use soft_core::data::prompt::Backbone;
 use wasm_bindgen::JsCast;
 
 use super::epochs::EpochSlider;
-use super::{Level, Message};
+use super::{BackboneSwitch, Level, Message};
 use crate::app::{Named, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
 use crate::palette;
@@ -255,9 +256,14 @@ pub fn Curriculum(
     recommender: StoredValue<Option<std::rc::Rc<dyn crate::runtime::Recommender>>, LocalStorage>,
     history: RwSignal<Vec<u32>>,
     model_status: RwSignal<String>,
+    /// Whether the export holds LLaRA's models (then the backbone switch shows).
+    llara: bool,
 ) -> impl IntoView {
     let message = RwSignal::new(None::<(Level, String)>);
     let dragging = RwSignal::new(false);
+    // Whose curriculum the charts and the epoch slider show.
+    let backbone = RwSignal::new(Backbone::Bigrec);
+    let show_switch = Memo::new(move |_| llara || reports.with(|r| r.llara_soft.is_some() || r.llara_sft.is_some()));
 
     let load = move |file: web_sys::File| {
         let name = file.name();
@@ -274,8 +280,17 @@ pub fn Curriculum(
                 Ok(text) => match report::parse(&text) {
                     Ok(r) => {
                         let kind = r.kind();
+                        // A stage report is drawn under its own backbone.
+                        let own = r.backbone();
                         reports.update(|rs| rs.add(name.clone(), r));
-                        message.set(Some((Level::Info, format!("Drawn: {name}, a {kind}."))));
+                        let whose = match own {
+                            Some(b) => {
+                                backbone.set(b);
+                                format!(" of {}", b.label())
+                            }
+                            None => String::new(),
+                        };
+                        message.set(Some((Level::Info, format!("Drawn: {name}, a {kind}{whose}."))));
                     }
                     Err(e) => message.set(Some((Level::Error, format!("{name}: {e}")))),
                 },
@@ -299,20 +314,28 @@ pub fn Curriculum(
         }
     };
 
-    let soft = Memo::new(move |_| reports.with(|r| r.soft.clone()));
-    let sft = Memo::new(move |_| reports.with(|r| r.sft.clone()));
+    let soft = Memo::new(move |_| reports.with(|r| r.soft_of(backbone.get()).cloned()));
+    let sft = Memo::new(move |_| reports.with(|r| r.sft_of(backbone.get()).cloned()));
     let run = Memo::new(move |_| reports.with(|r| r.run.clone()));
 
     let soft_part = move || match soft.get() {
-        None => view! {
-            <p class="message info">"No SOFT report loaded: drop one (RUN/soft/report.json) to draw the curriculum."</p>
+        None => {
+            let (what, dir) = match backbone.get() {
+                Backbone::Bigrec => ("SOFT", "soft"),
+                Backbone::Llara => ("LLaRA-SOFT", "llara-soft"),
+            };
+            view! {
+                <p class="message info" data-testid="no-soft-report">
+                    {format!("No {what} report loaded: drop one (RUN/{dir}/report.json) to draw the curriculum.")}
+                </p>
+            }
+            .into_any()
         }
-        .into_any(),
         Some(s) => {
             let r = s.report.clone();
             let (a, b, c) = (r.clone(), r.clone(), r);
             view! {
-                <p class="source">"Source: " {s.source.clone()}</p>
+                <p class="source" data-testid="soft-source">"Source: " {s.source.clone()}</p>
                 {soft_summary(&s)}
                 <div class="grid">
                     <LineChart
@@ -369,8 +392,26 @@ pub fn Curriculum(
                 </label>
             </div>
             <Message msg=message testid="report-message" />
+            {move || {
+                show_switch
+                    .get()
+                    .then(|| {
+                        view! {
+                            <BackboneSwitch backbone=backbone testid="backbone-curriculum" />
+                            <p class="hint">
+                                "The charts and the epoch slider below show the chosen backbone's SOFT run."
+                            </p>
+                        }
+                    })
+            }}
             {soft_part}
-            <EpochSlider data=data recommender=recommender history=history model_status=model_status />
+            <EpochSlider
+                data=data
+                recommender=recommender
+                history=history
+                model_status=model_status
+                backbone=backbone
+            />
             {move || run.get().map(|r| run_table(&r))}
         </section>
     }

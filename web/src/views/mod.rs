@@ -6,6 +6,7 @@ pub mod recommend;
 pub mod walkthrough;
 
 use leptos::prelude::*;
+use soft_core::data::prompt::Backbone;
 
 /// How a message on the page reads: an error to fix, or a plain notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,5 +30,35 @@ pub fn Message(#[prop(into)] msg: Signal<Option<(Level, String)>>, testid: &'sta
                 </p>
             }
         })
+    }
+}
+
+/// The backbone switch: BIGRec (the prompt carries titles) or LLaRA (titles, each followed by the
+/// item's collaborative embedding). Pages whose export has no LLaRA do not show it.
+#[component]
+pub fn BackboneSwitch(backbone: RwSignal<Backbone>, testid: &'static str) -> impl IntoView {
+    let options = [(Backbone::Bigrec, "titles only"), (Backbone::Llara, "titles + SASRec item embeddings")]
+        .into_iter()
+        .map(|(b, what)| {
+            view! {
+                <button
+                    class="chip"
+                    class:active=move || backbone.get() == b
+                    aria-pressed=move || (backbone.get() == b).to_string()
+                    data-backbone=b.name()
+                    title=what
+                    on:click=move |_| backbone.set(b)
+                >
+                    {b.label()}
+                    <span class="chip-note">{format!(" · {what}")}</span>
+                </button>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="backbone-switch chips" role="group" aria-label="backbone" data-testid=testid>
+            <span class="switch-label">"Backbone"</span>
+            {options}
+        </div>
     }
 }

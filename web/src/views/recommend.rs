@@ -1,14 +1,16 @@
 //! Recommend: build a history from the catalog (type-ahead, pasted ids, or a real user of the
-//! test split), then let SFT and SOFT each write the next title, grounded to real items.
+//! test split), then let SFT and SOFT each write the next title, grounded to real items; with
+//! LLaRA in the export, a switch picks whose SFT and SOFT answer (BIGRec's or LLaRA's).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use soft_core::data::prompt::Backbone;
 use soft_core::eval::decoding::Decoding;
 
-use super::{Level, Message};
+use super::{BackboneSwitch, Level, Message};
 use crate::app::PageData;
 use crate::charts::fmt_num;
 use crate::history::{self, MAX_HISTORY};
@@ -17,7 +19,7 @@ use crate::runtime::{Backend, ModelChoice, RecommendError, RecommendRequest, Rec
 const SUGGESTIONS: usize = 8;
 
 /// Each model's answer (or why there is none).
-type Outcome = Vec<(ModelChoice, Result<Recommendation, RecommendError>)>;
+type Outcome = Vec<(Backbone, ModelChoice, Result<Recommendation, RecommendError>)>;
 
 #[component]
 pub fn Recommend(
@@ -27,7 +29,10 @@ pub fn Recommend(
     model_status: RwSignal<String>,
     /// The history, shared with the epoch slider.
     items: RwSignal<Vec<u32>>,
+    /// Whether the export holds LLaRA's models (then the backbone switch shows).
+    llara: bool,
 ) -> impl IntoView {
+    let backbone = RwSignal::new(Backbone::Bigrec);
     let query = RwSignal::new(String::new());
     // The true next item, when the history is a real user's from the test split.
     let target = RwSignal::new(None::<(u32, String)>);
@@ -70,15 +75,18 @@ pub fn Recommend(
         cursor.set(i + 1);
         let w = &d.test[i];
         let title = d.catalog.title(w.target()).unwrap_or_default().to_string();
-        items.set(w.history().iter().rev().take(MAX_HISTORY).rev().copied().collect());
+        let h: Vec<u32> = w.history().iter().rev().take(MAX_HISTORY).rev().copied().collect();
+        let n = h.len();
+        items.set(h);
         target.set(Some((w.target(), title)));
         message.set(Some((
             Level::Info,
             format!(
-                "User {} from the test split (example {} of {}): ten books in the order read.",
+                "User {} from the test split (example {} of {}): {n} book{} in the order read.",
                 w.user,
                 i + 1,
-                d.test.len()
+                d.test.len(),
+                if n == 1 { "" } else { "s" },
             ),
         )));
     };
@@ -107,11 +115,12 @@ pub fn Recommend(
         message.set(None);
         busy.set(true);
         let decoding = decoding.get_untracked();
+        let backbone = backbone.get_untracked();
         spawn_local(async move {
             let mut out = Vec::new();
             for model in [ModelChoice::Sft, ModelChoice::Soft { epoch: None }] {
-                let req = RecommendRequest { history: h.clone(), decoding, model, top_k: 10 };
-                out.push((model, r.recommend(&req).await));
+                let req = RecommendRequest { history: h.clone(), decoding, backbone, model, top_k: 10 };
+                out.push((backbone, model, r.recommend(&req).await));
             }
             outcome.set(Some(out));
             busy.set(false);
@@ -188,10 +197,10 @@ pub fn Recommend(
         let out = outcome.get()?;
         let target_id = target.get().map(|t| t.0);
         // Both models failing for the same reason: say it once.
-        let errors: Vec<String> = out.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
+        let errors: Vec<String> = out.iter().filter_map(|(_, _, r)| r.as_ref().err().map(|e| e.to_string())).collect();
         if errors.len() == out.len() && errors.windows(2).all(|w| w[0] == w[1]) {
             let level =
-                if matches!(out[0].1, Err(RecommendError::NoModel(_))) { "message info" } else { "message error" };
+                if matches!(out[0].2, Err(RecommendError::NoModel(_))) { "message info" } else { "message error" };
             return Some(
                 view! {
                     <p class=level role="alert" data-testid="recommend-message">
@@ -203,7 +212,7 @@ pub fn Recommend(
         }
         let cards = out
             .into_iter()
-            .map(|(model, r)| view! { <ResultCard model=model result=r target=target_id /> })
+            .map(|(b, model, r)| view! { <ResultCard backbone=b model=model result=r target=target_id /> })
             .collect_view();
         Some(view! { <div class="results">{cards}</div> }.into_any())
     };
@@ -226,6 +235,10 @@ pub fn Recommend(
                     "Build a reading history of 1 to 10 books. The fine-tuned language model reads it as a prompt and "
                     "writes the title of the next book; that answer is grounded to the nearest real books in the catalog. "
                     "SFT and SOFT answer side by side."
+                    {llara
+                        .then_some(
+                            " Two backbones were trained: BIGRec reads the titles only; LLaRA's prompt also carries, after each title, that book's embedding from the run's SASRec, mapped into the model's input by a trained projector.",
+                        )}
                 </p>
             </div>
             <div class="columns">
@@ -292,6 +305,7 @@ pub fn Recommend(
                 </div>
                 <div class="card">
                     <h3>"Model"</h3>
+                    {llara.then(|| view! { <BackboneSwitch backbone=backbone testid="backbone-recommend" /> })}
                     <fieldset class="decoding">
                         <legend>"Decoding"</legend>
                         <label>
@@ -334,6 +348,7 @@ pub fn Recommend(
 
 #[component]
 fn ResultCard(
+    backbone: Backbone,
     model: ModelChoice,
     result: Result<Recommendation, RecommendError>,
     target: Option<u32>,
@@ -371,16 +386,17 @@ fn ResultCard(
                         t.ground_ms,
                         t.total_ms(),
                         r.backend,
-                        r.answered_by.label(),
+                        r.answered_by.label_for(r.backbone),
                     )}
                 </p>
             }
             .into_any()
         }
     };
+    let label = model.label_for(backbone);
     view! {
-        <div class="result" data-model=model.label()>
-            <h4>{model.label()}</h4>
+        <div class="result" data-model=label.clone() data-backbone=backbone.name()>
+            <h4>{label.clone()}</h4>
             {body}
         </div>
     }

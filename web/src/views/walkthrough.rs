@@ -1,18 +1,24 @@
 //! Walkthrough: SOFT's stages in order, each on real material: a real window of the shipped
 //! data turned into the prompt by soft_core's own prompt code, the run's recorded losses and
 //! distances, the scheduler's formula under an alpha slider, and the metrics computed by
-//! soft_core on a worked example.
+//! soft_core on a worked example. With LLaRA in the export, the first step also shows the same
+//! window as LLaRA's hybrid prompt: the text with its item markers, and the token positions
+//! whose input is an item embedding rather than a token's.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use leptos::prelude::*;
-use soft_core::data::prompt;
+use soft_core::data::prompt::{self, Backbone, PromptPiece};
+use soft_core::data::Window;
 use soft_core::eval::metrics::{Metrics, KS};
+use soft_core::model::projector::slot_item;
 
 use crate::app::{PageData, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
 use crate::palette;
 use crate::report::{lambda_at_ratio, lambdas_for_alpha, SoftReport};
+use crate::runtime::{PromptTokens, Recommender};
 
 /// The alphas the reference sweeps.
 pub const REFERENCE_ALPHAS: [f64; 4] = [100.0, 10.0, 1.0, 0.1];
@@ -131,30 +137,160 @@ fn Stage(n: usize, id: &'static str, title: &'static str, children: Children) ->
     }
 }
 
+/// The `n`-th training window of the walkthrough: full ten-item histories whose next book is not
+/// already in them read best; any training window when there are none.
+fn example_window(d: &PageData, n: usize) -> Option<Window> {
+    let full: Vec<&Window> = d
+        .train
+        .iter()
+        .filter(|w| {
+            let t = d.catalog.title(w.target()).unwrap_or_default();
+            w.history().len() == 10 && w.history().iter().all(|&h| d.catalog.title(h) != Some(t))
+        })
+        .collect();
+    let pool = if full.is_empty() { d.train.iter().collect() } else { full };
+    (!pool.is_empty()).then(|| pool[n % pool.len()].clone())
+}
+
+/// Token positions (0-based, in the prompt as the model reads it) that hold an item slot, with
+/// the item each stands for.
+pub fn slot_positions(ids: &[u32]) -> Vec<(usize, u32)> {
+    ids.iter().enumerate().filter_map(|(i, &t)| slot_item(t).map(|item| (i, item))).collect()
+}
+
+/// LLaRA's prompt of the walkthrough's window: the text with its item markers, and the positions
+/// whose input embedding is the projected SASRec row of an item (from the loaded model's own
+/// prompt code and tokenizer, so they are the positions the model reads).
 #[component]
-pub fn Walkthrough(data: Arc<PageData>, reports: RwSignal<Reports>) -> impl IntoView {
+fn HybridPrompt(
+    data: Arc<PageData>,
+    window: Memo<Option<Window>>,
+    recommender: StoredValue<Option<Rc<dyn Recommender>>, LocalStorage>,
+    model_status: RwSignal<String>,
+) -> impl IntoView {
+    let tokens = move || -> Option<Result<PromptTokens, String>> {
+        // Re-read once the model (and with it the tokenizer) has loaded.
+        model_status.track();
+        let w = window.get()?;
+        recommender.with_value(|r| r.as_ref().map(|r| r.prompt_tokens(Backbone::Llara, w.history())))
+    };
+    let d = data.clone();
+    let body = move || match tokens() {
+        None => view! {
+            <p class="hint" data-testid="hybrid-waiting">
+                "The token positions appear once the model's tokenizer has loaded: " {move || model_status.get()}
+            </p>
+        }
+        .into_any(),
+        Some(Err(e)) => view! { <p class="message error" role="alert">{e}</p> }.into_any(),
+        Some(Ok(p)) => {
+            let pieces = match prompt::prompt_pieces(&p.text) {
+                Ok(pieces) => pieces
+                    .into_iter()
+                    .map(|piece| match piece {
+                        PromptPiece::Text(t) => view! { <span>{t.to_string()}</span> }.into_any(),
+                        PromptPiece::Item(id) => view! {
+                            <mark class="slot" title=format!("item {id}: its SASRec embedding goes here")>
+                                {prompt::item_marker(id)}
+                            </mark>
+                        }
+                        .into_any(),
+                    })
+                    .collect_view()
+                    .into_any(),
+                Err(e) => view! { <span>{e.to_string()}</span> }.into_any(),
+            };
+            let slots = slot_positions(&p.ids);
+            let n = p.ids.len();
+            let strip = p
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| match slot_item(t) {
+                    Some(item) => {
+                        view! { <span class="tok slot" title=format!("position {i}: item {item}")></span> }.into_any()
+                    }
+                    None => view! { <span class="tok" title=format!("position {i}: token {t}")></span> }.into_any(),
+                })
+                .collect_view();
+            let rows = slots
+                .iter()
+                .map(|&(pos, item)| {
+                    view! {
+                        <tr data-position=pos data-item=item>
+                            <td class="num">{pos}</td>
+                            <td class="num">"#"{item}</td>
+                            <td>{d.catalog.title(item).unwrap_or_default().to_string()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            let list: Vec<String> = slots.iter().map(|(pos, _)| pos.to_string()).collect();
+            view! {
+                <pre class="prompt hybrid" data-testid="hybrid-prompt">{pieces}</pre>
+                <p data-testid="slot-summary">
+                    {format!(
+                        "As LLaRA's models read it, this prompt is {n} positions long; {} of them (positions {}, counted from 0 over everything the model reads) carry an item embedding instead of a token embedding. Every other position reads its token's embedding, exactly as in BIGRec.",
+                        slots.len(),
+                        list.join(", "),
+                    )}
+                </p>
+                <div class="token-strip" data-testid="token-strip" aria-hidden="true">{strip}</div>
+                <p class="legend-line">
+                    <span class="key tok-key">"a token's embedding"</span>
+                    <span class="key slot-key">"an item's projected SASRec embedding"</span>
+                </p>
+                <table class="numbers" data-testid="slot-positions">
+                    <thead>
+                        <tr>
+                            <th class="num">"position"</th>
+                            <th class="num">"item"</th>
+                            <th>"its title (just before it in the prompt)"</th>
+                        </tr>
+                    </thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            }
+            .into_any()
+        }
+    };
+    view! {
+        <div class="hybrid-part" data-testid="hybrid">
+            <h4>"LLaRA: the same window as a hybrid prompt"</h4>
+            <p>
+                "LLaRA, the paper's second backbone, writes the same prompt with a marker after every history title. "
+                "The tokenizer never sees the marker: it becomes one position whose input is not a token's embedding but "
+                "the item's row of the frozen item table (from the run's own SASRec), mapped to the language model's width "
+                "by a small trained projector (Linear → GELU → Linear; each LLaRA adapter has its own). The title tells the "
+                "model what the item is called; the embedding tells it what SASRec learned from who read it."
+            </p>
+            {body}
+        </div>
+    }
+}
+
+#[component]
+pub fn Walkthrough(
+    data: Arc<PageData>,
+    reports: RwSignal<Reports>,
+    recommender: StoredValue<Option<Rc<dyn Recommender>>, LocalStorage>,
+    model_status: RwSignal<String>,
+    /// Whether the export holds LLaRA's models (then step 1 shows the hybrid prompt too).
+    llara: bool,
+) -> impl IntoView {
     let example = RwSignal::new(0usize);
     let log_alpha = RwSignal::new(0.0f64);
     let alpha = Memo::new(move |_| 10f64.powf(log_alpha.get()));
     let soft = Memo::new(move |_| reports.with(|r| r.soft.as_ref().map(|s| s.report.clone())));
+    let d = data.clone();
+    let window = Memo::new(move |_| example_window(&d, example.get()));
 
     // Stage 1: a real training window as the model sees it.
     let d = data.clone();
     let prompt_view = move || {
-        if d.train.is_empty() {
+        let Some(w) = window.get() else {
             return view! { <p class="message error">"The training split is empty."</p> }.into_any();
-        }
-        // Full ten-item histories whose next book is not already in them read best.
-        let full: Vec<&soft_core::data::Window> = d
-            .train
-            .iter()
-            .filter(|w| {
-                let t = d.catalog.title(w.target()).unwrap_or_default();
-                w.history().len() == 10 && w.history().iter().all(|&h| d.catalog.title(h) != Some(t))
-            })
-            .collect();
-        let pool = if full.is_empty() { d.train.iter().collect() } else { full };
-        let w = pool[example.get() % pool.len()];
+        };
         let titles: Vec<&str> = w.history().iter().map(|&id| d.catalog.title(id).unwrap_or_default()).collect();
         let target = d.catalog.title(w.target()).unwrap_or_default();
         let text = prompt::prompt(d.domain, &titles);
@@ -289,6 +425,17 @@ pub fn Walkthrough(data: Arc<PageData>, reports: RwSignal<Reports>) -> impl Into
                     "response tokens and the end-of-sequence token."
                 </p>
                 {prompt_view}
+                {llara
+                    .then(|| {
+                        view! {
+                            <HybridPrompt
+                                data=data.clone()
+                                window=window
+                                recommender=recommender
+                                model_status=model_status
+                            />
+                        }
+                    })}
                 <button class="secondary" data-testid="next-example" on:click=move |_| example.update(|i| *i += 1)>
                     "Another training example"
                 </button>

@@ -33,14 +33,3 @@ pub fn for_backbone(model: Llama, backbone: Backbone, table: Option<&Tensor<2>>,
         (Backbone::Llara, None) => bail!("LLaRA needs an item table (from a SASRec run)"),
     }
 }
-
-/// Refuses a loaded model whose item projector does not fit the backbone its run was made with.
-pub fn check_loaded(model: &Llama, backbone: Backbone, dir: &Path) -> Result<()> {
-    match (backbone, model.item_projector().is_some()) {
-        (Backbone::Llara, false) => {
-            bail!("{}: a LLaRA run without its item projector (projector.safetensors)", dir.display())
-        }
-        (Backbone::Bigrec, true) => bail!("{}: a BIGRec run whose adapter carries an item projector", dir.display()),
-        _ => Ok(()),
-    }
-}

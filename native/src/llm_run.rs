@@ -12,10 +12,9 @@ use soft_core::eval::llm::{Grounder, LlmRecommender};
 use soft_core::model::decoding::generate::BeamConfig;
 use soft_core::model::formats::pretrained::{load_path, Pretrained};
 use soft_core::model::llama::Llama;
-use soft_core::train::sft::SftConfig;
+use soft_core::train::sft::{check_backbone, SftConfig};
 
 use crate::grounder_cache::grounder;
-use crate::llara::check_loaded;
 use crate::model_arg::resolve;
 use crate::run_info::{Details, GuidanceOnlyDetails, RunHeader, RunInfo, SftDetails, SoftDetails, RUN_FILE};
 
@@ -77,7 +76,7 @@ impl LoadedRun {
                 .load_adapter(&adapter)
                 .with_context(|| format!("{}: unusable adapter", adapter.display()))?
         };
-        check_loaded(&tuned, config.prompt.backbone, dir)?;
+        check_backbone(&tuned, config.prompt.backbone).with_context(|| format!("{}: unusable run", dir.display()))?;
         let grounder = grounder(&base, &path, catalog)?;
         let decoding = decoding.unwrap_or(config.decoding);
         let beam = decoding.apply(config.beam(base.special.eos), &base.tokenizer, &base.special, catalog)?;

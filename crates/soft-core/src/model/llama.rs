@@ -225,17 +225,24 @@ impl Llama {
     /// This is where a backbone shows: BIGRec prompts have no slots, LLaRA prompts one after
     /// each history title. Slots need [`Llama::with_items`] (checked by `left_pad`).
     pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let Some(items) = &self.items else { return embedding(self.embed_tokens.val(), tokens) };
+        let Some(items) = &self.items else { return self.embed_text(tokens) };
         let [b, t] = tokens.dims();
         let is_slot = tokens.clone().greater_equal_elem(ITEM_SLOT_BASE as i64);
         let zeros = tokens.zeros_like();
         // Slots read token 0's row and text reads item 0 (padding); both are discarded below.
         let text = tokens.clone().mask_where(is_slot.clone(), zeros.clone());
         let item_ids = tokens.sub_scalar(ITEM_SLOT_BASE as i64).mask_where(is_slot.clone().bool_not(), zeros);
-        let from_text = embedding(self.embed_tokens.val(), text);
+        let from_text = self.embed_text(text);
         let hidden = from_text.dims()[2];
         let from_items = items.forward(item_ids);
         from_text.mask_where(is_slot.unsqueeze_dim::<3>(2).expand([b, t, hidden]), from_items)
+    }
+
+    /// The token embeddings `[B, T, hidden]` of `tokens` that hold no item slot — what the model
+    /// itself writes (decoding steps, training responses): [`Llama::embed`] without the
+    /// projector's work, which would be thrown away there.
+    pub fn embed_text(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.embed_tokens.val(), tokens)
     }
 
     /// [`Llama::hidden_states`] from input embeddings `[B, T, hidden]` (see [`Llama::embed`]).

@@ -17,9 +17,10 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
-use super::formats::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
+use super::formats::hf_write::safetensors_bytes;
+use super::formats::weights::{host_values, safetensors_f32, transpose, FloatEncoding, RawTensor, WeightMap};
 use super::lora::frozen;
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::kernels::linear;
@@ -113,25 +114,18 @@ impl ItemProjector {
 
     /// The file's bytes: the table and the two layers, f32, PyTorch orientation.
     pub fn to_safetensors(&self, path: &Path) -> Result<Vec<u8>> {
-        let mut tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = Vec::new();
         let (d_rec, hidden) = (self.d_rec(), self.hidden());
         let table = self.table.val();
-        tensors.push((TABLE, table.dims().to_vec(), FloatEncoding::F32.encode(&host_values::<f32, 2, _>(table)?)));
+        let mut tensors = WeightMap::new();
+        tensors.insert(TABLE.into(), RawTensor::new(table.dims().to_vec(), host_values::<f32, 2, _>(table)?));
         for (name, w, d_in) in [(W1, self.w1.val(), d_rec), (W2, self.w2.val(), hidden)] {
             let values = transpose(&host_values::<f32, 2, _>(w)?, d_in, hidden);
-            tensors.push((name, vec![hidden, d_in], FloatEncoding::F32.encode(&values)));
+            tensors.insert(name.into(), RawTensor::new(vec![hidden, d_in], values));
         }
         for (name, b) in [(B1, self.b1.val()), (B2, self.b2.val())] {
-            tensors.push((name, vec![hidden], FloatEncoding::F32.encode(&host_values::<f32, 1, _>(b)?)));
+            tensors.insert(name.into(), RawTensor::new(vec![hidden], host_values::<f32, 1, _>(b)?));
         }
-        let views = tensors
-            .iter()
-            .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (*name, v))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::safetensors(path, e))?;
-        safetensors::serialize(views, None).map_err(|e| Error::safetensors(path, e))
+        safetensors_bytes(&tensors, FloatEncoding::F32, path)
     }
 
     /// A projector from [`PROJECTOR_FILE`]'s bytes for a model of width `hidden` (`path` names

@@ -157,7 +157,8 @@ pub fn shared_prompt_losses(model: &Llama, prompts: &[&[u32]], responses: &[Vec<
     // The last response token is fed only to keep the shapes simple; its output is never read.
     let cont = Tensor::<2, Int>::from_data(TensorData::new(cont, [n, width]), &device);
     let cont_mask = Tensor::<2, Int>::from_data(TensorData::new(cont_mask, [n, width]), &device);
-    let cont_hidden = model.hidden_states(cont, cont_mask, Some(&mut cache));
+    // Responses are text: no item slot to project.
+    let cont_hidden = model.hidden_states_from_embeddings(model.embed_text(cont), cont_mask, Some(&mut cache));
     let hidden = if width > 1 { Tensor::cat(vec![last, cont_hidden.narrow(1, 0, width - 1)], 1) } else { last };
     let total = positions.len();
     let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [total]), &device);

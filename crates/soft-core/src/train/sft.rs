@@ -137,10 +137,10 @@ pub fn examples(
         .collect()
 }
 
-/// Refuses a model that does not fit the backbone `options` name: LLaRA's prompts need an item
+/// Refuses a model that does not fit `backbone`: LLaRA's prompts need an item
 /// projector, and a BIGRec stage must not carry one (it would train an unused projector).
-pub fn check_backbone(model: &Llama, options: &PromptOptions) -> Result<()> {
-    match (options.backbone, model.item_projector().is_some()) {
+pub fn check_backbone(model: &Llama, backbone: Backbone) -> Result<()> {
+    match (backbone, model.item_projector().is_some()) {
         (Backbone::Llara, false) => Err(Error::config(
             "backbone",
             "LLaRA needs the model to carry an item table and projector (from the run's SASRec)",
@@ -227,7 +227,7 @@ pub fn sft(
     progress: Progress,
 ) -> Result<Tuned> {
     config.validate()?;
-    check_backbone(&trainable, &config.prompt)?;
+    check_backbone(&trainable, config.prompt.backbone)?;
     let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
     for e in &data {
         trainable.check_input_ids(&e.tokens)?;

@@ -208,8 +208,9 @@ pub fn soft(
             inputs.train.len()
         )));
     }
-    crate::train::sft::check_backbone(&trainable, &config.sft.prompt)?;
-    crate::train::sft::check_backbone(inputs.base, &config.sft.prompt)?;
+    let backbone = config.sft.prompt.backbone;
+    crate::train::sft::check_backbone(&trainable, backbone)?;
+    crate::train::sft::check_backbone(inputs.base, backbone)?;
     let pairs = pairs(inputs, distilled)?;
     for p in &pairs {
         trainable.check_input_ids(&p.prompt)?;

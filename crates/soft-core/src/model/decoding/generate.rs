@@ -64,11 +64,7 @@ pub fn greedy<S: AsRef<[u32]>>(
 /// vocabulary), so a finished hypothesis is always one of the trie's sequences and an unfinished
 /// one (cut by `max_new_tokens`) a prefix of one. A prompt with fewer allowed continuations than
 /// beams keeps fewer beams, and may return fewer than `num_return_sequences` hypotheses.
-pub fn beam_search<S: AsRef<[u32]> + Sync>(
-    model: &Llama,
-    prompts: &[S],
-    config: &BeamConfig,
-) -> Result<Vec<Vec<Hypothesis>>> {
+pub fn beam_search<S: AsRef<[u32]>>(model: &Llama, prompts: &[S], config: &BeamConfig) -> Result<Vec<Vec<Hypothesis>>> {
     beam_search_embedded(model, PromptBatch::from_tokens(model, prompts)?, config)
 }
 
@@ -278,7 +274,8 @@ fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32
     }
     let tokens = tokens.iter().map(|&t| t as i64).collect::<Vec<_>>();
     let tokens = Tensor::from_data(TensorData::new(tokens, [n, 1]), &device);
-    last_logits(model, PromptBatch { embeddings: model.embed(tokens), mask: Tensor::ones([n, 1], &device) }, cache)
+    // Generated tokens are never item slots.
+    last_logits(model, PromptBatch { embeddings: model.embed_text(tokens), mask: Tensor::ones([n, 1], &device) }, cache)
 }
 
 fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {

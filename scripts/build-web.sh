@@ -10,6 +10,38 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 source scripts/env.sh
 
+# The dataset the shipped export names, where the repository may not carry it (MovieLens'
+# licence forbids redistribution, so web/assets/data is git-ignored): prepared again here by
+# `soft-train prepare` from the files scripts/setup.sh fetched, and checked byte for byte against
+# the digests the export recorded.
+read -r name k_core < <(python3 -c 'import json; d = json.load(open("web/assets/manifest.json"))["dataset"]; print(d["name"], d.get("k_core") or 10)')
+if [[ "$name" != amazon-books ]]; then
+    dest="web/assets/data/$name"
+    if ! python3 - "$dest" <<'PY'
+import hashlib, json, sys, os
+want = json.load(open("web/assets/manifest.json"))["dataset"]["sha256"]
+ok = all(os.path.exists(os.path.join(sys.argv[1], f)) and hashlib.sha256(open(os.path.join(sys.argv[1], f), "rb").read()).hexdigest() == h for f, h in want.items())
+sys.exit(0 if ok else 1)
+PY
+    then
+        cargo build --release -p soft-train
+        tmp="$(mktemp -d)"
+        "$CARGO_TARGET_DIR/release/soft-train" prepare --dataset "$name" --k-core "$k_core" --out "$tmp" >/dev/null
+        mkdir -p "$dest"
+        cp "$tmp/id2name.json" "$tmp/sequences.csv" "$dest/"
+        rm -rf "$tmp"
+        python3 - "$dest" <<'PY'
+import hashlib, json, sys, os
+want = json.load(open("web/assets/manifest.json"))["dataset"]["sha256"]
+for f, h in want.items():
+    got = hashlib.sha256(open(os.path.join(sys.argv[1], f), "rb").read()).hexdigest()
+    if got != h:
+        sys.exit(f"build-web: {sys.argv[1]}/{f}: prepared again, but its sha256 {got} is not the export's {h}")
+PY
+        echo "web: $dest prepared from the fetched $name files (sha256 as exported)"
+    fi
+fi
+
 start=$(date +%s)
 trunk build --release --config trunk.toml "$@"
 echo "web: trunk build: $(($(date +%s) - start)) s"

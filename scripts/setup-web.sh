@@ -16,7 +16,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 if [[ "$(trunk --version 2>/dev/null || true)" != "trunk $TRUNK_VERSION" ]]; then
-    cargo install trunk --locked --version "$TRUNK_VERSION"
+    cargo install trunk --locked --version "=$TRUNK_VERSION"
 fi
 
 # The version trunk will look for: the one wasm-bindgen package in Cargo.lock.
@@ -26,11 +26,10 @@ if [[ -z "$bindgen_version" ]]; then
     exit 1
 fi
 if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $bindgen_version" ]]; then
-    # --locked first (the versions its authors tested); a lock naming a version the registry no
-    # longer serves (wasm-bindgen-cli 0.2.130 locks the since-yanked webpki-roots 1.0.11) falls
-    # back to a fresh resolution of the same wasm-bindgen-cli version.
-    cargo install wasm-bindgen-cli --locked --version "$bindgen_version" ||
-        cargo install wasm-bindgen-cli --version "$bindgen_version"
+    # Not --locked: the lock wasm-bindgen-cli 0.2.130 publishes names webpki-roots 1.0.11, which
+    # the registry no longer serves (yanked), so a locked install always fails. The version of
+    # the tool itself is pinned exactly; its dependencies resolve fresh.
+    cargo install wasm-bindgen-cli --version "=$bindgen_version"
 fi
 
 need_apt=()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the project needs on a fresh machine; safe to run again.
+# Installs what `soft-train` needs on a fresh machine (the main job); safe to run again. The
+# page's tool chain is scripts/setup-web.sh.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -19,7 +20,5 @@ fi
 "$repo_root/scripts/fetch-smollm2.sh"
 "$repo_root/scripts/fetch-ml100k.sh"
 
-# The browser app's tool chain (wasm target, trunk, wasm-bindgen-cli, chromium, playwright-core).
-"$repo_root/scripts/setup-web.sh"
-# ... and the page itself (web/dist; serve it with any static server: README, "The browser app").
-"$repo_root/scripts/build-web.sh"
+# The browser page's tool chain is not part of the main job: scripts/setup-web.sh installs it
+# (scripts/test.sh and scripts/serve-run.sh call it).

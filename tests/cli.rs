@@ -386,6 +386,51 @@ fn run_every_stage_on_a_tiny_slice() {
         assert!(!o.status.success() && stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
     }
 
+    // The table's rows as data (table.json), cell for cell the Markdown's.
+    let rows = json(&out.join("table.json"));
+    let rows = rows.as_array().unwrap();
+    let first_table = table.lines().skip_while(|l| !l.starts_with("| method |")).skip(2).take_while(|l| l.starts_with("| "));
+    assert_eq!(rows.len(), first_table.count(), "{table}");
+    let md_cell = |label: &str, col: usize| -> String {
+        let line = table.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap();
+        line.split('|').map(str::trim).nth(col + 2).unwrap().to_string()
+    };
+    for row in rows {
+        let label = row["label"].as_str().unwrap();
+        for (col, cell) in row["cells"].as_array().unwrap().iter().enumerate() {
+            let text = format!("{:.4} [{:.4}, {:.4}]", cell["mean"].as_f64().unwrap(), cell["low"].as_f64().unwrap(), cell["high"].as_f64().unwrap());
+            assert_eq!(text, md_cell(label, col), "{label} {}", cell["metric"]);
+        }
+    }
+
+    // The export ships the run's test table beside the models, and refuses models trained by a
+    // binary built from uncommitted changes unless told (then the manifest says so).
+    let set_commit = |dir: &str, commit: &str| {
+        let path = out.join(dir).join("run.json");
+        let mut v = json(&path);
+        v["git_commit"] = commit.into();
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    };
+    for d in ["sft", "soft", "llara-sft", "llara-soft"] {
+        set_commit(d, "abc1234");
+    }
+    set_commit("llara-soft", "abc1234-dirty");
+    let assets = dir.join("assets");
+    let export = |extra: &[&str]| run(&[&["export", "--run", out.to_str().unwrap(), "--out", assets.to_str().unwrap()][..], extra].concat());
+    let o = export(&[]);
+    assert!(!o.status.success() && stderr(&o).contains("llara-soft") && stderr(&o).contains("--allow-dirty"), "{}", stderr(&o));
+    assert!(!assets.join("manifest.json").exists(), "a refused export writes nothing");
+    let o = export(&["--allow-dirty"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = json(&assets.join("manifest.json"));
+    assert_eq!(manifest["provenance"]["dirty"], true);
+    assert_eq!(std::fs::read_to_string(assets.join("reports/table.md")).unwrap(), table);
+    assert_eq!(&manifest["metrics"], &json(&out.join("table.json")), "the run's rows, as the run wrote them");
+    set_commit("llara-soft", "abc1234");
+    let o = export(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&assets.join("manifest.json"))["provenance"]["dirty"], false);
+
     // A finished run: a second start is refused, a resume redoes nothing.
     let o = run(&args);
     assert!(!o.status.success() && stderr(&o).contains("--resume"), "{}", stderr(&o));

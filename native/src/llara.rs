@@ -10,7 +10,7 @@ use soft_core::baselines::SasRec;
 use soft_core::data::prompt::Backbone;
 use soft_core::model::llama::Llama;
 
-use crate::cmd::baseline::SASREC_WEIGHTS;
+use crate::run_dir::SASREC_WEIGHTS;
 use crate::run_info::{RunInfo, SasrecDetails};
 
 /// The item embeddings `[max_item + 1, d]` of the SASRec run in `dir`.

@@ -48,6 +48,7 @@ enum Command {
     /// Speed on fixed work (LoRA training, SOFT step, beam search, grounding), optionally side
     /// by side with PyTorch + transformers + peft (`--against pytorch`).
     Bench(cmd::bench::Args),
+    Plan(cmd::plan::Args),
 }
 
 fn main() {
@@ -66,6 +67,7 @@ fn main() {
         Command::Run(args) => cmd::run::execute(&args),
         Command::Export(args) => cmd::export::execute(&args),
         Command::Bench(args) => cmd::bench::execute(&args),
+        Command::Plan(args) => cmd::plan::execute(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

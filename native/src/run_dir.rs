@@ -8,6 +8,9 @@ use serde::de::DeserializeOwned;
 use soft_core::atomic_file::write_atomic;
 use soft_core::train::checkpoint::Checkpoints;
 
+/// SASRec's weights in its run directory (`baseline --method sasrec`; LLaRA reads its item table).
+pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
+
 /// Writes several files into `dir` atomically, each through a temp file and a rename.
 pub fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
     for (name, text) in files {

@@ -2,16 +2,22 @@
 //! curriculum of a real run drawn as charts, and a walkthrough of the method's stages.
 //!
 //! The plain-Rust parts (report model, chart geometry, history rules, catalog search) build and
-//! are tested on every target; the Leptos app (`app`, `views`, `runtime`) exists on wasm32 only.
+//! are tested on every target; the Leptos app (`app`, `views`,
+//! `runtime`, `model`, `page_data`) exists on wasm32 only. Modules depend one way: `runtime`
+//! (browser, fetch) <- `page_data` <- `model` <- `views` <- `app`.
 
 pub mod charts;
+pub mod domain_words;
 pub mod history;
 pub mod report;
+pub mod test_table;
 
 #[cfg(target_arch = "wasm32")]
 pub mod app;
 #[cfg(target_arch = "wasm32")]
 pub mod model;
+#[cfg(target_arch = "wasm32")]
+pub mod page_data;
 #[cfg(target_arch = "wasm32")]
 pub mod runtime;
 #[cfg(target_arch = "wasm32")]

@@ -16,8 +16,8 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 use soft_core::data::prompt::{Backbone, PromptOptions};
 use soft_core::data::Catalog;
-use soft_core::eval::decoding::Decoding;
-use soft_core::eval::llm::{history_prompt_with, title_trie, Grounder, KernelAgreement};
+use soft_core::eval::decoding::{title_trie, Decoding, Ranking};
+use soft_core::eval::llm::{history_prompt_with, Grounder, KernelAgreement};
 use soft_core::model::decoding::generate::{beam_search_async, BeamConfig};
 use soft_core::model::decoding::trie::TitleTrie;
 use soft_core::model::formats::hf::safetensors_from_bytes;
@@ -29,9 +29,9 @@ use soft_core::model::formats::weights::{FloatEncoding, RawTensor};
 use soft_core::model::llama::Llama;
 use soft_core::model::projector::{PROJECTOR_FILE, TABLE};
 
-use crate::app::PageData;
+use crate::page_data::PageData;
 use crate::runtime::{
-    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, PromptTokens, Ranked, RecommendError, RecommendRequest,
+    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError, RecommendRequest,
     Recommendation, Recommender, Runtime, Timings,
 };
 
@@ -45,6 +45,9 @@ pub struct ModelManifest {
     pub tokenizer_config: Option<String>,
     pub grounding: GroundingManifest,
     pub beam: BeamManifest,
+    /// How the run ranked items from the beams (exports before it: the paper's, the top beam).
+    #[serde(default)]
+    pub ranking: Ranking,
     pub sft: AdapterManifest,
     pub soft: SoftManifest,
     /// The prompt options BIGRec trained with; exports before LLaRA have none: the defaults.
@@ -199,7 +202,7 @@ impl PageModel {
                     kernel_check = check.map_err(|e| e.to_string())?;
                     grounder = with_kernel;
                 }
-                Err(e) => crate::app::log(&format!("{e}: ranking with tensors")),
+                Err(e) => crate::runtime::log(&format!("{e}: ranking with tensors")),
             }
         }
         let beam = BeamConfig {
@@ -343,12 +346,24 @@ impl PageModel {
         })
     }
 
-    /// The `k` items nearest to `answer` with their L2 distances, nearest first (the WGSL kernel
-    /// on WebGPU), embedded with the base model as the native evaluation does.
-    async fn ground(&self, answer: &str, k: usize) -> Result<Vec<(u32, f32)>, String> {
+    /// The `k` items the run's ranking (manifest `model.ranking`, as the run evaluated its models)
+    /// makes of `beams` (best first), each with its L2 distance to the answer of the beam that
+    /// ranked it: the top beam's nearest items (the paper's), or each beam's nearest item not yet
+    /// ranked and the top beam's neighbours after them. Embedded with the base model, ranked by
+    /// the WGSL kernel on WebGPU, as the native evaluation does.
+    async fn ground(&self, beams: &[String], k: usize) -> Result<Vec<(u32, f32)>, String> {
         let (tokenizer, special) = (&self.base.tokenizer, &self.base.special);
-        let ranked = self.grounder.rank_async(&self.base.model, tokenizer, special, &[answer.to_string()], k).await;
-        Ok(ranked.map_err(|e| e.to_string())?.into_iter().next().unwrap_or_default())
+        let grounded = match self.manifest.ranking {
+            Ranking::TopBeam => &beams[..beams.len().min(1)],
+            Ranking::Beams => beams,
+        };
+        let lists = self.grounder.rank_async(&self.base.model, tokenizer, special, grounded, k).await;
+        let lists = lists.map_err(|e| e.to_string())?;
+        let per_beam: Vec<Vec<u32>> = lists.iter().map(|l| l.iter().map(|&(id, _)| id).collect()).collect();
+        let ids = self.manifest.ranking.merge(&per_beam, k);
+        // Each item's distance in the first list that holds it: where merge found it.
+        let distance = |id: u32| lists.iter().flatten().find(|&&(i, _)| i == id).map_or(f32::NAN, |&(_, d)| d);
+        Ok(ids.into_iter().map(|id| (id, distance(id))).collect())
     }
 
     async fn run(&self, request: &RecommendRequest) -> Result<Recommendation, RecommendError> {
@@ -363,11 +378,15 @@ impl PageModel {
         let ids = self.prompt_tokens(backbone, &request.history).map_err(failed)?.ids;
         let t1 = now_ms();
         let hyps = beam_search_async(&model, &[ids], &beam).await.map_err(|e| failed(e.to_string()))?;
-        let best = hyps.first().and_then(|h| h.first()).map(|h| h.tokens.clone()).unwrap_or_default();
-        let generated =
-            self.base.tokenizer.decode(&best, true).map_err(|e| failed(format!("decoding the answer: {e}")))?;
+        let beams = hyps
+            .first()
+            .map(|h| h.iter().map(|h| self.base.tokenizer.decode(&h.tokens, true)).collect::<Result<Vec<_>, _>>())
+            .transpose()
+            .map_err(|e| failed(format!("decoding the answer: {e}")))?
+            .unwrap_or_default();
+        let generated = beams.first().cloned().unwrap_or_default();
         let t2 = now_ms();
-        let ranked = self.ground(&generated, request.top_k).await.map_err(failed)?;
+        let ranked = self.ground(&beams, request.top_k).await.map_err(failed)?;
         let t3 = now_ms();
         let top = ranked
             .into_iter()
@@ -433,5 +452,27 @@ impl Recommender for PageModel {
         request: &'a RecommendRequest,
     ) -> LocalFuture<'a, Result<Recommendation, RecommendError>> {
         Box::pin(self.run(request))
+    }
+}
+
+/// The recommender the assets allow: the exported model when `manifest.json` names one and it
+/// loads, otherwise [`NoModel`] with the reason (naming the file that failed).
+pub async fn load_recommender(
+    runtime: &Runtime,
+    manifest: Option<&serde_json::Value>,
+    data: Arc<PageData>,
+) -> Box<dyn Recommender> {
+    let Some(entry) = manifest.and_then(|m| m.get("model")) else {
+        return Box::new(NoModel {
+            why: "this build ships no model: `soft-train export` writes one (base weights, the SFT adapter, every SOFT epoch's adapter, tokenizer, catalog embeddings)".into(),
+        });
+    };
+    let manifest: ModelManifest = match serde_json::from_value(entry.clone()) {
+        Ok(m) => m,
+        Err(e) => return Box::new(NoModel { why: format!("assets/manifest.json: the `model` entry is not one: {e}") }),
+    };
+    match PageModel::load(runtime, manifest, data).await {
+        Ok(model) => Box::new(model),
+        Err(why) => Box::new(NoModel { why: format!("the model did not load: {why}") }),
     }
 }

@@ -342,24 +342,7 @@ impl Recommender for NoModel {
     }
 }
 
-/// The recommender the assets allow: the exported model when `manifest.json` names one and it
-/// loads, otherwise [`NoModel`] with the reason (naming the file that failed).
-pub async fn load_recommender(
-    runtime: &Runtime,
-    manifest: Option<&serde_json::Value>,
-    data: std::sync::Arc<crate::app::PageData>,
-) -> Box<dyn Recommender> {
-    let Some(entry) = manifest.and_then(|m| m.get("model")) else {
-        return Box::new(NoModel {
-            why: "this build ships no model: `soft-train export` writes one (base weights, the SFT adapter, every SOFT epoch's adapter, tokenizer, catalog embeddings)".into(),
-        });
-    };
-    let manifest: crate::model::ModelManifest = match serde_json::from_value(entry.clone()) {
-        Ok(m) => m,
-        Err(e) => return Box::new(NoModel { why: format!("assets/manifest.json: the `model` entry is not one: {e}") }),
-    };
-    match crate::model::PageModel::load(runtime, manifest, data).await {
-        Ok(model) => Box::new(model),
-        Err(why) => Box::new(NoModel { why: format!("the model did not load: {why}") }),
-    }
+/// A line in the browser console (info level: errors would fail the end-to-end test).
+pub fn log(s: &str) {
+    web_sys::console::log_1(&s.into());
 }

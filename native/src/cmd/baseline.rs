@@ -17,10 +17,9 @@ use crate::backend::{choose, BackendChoice};
 use crate::llara::sasrec_item_table;
 use crate::model_arg::resolve;
 use crate::progress::Reporter;
-use crate::run_dir::write_files;
+use crate::run_dir::{write_files, SASREC_WEIGHTS};
 use crate::run_info::{GuidanceOnlyDetails, PopularityDetails, RunInfo, SasrecDetails, TrainOn};
 
-pub const SASREC_WEIGHTS: &str = "sasrec.bpk";
 pub const POPULARITY_FILE: &str = "popularity.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

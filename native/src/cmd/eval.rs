@@ -13,7 +13,8 @@ use soft_core::data::{Catalog, Window};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
-use super::baseline::{POPULARITY_FILE, SASREC_WEIGHTS};
+use super::baseline::POPULARITY_FILE;
+use crate::run_dir::SASREC_WEIGHTS;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::LoadedRun;
 use crate::run_dir::{read_json, write_files};

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{Device, Tensor};
 use serde_json::json;
 use soft_core::atomic_file::write_atomic;
+use soft_core::checksums::sha256_file;
 use soft_core::data::dataset::{Dataset, Source};
 use soft_core::data::prompt::{self, Backbone, PromptOptions};
 use soft_core::eval::llm::{generate_answers, history_prompt_with};
@@ -35,7 +36,9 @@ use soft_core::train::soft::EpochAdapters;
 use crate::grounder_cache::grounder;
 use crate::llm_run::ADAPTER_DIR;
 use crate::model_arg::resolve;
-use crate::run_info::{RunInfo, SftDetails, SoftDetails, REPORT_FILE, RUN_FILE};
+use crate::cmd::run::{test_rows, CONFIG_FILE, TABLE_FILE};
+use crate::run_dir::read_json;
+use crate::run_info::{RunHeader, RunInfo, SftDetails, SoftDetails, REPORT_FILE, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -53,6 +56,10 @@ pub struct Args {
     /// adapter): the export prints how far f16 moves the projected rows, the logits and the answers.
     #[arg(long, value_enum, default_value = "f16")]
     pub item_table_dtype: Dtype,
+    /// Export models trained by a binary built from uncommitted changes (their commit ends in
+    /// `-dirty`: no commit holds the code that made them); the page then says so.
+    #[arg(long)]
+    pub allow_dirty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +106,27 @@ pub fn execute(args: &Args) -> Result<()> {
     let soft_run = RunInfo::<SoftDetails>::load(&soft_dir)?;
     let sft_run = RunInfo::<SftDetails>::load(&sft_dir)?;
     let details = &soft_run.details;
+    // Every model the export ships: BIGRec's SFT and SOFT, and LLaRA's where they finished.
+    let mut headers = vec![(sft_dir.clone(), sft_run.header.clone()), (soft_dir.clone(), soft_run.header.clone())];
+    for dir in ["sft", "soft"].map(|d| run.join(format!("{}-{d}", Backbone::Llara.name()))) {
+        if dir.join(RUN_FILE).exists() {
+            headers.push((dir.clone(), RunHeader::load(&dir)?));
+        }
+    }
+    let dirty = dirty_commits(&headers);
+    if let Some((dir, commit)) = dirty.first() {
+        if !args.allow_dirty {
+            bail!(
+                "{}: trained by a binary built from uncommitted changes (commit {commit}): no commit holds the code \
+                 that made these models. Commit, train again and export, or pass --allow-dirty (the page then \
+                 says so)",
+                dir.display()
+            );
+        }
+    }
+    // The run's test table: every finished method's metrics with intervals, which the page shows
+    // beside each answer (`table.md` itself ships too, once the run has written it).
+    let metrics = test_rows(run).with_context(|| format!("{}: the run's test metrics", run.display()))?;
     let data_dir = run.join("data");
     let dataset = Dataset::load(&Source::Path(data_dir.clone()), 0, None)
         .with_context(|| format!("{}: the run's prepared data", data_dir.display()))?;
@@ -185,6 +213,11 @@ pub fn execute(args: &Args) -> Result<()> {
         (run.join(REPORT_FILE), "reports/run.json", "the whole run".to_string()),
     ];
     let mut report_entries = Vec::new();
+    let table_md = run.join(TABLE_FILE);
+    if table_md.exists() {
+        let bytes = std::fs::read(&table_md).with_context(|| format!("{}", table_md.display()))?;
+        outputs.write(&out.join("reports").join(TABLE_FILE), &bytes)?;
+    }
     for (from, to, label) in reports {
         // The whole run's report comes last (after every evaluation): an export of a run still
         // evaluating ships the stages' reports without it.
@@ -198,7 +231,10 @@ pub fn execute(args: &Args) -> Result<()> {
     }
 
     let llara = export_llara(args, &outputs, &base, &dataset, &details.base_model)?;
-    let dataset_entry = dataset_entry(&outputs, &dataset, &data_dir, out)?;
+    // The k-core filter the run prepared its data with (`prepare --k-core`), to prepare it again.
+    let config: serde_json::Value = read_json(&run.join(CONFIG_FILE), "not a `soft-train run` directory", "corrupted run configuration")?;
+    let k_core = config.get("k_core").and_then(|k| k.as_u64());
+    let dataset_entry = dataset_entry(&outputs, &dataset, &data_dir, k_core, out)?;
     let config = &details.config.sft;
     let about = match &llara {
         None => format!("What the page loads, written by `soft-train export --run {}`.", run.display()),
@@ -211,10 +247,14 @@ pub fn execute(args: &Args) -> Result<()> {
             l.effect
         ),
     };
+    let commits: BTreeSet<String> = headers.iter().filter_map(|(_, h)| h.git_commit.clone()).collect();
     let mut manifest = json!({
         "about": about,
+        "provenance": { "commits": commits, "dirty": !dirty.is_empty() },
         "dataset": dataset_entry,
         "reports": report_entries,
+        "table": (table_md.exists()).then(|| format!("reports/{TABLE_FILE}")),
+        "metrics": metrics,
         "model": {
             "name": details.base_model,
             "config": format!("{MODEL_DIR}/config.json"),
@@ -226,6 +266,9 @@ pub fn execute(args: &Args) -> Result<()> {
             "grounding": { "table": GROUNDING_FILE, "tensor": GROUNDING_TENSOR, "ids": grounder.ids() },
             "beam": { "num_beams": config.beams, "max_new_tokens": config.max_new_tokens, "length_penalty": 1.0 },
             "decoding": config.decoding.name(),
+            // How the run ranked items from the beams: the page ranks its answers the same way,
+            // so the test numbers beside them describe what it shows.
+            "ranking": config.ranking,
             "sft": { "adapter": format!("{MODEL_DIR}/sft") },
             "soft": { "adapter": format!("{MODEL_DIR}/soft"), "best_epoch": details.report.best_epoch, "epochs": epochs },
         },
@@ -248,6 +291,14 @@ pub fn execute(args: &Args) -> Result<()> {
     }
     println!("wrote {} ({} bytes)", out.display(), dir_size(out)?);
     Ok(())
+}
+
+/// The runs among `runs` (directory, header) whose binary was built from uncommitted changes,
+/// with that commit.
+fn dirty_commits(runs: &[(PathBuf, RunHeader)]) -> Vec<(PathBuf, String)> {
+    runs.iter()
+        .filter_map(|(dir, h)| h.git_commit.as_ref().filter(|c| c.ends_with("-dirty")).map(|c| (dir.clone(), c.clone())))
+        .collect()
 }
 
 /// The files this export writes, so that what an earlier export left beside them is known.
@@ -530,19 +581,31 @@ fn max_logit_diff(a: &Llama, b: &Llama, prompts: &[Vec<u32>]) -> f32 {
 
 /// The manifest's dataset: the embedded Amazon Books files the page's build ships already, or the
 /// run's prepared catalog and sequences copied into the export.
-fn dataset_entry(outputs: &Outputs, dataset: &Dataset, data_dir: &Path, out: &Path) -> Result<serde_json::Value> {
+fn dataset_entry(
+    outputs: &Outputs,
+    dataset: &Dataset,
+    data_dir: &Path,
+    k_core: Option<u64>,
+    out: &Path,
+) -> Result<serde_json::Value> {
     let domain = serde_json::to_value(dataset.meta.domain)?;
     if dataset.meta.name == "amazon-books" {
         return Ok(json!({ "name": dataset.meta.name, "domain": domain,
             "items": "data/amazon-books/id2name.json", "sequences": "data/amazon-books/sequences.csv" }));
     }
+    // Written for a page served from this export; a repository that may not carry them (MovieLens'
+    // licence forbids redistribution: web/assets/data is git-ignored) has scripts/build-web.sh
+    // prepare them again from the fetched files, checked against these digests.
+    let mut sha256 = serde_json::Map::new();
     for name in ["id2name.json", "sequences.csv"] {
         let bytes = std::fs::read(data_dir.join(name)).with_context(|| format!("{}", data_dir.join(name).display()))?;
+        sha256.insert(name.to_string(), json!(sha256_file(&data_dir.join(name))?));
         outputs.write(&out.join("data").join(&dataset.meta.name).join(name), &bytes)?;
     }
     Ok(json!({ "name": dataset.meta.name, "domain": domain,
         "items": format!("data/{}/id2name.json", dataset.meta.name),
-        "sequences": format!("data/{}/sequences.csv", dataset.meta.name) }))
+        "sequences": format!("data/{}/sequences.csv", dataset.meta.name),
+        "k_core": k_core, "sha256": sha256 }))
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {

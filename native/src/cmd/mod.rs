@@ -5,6 +5,7 @@ pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod plan;
 pub mod prepare;
 pub mod pretrain;
 pub mod prompt_args;

@@ -9,7 +9,7 @@ use wasm_bindgen::JsCast;
 
 use super::epochs::EpochSlider;
 use super::{BackboneSwitch, Level, Message};
-use crate::app::{Named, Reports};
+use crate::page_data::{Named, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
 use crate::palette;
 use crate::report::{self, SftReport, SoftReport};
@@ -252,13 +252,14 @@ fn run_table(run: &Named<report::RunReport>) -> impl IntoView {
 #[component]
 pub fn Curriculum(
     reports: RwSignal<Reports>,
-    data: std::sync::Arc<crate::app::PageData>,
+    data: std::sync::Arc<crate::page_data::PageData>,
     recommender: StoredValue<Option<std::rc::Rc<dyn crate::runtime::Recommender>>, LocalStorage>,
     history: RwSignal<Vec<u32>>,
     model_status: RwSignal<String>,
     /// Whether the export holds LLaRA's models (then the backbone switch shows).
     llara: bool,
 ) -> impl IntoView {
+    let words = data.words;
     let message = RwSignal::new(None::<(Level, String)>);
     let dragging = RwSignal::new(false);
     // Whose curriculum the charts and the epoch slider show.
@@ -355,8 +356,10 @@ pub fn Curriculum(
                     />
                     <LineChart
                         chart=Signal::derive(move || hr_chart(soft.get().as_ref(), sft.get().as_ref()))
-                        caption="Share of the validation users whose true next book is among the 10 nearest items to the answer."
-                            .to_string()
+                        caption=format!(
+                            "Share of the validation users whose true next {} is among the 10 nearest items to the answer.",
+                            words.item
+                        )
                     />
                 </div>
             }
@@ -369,7 +372,7 @@ pub fn Curriculum(
             <div class="intro">
                 <h2>"The curriculum of a real run"</h2>
                 <p>
-                    "SOFT trains on the real next books and on the SFT model's own answers at once. "
+                    {format!("SOFT trains on the real next {} and on the SFT model's own answers at once. ", words.items)}
                     "λ, the share of the easy distilled targets, starts at 1 and falls as the model's answers "
                     "come closer to the real items (d_t below d0)."
                 </p>

@@ -11,7 +11,7 @@ use leptos::task::spawn_local;
 use soft_core::data::prompt::Backbone;
 use soft_core::eval::decoding::Decoding;
 
-use crate::app::PageData;
+use crate::page_data::PageData;
 use crate::charts::fmt_num;
 use crate::runtime::{ModelChoice, RecommendError, RecommendRequest, Recommendation, Recommender};
 

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use soft_core::data::prompt::Backbone;
+use soft_core::data::prompt::{self, Backbone};
 use soft_core::eval::decoding::Decoding;
 
 use super::{BackboneSwitch, Level, Message};
-use crate::app::PageData;
+use crate::page_data::PageData;
 use crate::charts::fmt_num;
 use crate::history::{self, MAX_HISTORY};
 use crate::runtime::{Backend, ModelChoice, RecommendError, RecommendRequest, Recommendation, Recommender};
+use crate::test_table::{Cell, Summary};
 
 const SUGGESTIONS: usize = 8;
 
@@ -40,7 +41,7 @@ pub fn Recommend(
     let message = RwSignal::new(None::<(Level, String)>);
     let paste = RwSignal::new(String::new());
     let decoding = RwSignal::new(Decoding::Free);
-    let outcome: RwSignal<Option<Outcome>, LocalStorage> = RwSignal::new_local(None);
+    let outcome: RwSignal<Option<(Decoding, Outcome)>, LocalStorage> = RwSignal::new_local(None);
     let busy = RwSignal::new(false);
 
     let d = data.clone();
@@ -82,11 +83,12 @@ pub fn Recommend(
         message.set(Some((
             Level::Info,
             format!(
-                "User {} from the test split (example {} of {}): {n} book{} in the order read.",
+                "User {} from the test split (example {} of {}): {} in the order {}.",
                 w.user,
                 i + 1,
                 d.test.len(),
-                if n == 1 { "" } else { "s" },
+                d.words.count(n),
+                d.words.consumed,
             ),
         )));
     };
@@ -122,16 +124,18 @@ pub fn Recommend(
                 let req = RecommendRequest { history: h.clone(), decoding, backbone, model, top_k: 10 };
                 out.push((backbone, model, r.recommend(&req).await));
             }
-            outcome.set(Some(out));
+            outcome.set(Some((decoding, out)));
             busy.set(false);
         });
     };
 
     let d = data.clone();
+    let words = data.words;
     let history_list = move || {
         let ids = items.get();
         if ids.is_empty() {
-            return view! { <p class="hint">"No books yet: search the catalog, or take a real user."</p> }.into_any();
+            let none = format!("No {} yet: search the catalog, or take a real user.", words.items);
+            return view! { <p class="hint">{none}</p> }.into_any();
         }
         let rows = ids
             .iter()
@@ -193,8 +197,9 @@ pub fn Recommend(
         }
     };
 
+    let d = data.clone();
     let results = move || {
-        let out = outcome.get()?;
+        let (decoding, out) = outcome.get()?;
         let target_id = target.get().map(|t| t.0);
         // Both models failing for the same reason: say it once.
         let errors: Vec<String> = out.iter().filter_map(|(_, _, r)| r.as_ref().err().map(|e| e.to_string())).collect();
@@ -210,11 +215,26 @@ pub fn Recommend(
                 .into_any(),
             );
         }
+        // The same answer from SFT and SOFT is two separately trained adapters agreeing, not one
+        // model shown twice: said, so it does not read as agreement by design.
+        let answers: Vec<Option<Vec<u32>>> =
+            out.iter().map(|(_, _, r)| r.as_ref().ok().map(|r| r.top.iter().map(|t| t.id).collect())).collect();
+        let same = answers.len() == 2 && answers[0].is_some() && answers[0] == answers[1];
         let cards = out
             .into_iter()
-            .map(|(b, model, r)| view! { <ResultCard backbone=b model=model result=r target=target_id /> })
+            .map(|(b, model, r)| {
+                let summary = d.table.summary(b, matches!(model, ModelChoice::Soft { .. }), decoding);
+                view! { <ResultCard backbone=b model=model result=r target=target_id summary=summary /> }
+            })
             .collect_view();
-        Some(view! { <div class="results">{cards}</div> }.into_any())
+        let note = same.then(|| {
+            view! {
+                <p class="message info" data-testid="same-answer">
+                    "SFT and SOFT give the same ten answers for this history. They are two adapters trained separately (SOFT starts from a fresh one), so this is the two models agreeing here, not one model shown twice; the numbers under each say how each does on the test users."
+                </p>
+            }
+        });
+        Some(view! { <div class="results">{cards}</div> {note} }.into_any())
     };
 
     let on_key = {
@@ -230,16 +250,26 @@ pub fn Recommend(
     view! {
         <section class="view recommend" data-view="recommend">
             <div class="intro">
-                <h2>"Recommend the next book"</h2>
+                <h2>{format!("Recommend the next {}", words.item)}</h2>
                 <p>
-                    "Build a reading history of 1 to 10 books. The fine-tuned language model reads it as a prompt and "
-                    "writes the title of the next book; that answer is grounded to the nearest real books in the catalog. "
-                    "SFT and SOFT answer side by side."
+                    {format!(
+                        "Build a history of 1 to {MAX_HISTORY} {items}. The fine-tuned language model reads it as a prompt and \
+                         writes the title of the next {item}; that answer is grounded to the nearest real {items} in the catalog. \
+                         SFT and SOFT answer side by side, each with how it does on the run's held-out test users.",
+                        items = words.items,
+                        item = words.item,
+                    )}
                     {llara
-                        .then_some(
-                            " Two backbones were trained: BIGRec reads the titles only; LLaRA's prompt also carries, after each title, that book's embedding from the run's SASRec, mapped into the model's input by a trained projector.",
-                        )}
+                        .then(|| format!(
+                            " Two backbones were trained: BIGRec reads the titles only; LLaRA's prompt also carries, after each title, that {}'s embedding from the run's SASRec, mapped into the model's input by a trained projector.",
+                            words.item,
+                        ))}
                 </p>
+                {data.dirty.then(|| view! {
+                    <p class="message error" data-testid="dirty">
+                        "These models were trained by a build with uncommitted changes: no commit holds the exact code that made them."
+                    </p>
+                })}
             </div>
             <div class="columns">
                 <div class="card">
@@ -275,7 +305,7 @@ pub fn Recommend(
                     </div>
                     <Message msg=message testid="history-message" />
                     <div class="history-head">
-                        <span>{move || format!("{} of {MAX_HISTORY} books, oldest first", items.get().len())}</span>
+                        <span>{move || format!("{} of {MAX_HISTORY} {}, oldest first", items.get().len(), words.items)}</span>
                     </div>
                     {history_list}
                     {move || {
@@ -284,7 +314,7 @@ pub fn Recommend(
                             .map(|(id, t)| {
                                 view! {
                                     <p class="truth" data-testid="truth">
-                                        "Their true next book: " <strong>{t}</strong> " #" {id}
+                                        {format!("Their true next {}: ", words.item)} <strong>{t}</strong> " #" {id}
                                     </p>
                                 }
                             })
@@ -352,6 +382,8 @@ fn ResultCard(
     model: ModelChoice,
     result: Result<Recommendation, RecommendError>,
     target: Option<u32>,
+    /// How this model does on the run's test split (the run's table), when the export has it.
+    summary: Option<Summary>,
 ) -> impl IntoView {
     let body = match result {
         Err(e) => view! { <p class="message error" role="alert">{e.to_string()}</p> }.into_any(),
@@ -373,9 +405,15 @@ fn ResultCard(
                 })
                 .collect_view();
             let t = r.timings;
+            // The answer as grounding reads it: without the quotes the response format adds.
+            // (A response that is only quotes reads as nothing to grounding: shown without them.)
+            let answer = match prompt::strip_response(&r.generated) {
+                "" => r.generated.trim().trim_matches('"').trim().to_string(),
+                a => a.to_string(),
+            };
             view! {
-                <p class="generated">
-                    "Wrote: " <q>{r.generated.clone()}</q>
+                <p class="generated" title=format!("as written: {}", r.generated)>
+                    "Wrote: " <q data-testid="answer">{answer}</q>
                 </p>
                 <ol class="top10" data-testid="top10">{rows}</ol>
                 <p class="timings" data-testid="timings">
@@ -398,6 +436,41 @@ fn ResultCard(
         <div class="result" data-model=label.clone() data-backbone=backbone.name()>
             <h4>{label.clone()}</h4>
             {body}
+            <TestNumbers summary=summary />
         </div>
     }
+}
+
+/// A model's HR@10 and NDCG@10 on the run's test split with their 95 % intervals, beside
+/// popularity's and SASRec's HR@10, so one answer can be told from the model's record.
+#[component]
+fn TestNumbers(summary: Option<Summary>) -> impl IntoView {
+    let Some(s) = summary else {
+        return view! {
+            <p class="hint" data-testid="test-numbers">
+                "This export carries no test table: how this model does on held-out users is not known here."
+            </p>
+        }
+        .into_any();
+    };
+    let verdict = match s.beats_popularity() {
+        Some(true) => " Its HR@10 interval lies above popularity's.",
+        Some(false) => " Its HR@10 interval does not lie above popularity's: an answer here may be luck.",
+        None => "",
+    };
+    let baseline = |name: &str, c: &Option<Cell>| c.as_ref().map(|c| format!(" · {name} {}", c.text())).unwrap_or_default();
+    view! {
+        <p class="test-numbers" data-testid="test-numbers" data-row=s.label.clone() data-hr10=s.hr10.text() data-ndcg10=s.ndcg10.text()>
+            {format!(
+                "On the run's {} test users ({}): HR@10 {} · NDCG@10 {}. HR@10 of the baselines{}{}.{verdict}",
+                s.test_examples,
+                s.label,
+                s.hr10.text(),
+                s.ndcg10.text(),
+                baseline("popularity", &s.popularity_hr10),
+                baseline("SASRec", &s.sasrec_hr10),
+            )}
+        </p>
+    }
+    .into_any()
 }

@@ -14,7 +14,7 @@ use soft_core::data::Window;
 use soft_core::eval::metrics::{Metrics, KS};
 use soft_core::model::projector::slot_item;
 
-use crate::app::{PageData, Reports};
+use crate::page_data::{PageData, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
 use crate::palette;
 use crate::report::{lambda_at_ratio, lambdas_for_alpha, SoftReport};
@@ -299,9 +299,9 @@ pub fn Walkthrough(
         view! {
             <div class="two">
                 <div>
-                    <h4>{format!("User {}: {} books, oldest first", w.user, titles.len())}</h4>
+                    <h4>{format!("User {}: {}, oldest first", w.user, d.words.count(titles.len()))}</h4>
                     <ol class="plain">{items}</ol>
-                    <p>"and the book read next: " <strong>{target.to_string()}</strong></p>
+                    <p>{format!("and the {} {} next: ", d.words.item, d.words.consumed)} <strong>{target.to_string()}</strong></p>
                 </div>
                 <div>
                     <h4>"The training example"</h4>
@@ -537,7 +537,7 @@ pub fn Walkthrough(
                     "With the true item's 0-based rank r: HR@K = 1 if r < K, else 0; NDCG@K = 1 / log2(r + 2) if r < K, else 0; "
                     "both are averaged over the test users."
                 </p>
-                <p>"A worked example: four users whose true next books ranked 0, 3, 12 and beyond 50 (HR / NDCG, computed by soft_core):"</p>
+                <p>"A worked example: four users whose true next items ranked 0, 3, 12 and beyond 50 (HR / NDCG, computed by soft_core):"</p>
                 <table class="numbers" data-testid="metrics-table">
                     <thead>
                         <tr>

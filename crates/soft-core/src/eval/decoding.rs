@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::data::Catalog;
-use crate::eval::llm::title_trie;
+use crate::data::{prompt, Catalog};
 use crate::model::decoding::generate::BeamConfig;
-use crate::model::formats::tokenizer::SpecialIds;
+use crate::model::decoding::trie::TitleTrie;
+use crate::model::formats::tokenizer::{encode, SpecialIds};
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +88,18 @@ impl Decoding {
             }
         })
     }
+}
+
+/// The constraint for decoding only real items: every grounding item's title in the response
+/// form the model is trained to write (`"Title"`, tokenized alone as in SFT's targets), each
+/// complete one followed by EOS.
+pub fn title_trie(tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<TitleTrie> {
+    let sequences = catalog
+        .grounding_ids()
+        .into_iter()
+        .map(|id| encode(tokenizer, &prompt::response(catalog.title(id).unwrap_or_default())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TitleTrie::new(sequences, special.eos))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::eval::decoding::Ranking;
 use crate::eval::grounding::{embed_last_token, rank_by_l2_async};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::decoding::generate::{beam_search, BeamConfig};
-use crate::model::decoding::trie::TitleTrie;
 use crate::model::formats::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::model::formats::weights::host_values_async;
 use crate::model::llama::Llama;
@@ -271,18 +270,6 @@ impl Grounder {
             .map(|r| r.into_iter().map(|i| self.ids[i]).collect())
             .collect())
     }
-}
-
-/// The constraint for decoding only real items: every grounding item's title in the response
-/// form the model is trained to write (`"Title"`, tokenized alone as in SFT's targets), each
-/// complete one followed by EOS.
-pub fn title_trie(tokenizer: &Tokenizer, special: &SpecialIds, catalog: &Catalog) -> Result<TitleTrie> {
-    let sequences = catalog
-        .grounding_ids()
-        .into_iter()
-        .map(|id| encode(tokenizer, &prompt::response(catalog.title(id).unwrap_or_default())))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(TitleTrie::new(sequences, special.eos))
 }
 
 /// The model as decoding runs it: off the autodiff graph, LoRA adapters folded into the base

@@ -22,8 +22,9 @@ use soft_core::train::distill::load_jsonl;
 use soft_core::train::pretrain::PretrainConfig;
 use soft_core::train::scheduler::Schedule;
 
-pub use self::config::Args;
-use self::config::{extended_alphas, RunConfig, CONFIG_FILE};
+pub use self::config::{Args, CONFIG_FILE};
+pub use self::table::Row;
+use self::config::{extended_alphas, RunConfig};
 use self::layout::{
     backbone_dir, decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT,
     SOFT_WITHOUT_SA, TINY_DIR,
@@ -257,6 +258,19 @@ impl Runner<'_> {
     }
 }
 
+/// The run's table, as Markdown (what a person reads) and as its rows (what the page shows).
+pub const TABLE_FILE: &str = "table.md";
+pub const TABLE_JSON_FILE: &str = "table.json";
+
+/// The table rows of the `soft-train run` in `dir` whose test evaluations are written (a run
+/// still going has some of them), computed as `table.md`'s are.
+pub fn test_rows(dir: &Path) -> Result<Vec<Row>> {
+    let config: RunConfig =
+        read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
+    let catalog = Catalog::load(&dir.join(DATA_DIR).join(ITEMS_FILE))?;
+    table::finished_rows(dir, &config, &catalog)
+}
+
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
 fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
     if let Some(dir) = &args.resume {
@@ -311,7 +325,15 @@ pub fn execute(args: &Args) -> Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         plots,
     };
-    write_files(&out, &[("table.md".into(), table), (REPORT_FILE.into(), serde_json::to_string_pretty(&report)?)])?;
+    let rows = table::finished_rows(&out, &config, &catalog)?;
+    write_files(
+        &out,
+        &[
+            (TABLE_FILE.into(), table),
+            (TABLE_JSON_FILE.into(), serde_json::to_string_pretty(&rows)?),
+            (REPORT_FILE.into(), serde_json::to_string_pretty(&report)?),
+        ],
+    )?;
     eprintln!("all stages in {:.0} s; table, report and plots in {}", started.elapsed().as_secs_f64(), out.display());
     Ok(())
 }

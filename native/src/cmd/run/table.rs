@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use soft_core::data::prompt::Backbone;
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
@@ -85,17 +86,109 @@ fn row_label(method: &Method, decoding: Decoding) -> String {
     }
 }
 
-pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String> {
-    let seeds = config.seeds.len();
-    let methods = methods(&config.alpha, &config.backbones);
+/// One row of the table: a method with one decoding on the test split, every column's value
+/// (mean over seeds) with its bootstrap interval. `soft-train export` ships these beside the
+/// models, so the page shows each answer's model with the numbers of `table.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The method's directory in the run (`sft`, `llara-soft`, `popularity`, ...).
+    pub dir: String,
+    pub label: String,
+    pub backbone: Option<Backbone>,
+    pub decoding: Decoding,
+    pub test_examples: usize,
+    pub seeds: usize,
+    pub cells: Vec<Cell>,
+}
+
+/// One column of a [`Row`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// `HR@10`, `NDCG@10`, ... as `metrics.json` names it.
+    pub metric: String,
+    pub mean: f64,
+    /// Sample standard deviation over seeds (runs with several seeds, seeded methods).
+    pub std: Option<f64>,
+    /// The bootstrap interval over test examples.
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Row {
+    fn new(method: &Method, decoding: Decoding, e: &Evaluated, seeds: usize) -> Self {
+        let cells = KEYS
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| {
+                let i = e.interval(k);
+                let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
+                Cell { metric: k.name(), mean, std: (seeds > 1 && method.seeded).then_some(std), low: i.low, high: i.high }
+            })
+            .collect();
+        Self {
+            dir: method.dir.clone(),
+            label: row_label(method, decoding),
+            backbone: method.backbone,
+            decoding,
+            test_examples: e.test_examples(),
+            seeds,
+            cells,
+        }
+    }
+
+    /// The Markdown cell of each column: `mean [low, high]` (`mean ± std [low, high]` over seeds).
+    fn markdown(&self) -> String {
+        let cells: Vec<String> = self
+            .cells
+            .iter()
+            .map(|c| match c.std {
+                Some(std) => format!("{:.4} ± {std:.4} [{:.4}, {:.4}]", c.mean, c.low, c.high),
+                None => format!("{:.4} [{:.4}, {:.4}]", c.mean, c.low, c.high),
+            })
+            .collect();
+        format!("| {} | {} |\n", self.label, cells.join(" | "))
+    }
+}
+
+/// Every method of the run with every decoding it is evaluated with, loaded from its test
+/// evaluations; with `finished_only`, the methods not evaluated yet (a run still going) are left
+/// out instead of being an error.
+fn load_all<'m>(
+    out: &Path,
+    config: &RunConfig,
+    methods: &'m [Method],
+    catalog: &Catalog,
+    finished_only: bool,
+) -> Result<Vec<(&'m Method, Decoding, Evaluated)>> {
     let mut loaded = Vec::new();
-    for method in &methods {
+    for method in methods {
         for &decoding in decodings(method.llm) {
+            let evaluated = method_dirs(out, &config.seeds, method)
+                .iter()
+                .all(|d| d.join(test_dir(decoding)).join(METRICS_FILE).exists());
+            if finished_only && !evaluated {
+                continue;
+            }
             let e = Evaluated::load(out, config, method, decoding, catalog)
                 .with_context(|| format!("table row {}", row_label(method, decoding)))?;
             loaded.push((method, decoding, e));
         }
     }
+    Ok(loaded)
+}
+
+/// The rows of the run in `out` whose test evaluations are written (all of them once the run
+/// has finished).
+pub fn finished_rows(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<Vec<Row>> {
+    let methods = methods(&config.alpha, &config.backbones);
+    let loaded = load_all(out, config, &methods, catalog, true)?;
+    Ok(loaded.iter().map(|(m, d, e)| Row::new(m, *d, e, config.seeds.len())).collect())
+}
+
+pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String> {
+    let seeds = config.seeds.len();
+    let methods = methods(&config.alpha, &config.backbones);
+    let loaded = load_all(out, config, &methods, catalog, false)?;
     let n = loaded[0].2.test_examples();
     let spread = if seeds > 1 { "mean ± sample std over seeds, then " } else { "" };
     let mut text = format!(
@@ -109,18 +202,7 @@ pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String
         "---|".repeat(KEYS.len())
     );
     for (method, decoding, e) in &loaded {
-        let cells: Vec<String> = KEYS
-            .iter()
-            .enumerate()
-            .map(|(j, &k)| {
-                let i = e.interval(k);
-                let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
-                let head =
-                    if seeds > 1 && method.seeded { format!("{mean:.4} ± {std:.4}") } else { format!("{mean:.4}") };
-                format!("{head} [{:.4}, {:.4}]", i.low, i.high)
-            })
-            .collect();
-        text += &format!("| {} | {} |\n", row_label(method, *decoding), cells.join(" | "));
+        text += &Row::new(method, *decoding, e, seeds).markdown();
     }
     for &backbone in &config.backbones {
         text += &soft_vs_sft(&loaded, n, backbone)?;

@@ -54,7 +54,7 @@ fn unpermute_rows(t: &RawTensor, n_heads: usize) -> Option<RawTensor> {
 }
 
 /// Reads the hyper-parameters of a `general.architecture = llama` file.
-fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
+pub fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
     let meta = &file.metadata;
     let arch = meta.str("general.architecture")?.ok_or_else(|| meta.missing("general.architecture"))?;
     if arch != "llama" {

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::formats::weights::host_values;
+use super::weights::host_values;
 
 /// Whether masks on `device` come from the host generator.
 fn host_masks(device: &Device) -> bool {

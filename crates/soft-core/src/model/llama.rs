@@ -17,7 +17,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
-use super::formats::weights::{transpose, WeightMap};
+use super::weights::{transpose, WeightMap};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
@@ -500,7 +500,7 @@ impl Loader<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::formats::weights::RawTensor;
+    use crate::model::weights::RawTensor;
     use rand::{Rng, SeedableRng};
 
     pub(crate) const VOCAB: usize = 97;

@@ -13,3 +13,4 @@ pub mod llama;
 pub mod lora;
 pub mod projector;
 pub mod rope;
+pub mod weights;

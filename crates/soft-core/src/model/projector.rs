@@ -19,9 +19,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use safetensors::SafeTensors;
 
-use super::formats::hf_write::safetensors_bytes;
-use super::formats::weights::{host_values, safetensors_f32, transpose, FloatEncoding, RawTensor, WeightMap};
 use super::lora::frozen;
+use super::weights::{
+    host_values, safetensors_bytes, safetensors_f32, transpose, FloatEncoding, RawTensor, WeightMap,
+};
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::kernels::linear;
 use crate::{Error, Result};

@@ -11,7 +11,7 @@ use soft_core::model::formats::gguf::writer::{write_gguf, Out};
 use soft_core::model::formats::gguf::{GgufFile, MetaValue};
 use soft_core::model::formats::hf::load_hf_checkpoint;
 use soft_core::model::formats::tokenizer::{check_vocab_fits, load_tokenizer};
-use soft_core::model::formats::weights::FloatEncoding;
+use soft_core::model::weights::FloatEncoding;
 use soft_core::train::checkpoint::Checkpoints;
 use soft_core::train::distill::load_jsonl;
 

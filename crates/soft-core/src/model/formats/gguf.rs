@@ -11,7 +11,7 @@ pub mod writer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::model::formats::weights::RawTensor;
+use crate::model::weights::RawTensor;
 use crate::{Error, Result};
 use dequant::{dequantize, GgmlType};
 

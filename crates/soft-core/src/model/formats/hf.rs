@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 
 use crate::model::config::{implied_head_dim, LlamaConfig, RopeScaling, RopeSetting};
 use crate::model::formats::tokenizer::{check_vocab_fits, load_tokenizer, tokenizer_from_bytes, SpecialIds};
-use crate::model::formats::weights::{check_weights, safetensors_f32, RawTensor, WeightMap};
+use crate::model::weights::{check_weights, safetensors_f32, RawTensor, WeightMap};
 use crate::{Error, Result};
 
 const SUPPORTED_ARCHITECTURES: [&str; 3] = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
@@ -457,7 +457,7 @@ fn checked_checkpoint(
 mod tests {
     use super::*;
     use crate::model::formats::tokenizer::{save_tokenizer, train_bpe};
-    use crate::model::formats::weights::{expected_shapes, FloatEncoding};
+    use crate::model::weights::{expected_shapes, FloatEncoding};
     use safetensors::tensor::TensorView;
     use safetensors::Dtype;
     use std::path::PathBuf;

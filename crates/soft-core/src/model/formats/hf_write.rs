@@ -2,15 +2,12 @@
 //! the inverse of `hf.rs`: `soft-train export` uses it to hand the page a model in a format any
 //! Llama loader reads, so a different model later needs no change to the page.
 
-use std::path::Path;
-
 use burn::tensor::Tensor;
-use safetensors::Dtype;
 
 use super::tokenizer::SpecialIds;
-use super::weights::{host_values, transpose, FloatEncoding, RawTensor, WeightMap};
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
+use crate::model::weights::{host_values, transpose, RawTensor, WeightMap};
 use crate::{Error, Result};
 
 impl Llama {
@@ -56,24 +53,6 @@ impl Llama {
     }
 }
 
-/// `weights` as the bytes of a `.safetensors` file in `encoding` (F32, F16 or BF16); `path` is
-/// where they are going, named in errors.
-pub fn safetensors_bytes(weights: &WeightMap, encoding: FloatEncoding, path: &Path) -> Result<Vec<u8>> {
-    let dtype = match encoding {
-        FloatEncoding::F32 => Dtype::F32,
-        FloatEncoding::F16 => Dtype::F16,
-        FloatEncoding::BF16 => Dtype::BF16,
-    };
-    let encoded: Vec<(&str, &RawTensor, Vec<u8>)> =
-        weights.iter().map(|(name, t)| (name.as_str(), t, encoding.encode(&t.data))).collect();
-    let views = encoded
-        .iter()
-        .map(|(name, t, bytes)| safetensors::tensor::TensorView::new(dtype, t.shape.clone(), bytes).map(|v| (*name, v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::safetensors(path, e))?;
-    safetensors::serialize(views, None).map_err(|e| Error::safetensors(path, e))
-}
-
 /// A Llama `config.json` for `config` with `special`'s BOS and EOS, as `hf::read_config` and
 /// `hf::read_special_ids` read it back (and transformers' `LlamaConfig`).
 pub fn hf_config_json(config: &LlamaConfig, special: &SpecialIds, dtype: &str) -> serde_json::Value {
@@ -112,9 +91,12 @@ pub fn tokenizer_config_json(special: &SpecialIds) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::model::formats::hf::{config_from_bytes, safetensors_from_bytes, special_ids_from_bytes};
     use crate::model::llama::tests::{int_tensor, max_abs_diff, small_model};
+    use crate::model::weights::{safetensors_bytes, FloatEncoding};
 
     /// Written and read back, the model computes the same logits: exactly in f32, within f16's
     /// rounding in f16.

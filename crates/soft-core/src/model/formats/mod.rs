@@ -8,4 +8,3 @@ pub mod hf_write;
 pub mod peft;
 pub mod pretrained;
 pub mod tokenizer;
-pub mod weights;

@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
+use crate::model::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::model::config::{lora_targets, module_name, LoraConfig};
 use crate::model::llama::Llama;

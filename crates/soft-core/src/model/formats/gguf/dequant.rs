@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use crate::model::formats::weights::FloatEncoding;
+use crate::model::weights::FloatEncoding;
 
 /// Elements in one block of every quantized type read here.
 pub(crate) const QK: usize = 32;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{GgufFile, MetaValue, Metadata};
 use crate::model::config::{implied_head_dim, LlamaConfig, PROJECTIONS};
-use crate::model::formats::weights::{check_weights, RawTensor, WeightMap};
+use crate::model::weights::{check_weights, RawTensor, WeightMap};
 use crate::{Error, Result};
 
 /// llama.cpp's names of a block's projections, in [`PROJECTIONS`] order.
@@ -161,7 +161,7 @@ mod tests {
     use super::super::writer::{q8_0_bytes, temp_path, write_gguf, Out};
     use super::super::MetaValue;
     use super::*;
-    use crate::model::formats::weights::{expected_shapes, FloatEncoding};
+    use crate::model::weights::{expected_shapes, FloatEncoding};
     use std::path::PathBuf;
 
     /// The inverse of `unpermute_rows`: what llama.cpp's converter does to Q and K.

@@ -143,6 +143,24 @@ pub async fn host_values_async<E: Element, const D: usize, K: Basic>(t: Tensor<D
     Ok(data.convert::<E>().try_into_vec::<E>()?)
 }
 
+/// `weights` as the bytes of a `.safetensors` file in `encoding` (F32, F16 or BF16); `path` is
+/// where they are going, named in errors.
+pub fn safetensors_bytes(weights: &WeightMap, encoding: FloatEncoding, path: &Path) -> Result<Vec<u8>> {
+    let dtype = match encoding {
+        FloatEncoding::F32 => Dtype::F32,
+        FloatEncoding::F16 => Dtype::F16,
+        FloatEncoding::BF16 => Dtype::BF16,
+    };
+    let encoded: Vec<(&str, &RawTensor, Vec<u8>)> =
+        weights.iter().map(|(name, t)| (name.as_str(), t, encoding.encode(&t.data))).collect();
+    let views = encoded
+        .iter()
+        .map(|(name, t, bytes)| safetensors::tensor::TensorView::new(dtype, t.shape.clone(), bytes).map(|v| (*name, v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::safetensors(path, e))?;
+    safetensors::serialize(views, None).map_err(|e| Error::safetensors(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -389,7 +389,8 @@ fn run_every_stage_on_a_tiny_slice() {
     // The table's rows as data (table.json), cell for cell the Markdown's.
     let rows = json(&out.join("table.json"));
     let rows = rows.as_array().unwrap();
-    let first_table = table.lines().skip_while(|l| !l.starts_with("| method |")).skip(2).take_while(|l| l.starts_with("| "));
+    let first_table =
+        table.lines().skip_while(|l| !l.starts_with("| method |")).skip(2).take_while(|l| l.starts_with("| "));
     assert_eq!(rows.len(), first_table.count(), "{table}");
     let md_cell = |label: &str, col: usize| -> String {
         let line = table.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap();
@@ -398,7 +399,12 @@ fn run_every_stage_on_a_tiny_slice() {
     for row in rows {
         let label = row["label"].as_str().unwrap();
         for (col, cell) in row["cells"].as_array().unwrap().iter().enumerate() {
-            let text = format!("{:.4} [{:.4}, {:.4}]", cell["mean"].as_f64().unwrap(), cell["low"].as_f64().unwrap(), cell["high"].as_f64().unwrap());
+            let text = format!(
+                "{:.4} [{:.4}, {:.4}]",
+                cell["mean"].as_f64().unwrap(),
+                cell["low"].as_f64().unwrap(),
+                cell["high"].as_f64().unwrap()
+            );
             assert_eq!(text, md_cell(label, col), "{label} {}", cell["metric"]);
         }
     }
@@ -416,9 +422,15 @@ fn run_every_stage_on_a_tiny_slice() {
     }
     set_commit("llara-soft", "abc1234-dirty");
     let assets = dir.join("assets");
-    let export = |extra: &[&str]| run(&[&["export", "--run", out.to_str().unwrap(), "--out", assets.to_str().unwrap()][..], extra].concat());
+    let export = |extra: &[&str]| {
+        run(&[&["export", "--run", out.to_str().unwrap(), "--out", assets.to_str().unwrap()][..], extra].concat())
+    };
     let o = export(&[]);
-    assert!(!o.status.success() && stderr(&o).contains("llara-soft") && stderr(&o).contains("--allow-dirty"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("llara-soft") && stderr(&o).contains("--allow-dirty"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!assets.join("manifest.json").exists(), "a refused export writes nothing");
     let o = export(&["--allow-dirty"]);
     assert!(o.status.success(), "{}", stderr(&o));

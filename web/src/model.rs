@@ -21,18 +21,18 @@ use soft_core::eval::llm::{history_prompt_with, Grounder, KernelAgreement};
 use soft_core::model::decoding::generate::{beam_search_async, BeamConfig};
 use soft_core::model::decoding::trie::TitleTrie;
 use soft_core::model::formats::hf::safetensors_from_bytes;
-use soft_core::model::weights::safetensors_bytes;
 use soft_core::model::formats::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use soft_core::model::formats::pretrained::{from_hf_bytes, HfBytes, Pretrained};
 use soft_core::model::formats::tokenizer::encode_prompt;
-use soft_core::model::weights::{FloatEncoding, RawTensor};
 use soft_core::model::llama::Llama;
 use soft_core::model::projector::{PROJECTOR_FILE, TABLE};
+use soft_core::model::weights::safetensors_bytes;
+use soft_core::model::weights::{FloatEncoding, RawTensor};
 
 use crate::page_data::PageData;
 use crate::runtime::{
-    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError, RecommendRequest,
-    Recommendation, Recommender, Runtime, Timings,
+    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError,
+    RecommendRequest, Recommendation, Recommender, Runtime, Timings,
 };
 
 /// manifest.json's `model` entry (paths relative to `assets/`).

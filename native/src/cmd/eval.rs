@@ -14,9 +14,9 @@ use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::{evaluate, Prediction, RANKED_LEN};
 
 use super::baseline::POPULARITY_FILE;
-use crate::run_dir::SASREC_WEIGHTS;
 use crate::backend::{choose, BackendChoice};
 use crate::llm_run::LoadedRun;
+use crate::run_dir::SASREC_WEIGHTS;
 use crate::run_dir::{read_json, write_files};
 use crate::run_info::{
     Details, GuidanceOnlyDetails, PopularityDetails, RunHeader, RunInfo, SasrecDetails, SftDetails, SoftDetails,

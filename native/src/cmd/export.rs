@@ -25,19 +25,19 @@ use soft_core::eval::llm::{generate_answers, history_prompt_with};
 use soft_core::model::decoding::generate::BeamConfig;
 use soft_core::model::formats::hf::safetensors_from_bytes;
 use soft_core::model::formats::hf_write::{hf_config_json, tokenizer_config_json};
-use soft_core::model::weights::safetensors_bytes;
 use soft_core::model::formats::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use soft_core::model::formats::pretrained::{load_path, Pretrained};
 use soft_core::model::formats::tokenizer::encode_prompt;
-use soft_core::model::weights::{FloatEncoding, RawTensor, WeightMap};
 use soft_core::model::llama::Llama;
 use soft_core::model::projector::{ItemProjector, PROJECTOR_FILE, TABLE};
+use soft_core::model::weights::safetensors_bytes;
+use soft_core::model::weights::{FloatEncoding, RawTensor, WeightMap};
 use soft_core::train::soft::EpochAdapters;
 
+use crate::cmd::run::{test_rows, CONFIG_FILE, TABLE_FILE};
 use crate::grounder_cache::grounder;
 use crate::llm_run::ADAPTER_DIR;
 use crate::model_arg::resolve;
-use crate::cmd::run::{test_rows, CONFIG_FILE, TABLE_FILE};
 use crate::run_dir::read_json;
 use crate::run_info::{RunHeader, RunInfo, SftDetails, SoftDetails, REPORT_FILE, RUN_FILE};
 
@@ -233,7 +233,8 @@ pub fn execute(args: &Args) -> Result<()> {
 
     let llara = export_llara(args, &outputs, &base, &dataset, &details.base_model)?;
     // The k-core filter the run prepared its data with (`prepare --k-core`), to prepare it again.
-    let config: serde_json::Value = read_json(&run.join(CONFIG_FILE), "not a `soft-train run` directory", "corrupted run configuration")?;
+    let config: serde_json::Value =
+        read_json(&run.join(CONFIG_FILE), "not a `soft-train run` directory", "corrupted run configuration")?;
     let k_core = config.get("k_core").and_then(|k| k.as_u64());
     let dataset_entry = dataset_entry(&outputs, &dataset, &data_dir, k_core, out)?;
     let config = &details.config.sft;
@@ -298,7 +299,9 @@ pub fn execute(args: &Args) -> Result<()> {
 /// with that commit.
 fn dirty_commits(runs: &[(PathBuf, RunHeader)]) -> Vec<(PathBuf, String)> {
     runs.iter()
-        .filter_map(|(dir, h)| h.git_commit.as_ref().filter(|c| c.ends_with("-dirty")).map(|c| (dir.clone(), c.clone())))
+        .filter_map(|(dir, h)| {
+            h.git_commit.as_ref().filter(|c| c.ends_with("-dirty")).map(|c| (dir.clone(), c.clone()))
+        })
         .collect()
 }
 

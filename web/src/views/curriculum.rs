@@ -9,8 +9,8 @@ use wasm_bindgen::JsCast;
 
 use super::epochs::EpochSlider;
 use super::{BackboneSwitch, Level, Message};
-use crate::page_data::{Named, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
+use crate::page_data::{Named, Reports};
 use crate::palette;
 use crate::report::{self, SftReport, SoftReport};
 use crate::runtime::read_file;

@@ -11,8 +11,8 @@ use leptos::task::spawn_local;
 use soft_core::data::prompt::Backbone;
 use soft_core::eval::decoding::Decoding;
 
-use crate::page_data::PageData;
 use crate::charts::fmt_num;
+use crate::page_data::PageData;
 use crate::runtime::{ModelChoice, RecommendError, RecommendRequest, Recommendation, Recommender};
 
 #[component]

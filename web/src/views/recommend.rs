@@ -11,9 +11,9 @@ use soft_core::data::prompt::{self, Backbone};
 use soft_core::eval::decoding::Decoding;
 
 use super::{BackboneSwitch, Level, Message};
-use crate::page_data::PageData;
 use crate::charts::fmt_num;
 use crate::history::{self, MAX_HISTORY};
+use crate::page_data::PageData;
 use crate::runtime::{Backend, ModelChoice, RecommendError, RecommendRequest, Recommendation, Recommender};
 use crate::test_table::{Cell, Summary};
 
@@ -458,7 +458,8 @@ fn TestNumbers(summary: Option<Summary>) -> impl IntoView {
         Some(false) => " Its HR@10 interval does not lie above popularity's: an answer here may be luck.",
         None => "",
     };
-    let baseline = |name: &str, c: &Option<Cell>| c.as_ref().map(|c| format!(" · {name} {}", c.text())).unwrap_or_default();
+    let baseline =
+        |name: &str, c: &Option<Cell>| c.as_ref().map(|c| format!(" · {name} {}", c.text())).unwrap_or_default();
     view! {
         <p class="test-numbers" data-testid="test-numbers" data-row=s.label.clone() data-hr10=s.hr10.text() data-ndcg10=s.ndcg10.text()>
             {format!(

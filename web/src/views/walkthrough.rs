@@ -14,8 +14,8 @@ use soft_core::data::Window;
 use soft_core::eval::metrics::{Metrics, KS};
 use soft_core::model::projector::slot_item;
 
-use crate::page_data::{PageData, Reports};
 use crate::charts::{fmt_num, Chart, LineChart, Point, RefLine, Series};
+use crate::page_data::{PageData, Reports};
 use crate::palette;
 use crate::report::{lambda_at_ratio, lambdas_for_alpha, SoftReport};
 use crate::runtime::{PromptTokens, Recommender};

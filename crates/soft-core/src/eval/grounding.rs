@@ -7,8 +7,8 @@ use std::cmp::Reverse;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::model::decoding::batch::left_pad;
-use crate::model::weights::host_values_async;
 use crate::model::llama::Llama;
+use crate::model::weights::host_values_async;
 use crate::progress::{Event, Progress};
 use crate::{Error, Result};
 

@@ -17,8 +17,8 @@ use crate::eval::grounding::{embed_last_token, rank_by_l2_async};
 use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::decoding::generate::{beam_search, BeamConfig};
 use crate::model::formats::tokenizer::{encode, encode_prompt, SpecialIds};
-use crate::model::weights::host_values_async;
 use crate::model::llama::Llama;
+use crate::model::weights::host_values_async;
 use crate::progress::Progress;
 use crate::{Error, Result};
 

@@ -17,11 +17,11 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
-use super::weights::{transpose, WeightMap};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
+use super::weights::{transpose, WeightMap};
 use crate::{Error, Result};
 
 /// Added to the attention score of a key that must not be seen. Finite, so a query row whose

@@ -20,9 +20,7 @@ use rand::{Rng, SeedableRng};
 use safetensors::SafeTensors;
 
 use super::lora::frozen;
-use super::weights::{
-    host_values, safetensors_bytes, safetensors_f32, transpose, FloatEncoding, RawTensor, WeightMap,
-};
+use super::weights::{host_values, safetensors_bytes, safetensors_f32, transpose, FloatEncoding, RawTensor, WeightMap};
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::kernels::linear;
 use crate::{Error, Result};

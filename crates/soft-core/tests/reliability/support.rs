@@ -8,8 +8,8 @@ use burn::tensor::Device;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
 use soft_core::model::formats::gguf::writer::{q8_0_bytes, write_gguf, Out};
 use soft_core::model::formats::gguf::MetaValue;
-use soft_core::model::weights::{expected_shapes, FloatEncoding};
 use soft_core::model::llama::Llama;
+use soft_core::model::weights::{expected_shapes, FloatEncoding};
 use soft_core::train::distill::{to_jsonl, Distilled};
 use soft_core::train::{LmExample, LmTrainer, TrainConfig};
 

@@ -22,13 +22,13 @@ use soft_core::train::distill::load_jsonl;
 use soft_core::train::pretrain::PretrainConfig;
 use soft_core::train::scheduler::Schedule;
 
-pub use self::config::{Args, CONFIG_FILE};
-pub use self::table::Row;
 use self::config::{extended_alphas, RunConfig};
+pub use self::config::{Args, CONFIG_FILE};
 use self::layout::{
     backbone_dir, decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT,
     SOFT_WITHOUT_SA, TINY_DIR,
 };
+pub use self::table::Row;
 use super::baseline::{self, Baseline, LlaraInputs};
 use super::distill::{self, DISTILLED_FILE};
 use super::eval::{self, read_metrics, METRICS_FILE};

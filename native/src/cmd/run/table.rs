@@ -122,7 +122,13 @@ impl Row {
             .map(|(j, &k)| {
                 let i = e.interval(k);
                 let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
-                Cell { metric: k.name(), mean, std: (seeds > 1 && method.seeded).then_some(std), low: i.low, high: i.high }
+                Cell {
+                    metric: k.name(),
+                    mean,
+                    std: (seeds > 1 && method.seeded).then_some(std),
+                    low: i.low,
+                    high: i.high,
+                }
             })
             .collect();
         Self {

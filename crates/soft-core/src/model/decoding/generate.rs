@@ -11,9 +11,9 @@ use super::batch::left_pad;
 use super::beam_search::keep_best;
 pub use super::beam_search::{host_candidates, Beam, BeamConfig, BeamSearch, Hypothesis, Step};
 use super::trie::TitleTrie;
-use crate::model::weights::{host_values, host_values_async};
 use crate::model::kv_cache::KvCache;
 use crate::model::llama::Llama;
+use crate::model::weights::{host_values, host_values_async};
 use crate::Result;
 
 /// Greedy decoding: for each prompt, the most likely token at every step until EOS (not

@@ -11,12 +11,12 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::model::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::model::config::{lora_targets, module_name, LoraConfig};
 use crate::model::llama::Llama;
 use crate::model::lora::LoraAdapter;
 use crate::model::projector::{ItemProjector, PROJECTOR_FILE};
+use crate::model::weights::{host_values, safetensors_f32, transpose, FloatEncoding};
 use crate::{Error, Result};
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";

@@ -314,7 +314,7 @@ pub fn execute(args: &Args) -> Result<()> {
     }
 
     let catalog = Catalog::load(&out.join(DATA_DIR).join(ITEMS_FILE))?;
-    let table = table::table(&out, &config, &catalog)?;
+    let (table, rows) = table::table(&out, &config, &catalog)?;
     println!("{table}");
     let plots = figures::figures(&out, &config)?;
     let report = Report {
@@ -325,7 +325,6 @@ pub fn execute(args: &Args) -> Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         plots,
     };
-    let rows = table::finished_rows(&out, &config, &catalog)?;
     write_files(
         &out,
         &[

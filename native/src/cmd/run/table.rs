@@ -191,7 +191,8 @@ pub fn finished_rows(out: &Path, config: &RunConfig, catalog: &Catalog) -> Resul
     Ok(loaded.iter().map(|(m, d, e)| Row::new(m, *d, e, config.seeds.len())).collect())
 }
 
-pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String> {
+/// The run's table as Markdown, and its rows (the same bootstrap intervals) for `table.json`.
+pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<(String, Vec<Row>)> {
     let seeds = config.seeds.len();
     let methods = methods(&config.alpha, &config.backbones);
     let loaded = load_all(out, config, &methods, catalog, false)?;
@@ -207,13 +208,14 @@ pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<String
         KEYS.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | "),
         "---|".repeat(KEYS.len())
     );
-    for (method, decoding, e) in &loaded {
-        text += &Row::new(method, *decoding, e, seeds).markdown();
+    let rows: Vec<Row> = loaded.iter().map(|(method, decoding, e)| Row::new(method, *decoding, e, seeds)).collect();
+    for row in &rows {
+        text += &row.markdown();
     }
     for &backbone in &config.backbones {
         text += &soft_vs_sft(&loaded, n, backbone)?;
     }
-    Ok(text)
+    Ok((text, rows))
 }
 
 /// SOFT (first alpha) against SFT of `backbone` on the same test examples: the paired

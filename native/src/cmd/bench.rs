@@ -227,6 +227,7 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         grad_accum: 1,
         seed,
         max_steps: None,
+        activation_checkpointing: false,
     };
     let trainer = || -> Result<LmTrainer> {
         let model = Llama::init(&c, &device.clone().autodiff())?.with_lora(&s.lora, seed)?;

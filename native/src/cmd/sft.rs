@@ -40,9 +40,16 @@ pub struct Args {
     pub beams: usize,
     #[arg(long, default_value_t = SftConfig::default().max_new_tokens)]
     pub max_new_tokens: usize,
-    /// Micro-batches of 8 per optimizer step.
+    /// Examples per forward/backward pass.
+    #[arg(long, default_value_t = SftConfig::default().train.micro_batch)]
+    pub micro_batch: usize,
+    /// Micro-batches per optimizer step (the effective batch is micro-batch x grad-accum).
     #[arg(long, default_value_t = SftConfig::default().train.grad_accum)]
     pub grad_accum: usize,
+    /// burn's balanced gradient checkpointing: the same gradients; on the CPU backend it raised
+    /// SmolLM2's peak memory (README, "Memory plan").
+    #[arg(long)]
+    pub activation_checkpointing: bool,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
     pub seed: u64,
     /// Stop after this many optimizer steps in all (smoke tests of big models on a CPU).
@@ -84,7 +91,13 @@ pub struct SftSettings {
     pub epochs: usize,
     pub max_steps: Option<usize>,
     pub lr: f64,
+    /// Missing in runs started before the option existed: 8, what they used.
+    #[serde(default = "default_micro_batch")]
+    pub micro_batch: usize,
     pub grad_accum: usize,
+    /// Missing in runs started before the option existed: off.
+    #[serde(default)]
+    pub activation_checkpointing: bool,
     pub max_new_tokens: usize,
     pub decoding: Decoding,
     /// Missing in runs started before the options existed: the paper's prompt and targets.
@@ -101,6 +114,10 @@ pub struct SftSettings {
 
 fn default_lora_targets() -> Vec<String> {
     LoraConfig::default().target_modules
+}
+
+fn default_micro_batch() -> usize {
+    SftConfig::default().train.micro_batch
 }
 
 fn default_beams() -> usize {
@@ -120,7 +137,9 @@ impl SftSettings {
         };
         config.lora.target_modules = self.lora_targets.clone();
         config.train.max_steps = self.max_steps;
+        config.train.micro_batch = self.micro_batch;
         config.train.grad_accum = self.grad_accum;
+        config.train.activation_checkpointing = self.activation_checkpointing;
         config.train.lr = self.lr;
         config.train.seed = seed;
         config
@@ -138,7 +157,9 @@ impl TryFrom<Args> for Options {
             epochs: args.epochs,
             max_steps: args.max_steps,
             lr: args.lr,
+            micro_batch: args.micro_batch,
             grad_accum: args.grad_accum,
+            activation_checkpointing: args.activation_checkpointing,
             max_new_tokens: args.max_new_tokens,
             decoding: args.decoding,
             prompt,
@@ -171,7 +192,7 @@ pub fn execute(o: &Options) -> Result<()> {
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
     let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
     let mut pre = load_path(&path, &backend.device)?;
-    let trainable = load_path(&path, &backend.device.clone().autodiff())?.model;
+    let trainable = load_path(&path, &o.config.train.training_device(&backend.device))?.model;
     let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
     pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;
     let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;

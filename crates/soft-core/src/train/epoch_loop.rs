@@ -163,6 +163,7 @@ mod tests {
             grad_accum: 1,
             seed: 5,
             max_steps: None,
+            activation_checkpointing: false,
         };
         let checkpoints = Checkpoints::new(dir, "test");
         let data = data();

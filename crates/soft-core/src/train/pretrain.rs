@@ -44,6 +44,7 @@ impl Default for PretrainConfig {
                 grad_accum: 1,
                 seed: 42,
                 max_steps: None,
+                activation_checkpointing: false,
             },
         }
     }
@@ -203,6 +204,7 @@ mod tests {
                 grad_accum: 1,
                 seed: 1,
                 max_steps: None,
+                activation_checkpointing: false,
             },
         };
         let (_, tok, report) =

@@ -64,6 +64,7 @@ impl Default for SftConfig {
                 grad_accum: 4,
                 seed: 42,
                 max_steps: None,
+                activation_checkpointing: false,
             },
             max_epochs: 7,
             patience: 2,

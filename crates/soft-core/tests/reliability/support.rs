@@ -200,6 +200,7 @@ pub fn fresh_trainer() -> LmTrainer {
         grad_accum: 1,
         seed: 1,
         max_steps: None,
+        activation_checkpointing: false,
     };
     LmTrainer::new(model, config, 0)
 }

@@ -23,8 +23,11 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 28] = [
+const RESUME_CONFLICTS: [&str; 31] = [
     "backbones",
+    "micro_batch",
+    "grad_accum",
+    "activation_checkpointing",
     "out",
     "profile",
     "model",
@@ -139,6 +142,17 @@ pub struct Args {
     /// Learning rate of SFT and SOFT (default: the profile's).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Examples per forward/backward pass of SFT and SOFT (default: the profile's).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// Micro-batches per optimizer step: the effective batch is micro-batch x grad-accum
+    /// (default: the profile's).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// burn's balanced gradient checkpointing in SFT and SOFT: the same gradients; on the CPU
+    /// backend it raised SmolLM2's peak memory (README, "Memory plan").
+    #[arg(long)]
+    pub activation_checkpointing: bool,
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// The LLM-based recommenders SOFT is applied to, comma-separated: `bigrec` (titles only),
@@ -161,6 +175,7 @@ struct ProfileSettings {
     decoding: Decoding,
     epochs: usize,
     lr: f64,
+    micro_batch: usize,
     grad_accum: usize,
     max_new_tokens: usize,
     d_samples: usize,
@@ -180,6 +195,7 @@ impl Profile {
                 decoding: Decoding::Free,
                 epochs: 2,
                 lr: 2e-3,
+                micro_batch: 8,
                 grad_accum: 1,
                 max_new_tokens: 32,
                 d_samples: 32,
@@ -195,6 +211,7 @@ impl Profile {
                 decoding: Decoding::Free,
                 epochs: 7,
                 lr: 1e-3,
+                micro_batch: 8,
                 grad_accum: 4,
                 max_new_tokens: 64,
                 d_samples: 256,
@@ -212,6 +229,7 @@ impl Profile {
                 decoding: Decoding::Constrained,
                 epochs: 2,
                 lr: 2e-3,
+                micro_batch: 8,
                 grad_accum: 1,
                 max_new_tokens: 32,
                 d_samples: 256,
@@ -278,7 +296,9 @@ impl RunConfig {
                 epochs: args.epochs.unwrap_or(p.epochs),
                 max_steps: args.max_steps,
                 lr: args.lr.unwrap_or(p.lr),
-                grad_accum: p.grad_accum,
+                micro_batch: args.micro_batch.unwrap_or(p.micro_batch),
+                grad_accum: args.grad_accum.unwrap_or(p.grad_accum),
+                activation_checkpointing: args.activation_checkpointing,
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
                 decoding: args.decoding.unwrap_or(p.decoding),
                 prompt: args.prompt.prompt(),
@@ -386,8 +406,18 @@ mod tests {
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
         keys.retain(|k| {
-            !["sasrec_train_on", "prompt", "lora_targets", "beams", "ranking", "pretrain_steps", "backbones"]
-                .contains(k)
+            ![
+                "sasrec_train_on",
+                "prompt",
+                "lora_targets",
+                "beams",
+                "ranking",
+                "pretrain_steps",
+                "backbones",
+                "micro_batch",
+                "activation_checkpointing",
+            ]
+            .contains(k)
         });
         let old: serde_json::Value = serde_json::from_str(old).unwrap();
         assert_eq!(keys, old.as_object().unwrap().keys().map(String::as_str).collect::<Vec<_>>());
@@ -489,5 +519,20 @@ mod tests {
         let (r, s) = (Profile::Reference.settings(), Profile::Smollm2.settings());
         assert_eq!((s.model, s.lr), ("smollm2", 2e-4));
         assert_eq!((s.sizes, s.epochs, s.d_samples), (r.sizes, r.epochs, r.d_samples));
+    }
+
+    #[test]
+    fn batch_and_checkpointing_reach_the_training_config_and_zero_is_refused() {
+        let d = config_of(&[]).unwrap().sft_config(1, Backbone::Bigrec).train;
+        assert_eq!((d.micro_batch, d.grad_accum, d.activation_checkpointing), (8, 1, false));
+        let c = config_of(&["--micro-batch", "2", "--grad-accum", "16", "--activation-checkpointing"])
+            .unwrap()
+            .sft_config(1, Backbone::Llara)
+            .train;
+        assert_eq!((c.micro_batch, c.grad_accum, c.activation_checkpointing), (2, 16, true));
+        for flag in ["--micro-batch", "--grad-accum"] {
+            let err = config_of(&[flag, "0"]).unwrap_err().to_string();
+            assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");
+        }
     }
 }

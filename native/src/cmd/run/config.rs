@@ -75,6 +75,11 @@ pub enum Profile {
     /// for this run on the training period's title sequences (1500 steps, into DIR/tiny), 4096 /
     /// 256 / 1000 examples, 2 epochs, answers constrained to real titles and ranked by 10 beams.
     Cpu,
+    /// The paper's experiment, for a GPU: the base model given with `--model` (the reference's is
+    /// Llama-3.2-3B), 4096 / 512 / 1000 examples, micro-batch 8 x 32 = batch 256, lr 1e-4 after
+    /// 20 warm-up steps, up to 7 epochs, LoRA r 8 on q,v, answers of at most 64 tokens from 4
+    /// beams, the top one ranked. See `soft-train plan` for the memory it needs.
+    Paper,
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,7 +174,8 @@ pub struct Args {
 struct ProfileSettings {
     /// Sample sizes (the split's seed is always `--split-seed`).
     sizes: SplitConfig,
-    model: &'static str,
+    /// None: the user names it (`paper`).
+    model: Option<&'static str>,
     dataset: &'static str,
     pretrain_steps: Option<usize>,
     decoding: Decoding,
@@ -189,7 +195,7 @@ impl Profile {
         match self {
             Profile::Quick => ProfileSettings {
                 sizes: SplitConfig { train: 384, valid: 64, test: 200, ..SplitConfig::default() },
-                model: "tiny",
+                model: Some("tiny"),
                 dataset: DEFAULT_DATASET,
                 pretrain_steps: None,
                 decoding: Decoding::Free,
@@ -205,7 +211,7 @@ impl Profile {
             },
             Profile::Reference => ProfileSettings {
                 sizes: SplitConfig::default(),
-                model: "tiny",
+                model: Some("tiny"),
                 dataset: DEFAULT_DATASET,
                 pretrain_steps: None,
                 decoding: Decoding::Free,
@@ -219,11 +225,11 @@ impl Profile {
                 beams: SftConfig::default().beams,
                 ranking: Ranking::TopBeam,
             },
-            Profile::Smollm2 => ProfileSettings { model: "smollm2", lr: 2e-4, ..Profile::Reference.settings() },
+            Profile::Smollm2 => ProfileSettings { model: Some("smollm2"), lr: 2e-4, ..Profile::Reference.settings() },
             // Lever run 8 (README): the settings under which a language model first beat popularity.
             Profile::Cpu => ProfileSettings {
                 sizes: SplitConfig { train: 4096, valid: 256, test: 1000, ..SplitConfig::default() },
-                model: "tiny",
+                model: Some("tiny"),
                 dataset: "ml-100k",
                 pretrain_steps: Some(1500),
                 decoding: Decoding::Constrained,
@@ -236,6 +242,22 @@ impl Profile {
                 sasrec_epochs: 200,
                 beams: 10,
                 ranking: Ranking::Beams,
+            },
+            Profile::Paper => ProfileSettings {
+                sizes: SplitConfig::default(),
+                model: None,
+                dataset: DEFAULT_DATASET,
+                pretrain_steps: None,
+                decoding: Decoding::Free,
+                epochs: 7,
+                lr: 1e-4,
+                micro_batch: 8,
+                grad_accum: 32,
+                max_new_tokens: 64,
+                d_samples: 256,
+                sasrec_epochs: 200,
+                beams: SftConfig::default().beams,
+                ranking: Ranking::TopBeam,
             },
         }
     }
@@ -279,7 +301,9 @@ impl RunConfig {
             bail!("--seeds must be at least 1");
         }
         let p = args.profile.settings();
-        let model = args.model.clone().unwrap_or_else(|| p.model.into());
+        let Some(model) = args.model.clone().or(p.model.map(String::from)) else {
+            bail!("--profile paper needs --model PATH: a Hugging Face directory (the reference's is Llama-3.2-3B)");
+        };
         if args.pretrain_steps.is_some() && model != "tiny" {
             bail!("--pretrain-steps pre-trains the `tiny` model, not `{model}`");
         }
@@ -517,7 +541,7 @@ mod tests {
     #[test]
     fn smollm2_is_the_reference_profile_with_its_own_model_and_rate() {
         let (r, s) = (Profile::Reference.settings(), Profile::Smollm2.settings());
-        assert_eq!((s.model, s.lr), ("smollm2", 2e-4));
+        assert_eq!((s.model, s.lr), (Some("smollm2"), 2e-4));
         assert_eq!((s.sizes, s.epochs, s.d_samples), (r.sizes, r.epochs, r.d_samples));
     }
 
@@ -534,5 +558,21 @@ mod tests {
             let err = config_of(&[flag, "0"]).unwrap_err().to_string();
             assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn the_paper_profile_is_the_references_settings_and_needs_a_model() {
+        let err = config_of(&["--profile", "paper"]).unwrap_err().to_string();
+        assert!(err.contains("--model"), "{err}");
+        let c = config_of(&["--profile", "paper", "--model", "/models/llama-3.2-3b"]).unwrap();
+        assert_eq!(c.model, "/models/llama-3.2-3b");
+        assert_eq!(c.data.split, SplitConfig { train: 4096, valid: 512, test: 1000, seed: 42 });
+        let sft = c.sft_config(42, Backbone::Bigrec);
+        let t = &sft.train;
+        assert_eq!((t.lr, t.warmup_steps, t.micro_batch * t.grad_accum, t.micro_batch), (1e-4, 20, 256, 8));
+        assert_eq!((sft.max_epochs, sft.patience, sft.beams, sft.max_new_tokens), (7, 2, 4, 64));
+        assert_eq!((sft.lora.r, sft.lora.alpha, sft.lora.dropout), (8, 16.0, 0.05));
+        assert_eq!(sft.lora.target_modules, ["q_proj", "v_proj"]);
+        assert_eq!((c.d_samples, c.alpha.as_slice()), (256, [1.0].as_slice()));
     }
 }

@@ -4,13 +4,10 @@
 # Not part of scripts/setup.sh or CI. Venv: $SOFT_BENCH_VENV (default ~/.cache/soft-bench-venv).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo_root/scripts/apt.sh"
 venv="${SOFT_BENCH_VENV:-$HOME/.cache/soft-bench-venv}"
 # `perf`, for the per-function profiles in BENCHMARKS.md.
-if ! dpkg -s linux-perf >/dev/null 2>&1; then
-    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends linux-perf
-fi
+dpkg -s linux-perf >/dev/null 2>&1 || apt_install linux-perf
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi

@@ -7,6 +7,7 @@
 #   - tests/browser's npm packages (playwright-core only, from package-lock.json).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo_root/scripts/apt.sh"
 cd "$repo_root"
 
 TRUNK_VERSION=0.21.14
@@ -36,11 +37,7 @@ need_apt=()
 dpkg -s chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-if ((${#need_apt[@]})); then
-    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
+apt_install ${need_apt[@]+"${need_apt[@]}"}
 
 # npm ci wipes node_modules, so run it only when the lock file changed since the last install.
 cd tests/browser

@@ -2,9 +2,17 @@
 //! two-target step, beam search, grounding — and, with `--against pytorch`, the same work in
 //! PyTorch + transformers + peft on the same machine (bench/pytorch_reference.py), side by side.
 //!
+//! With `--against llama.cpp` ([`llamacpp`]) it measures SmolLM2 itself, loaded from its GGUF, on
+//! prompt processing and greedy decoding, against llama.cpp on the same file. `--work bandwidth`
+//! ([`bandwidth`]) measures the machine's read bandwidth and the floor it sets on a beam-search
+//! step.
+//!
 //! Both sides build the model from one config (written here, passed to Python as JSON) with
 //! random weights: speed does not depend on the weights' values, and beam search is made to
 //! write exactly `new_tokens` tokens on both sides (no EOS), so the work is equal.
+
+mod bandwidth;
+mod llamacpp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,11 +53,24 @@ pub enum Work {
     Generate,
     /// Grounding: answer embeddings ranked against the catalog table by L2, top-K; queries/s.
     Grounding,
+    /// The machine's streaming read bandwidth (1 GiB of f32, all cores), GB/s; with `generate`
+    /// rows, also each beam-search step's floor (its weights' bytes / bandwidth).
+    Bandwidth,
+    /// SmolLM2 from its GGUF (the real model): a 180-token prompt's forward pass and first token,
+    /// prompt tokens/s. Measured with `greedy`; `--against llama.cpp` adds both.
+    Prompt,
+    /// SmolLM2 from its GGUF: greedy decoding at batch 1, 32 new tokens after the prompt, the
+    /// tokens after the first per second.
+    Greedy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Against {
     Pytorch,
+    /// llama.cpp through node-llama-cpp (bench/llamacpp; scripts/setup-bench-llamacpp.sh
+    /// installs it): SmolLM2's `prompt` and `greedy` rows, from the same GGUF.
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,7 +86,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Also run the same work in PyTorch (bench/pytorch_reference.py; scripts/setup-bench.sh
-    /// makes its venv).
+    /// makes its venv), or `llama.cpp`: SmolLM2's `prompt` and `greedy` rows (added to --work)
+    /// in llama.cpp (scripts/setup-bench-llamacpp.sh installs it).
     #[arg(long, value_enum)]
     pub against: Option<Against>,
     /// The Python with torch, transformers and peft; default: $SOFT_BENCH_VENV/bin/python or
@@ -132,6 +154,8 @@ pub struct Row {
     pub project: Vec<f64>,
     #[serde(default)]
     pub pytorch: Vec<f64>,
+    #[serde(default)]
+    pub llama_cpp: Vec<f64>,
 }
 
 fn model_config(model: BenchModel) -> LlamaConfig {
@@ -174,6 +198,13 @@ fn flops_per_unit(c: &LlamaConfig, s: &Shapes, work: Work) -> f64 {
             (prompt + new) / t
         }
         Work::Grounding => 2.0 * (s.items * c.hidden_size) as f64,
+        Work::Bandwidth => 0.0,
+        // One prompt, its forward pass and one LM head, per prompt token.
+        Work::Prompt => {
+            let p = s.prompt_tokens as f64;
+            block_flops(c, p / 2.0) + head_flops(c) / p
+        }
+        Work::Greedy => block_flops(c, (s.prompt_tokens + s.new_tokens / 2) as f64) + head_flops(c),
     }
 }
 
@@ -204,6 +235,32 @@ fn measure(warmup: usize, runs: usize, units: f64, mut f: impl FnMut() -> Result
             Ok(units / start.elapsed().as_secs_f64())
         })
         .collect()
+}
+
+/// [`measure`] for work that times two things in each run (`f` returns both throughputs).
+fn measure_pairs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<(f64, f64)>) -> Result<Vec<(f64, f64)>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    (0..runs).map(|_| f()).collect()
+}
+
+/// GB/s of each run of a streaming read over [`bandwidth::BUFFER_FLOATS`] f32.
+fn bandwidth_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
+    // Allocated and written once, untimed.
+    let data = bandwidth::buffer(bandwidth::BUFFER_FLOATS);
+    let expected = bandwidth::expected_sum(data.len());
+    let mut rates = Vec::new();
+    for i in 0..args.warmup + args.runs {
+        let (sum, gbs) = bandwidth::stream(&data, threads)?;
+        if sum != expected {
+            bail!("bandwidth: the read summed to {sum}, not {expected}");
+        }
+        if i >= args.warmup {
+            rates.push(gbs);
+        }
+    }
+    Ok(rates)
 }
 
 fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batch: usize) -> Result<Vec<f64>> {
@@ -290,6 +347,7 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
                 Ok(())
             })
         }
+        Work::Bandwidth | Work::Prompt | Work::Greedy => bail!("{work:?} is measured by execute"),
     }
 }
 
@@ -298,6 +356,9 @@ fn unit(work: Work) -> &'static str {
         Work::Train | Work::Soft => "tokens/s",
         Work::Generate => "new tokens/s",
         Work::Grounding => "queries/s",
+        Work::Bandwidth => "GB/s",
+        Work::Prompt => "prompt tokens/s",
+        Work::Greedy => "new tokens/s",
     }
 }
 
@@ -305,9 +366,29 @@ fn unit(work: Work) -> &'static str {
 fn plan(args: &Args) -> Vec<(BenchModel, Work, usize, String)> {
     let s = Shapes::reference();
     let mut out = Vec::new();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.work.contains(&Work::Bandwidth) {
+        // The machine's, not a model's: one row, filed under the first model.
+        let m = args.models.first().copied().unwrap_or(BenchModel::Smollm2);
+        out.push((m, Work::Bandwidth, threads, format!("read 1 GiB f32, {threads} threads")));
+    }
+    let llama = args.against == Some(Against::LlamaCpp);
+    // The real SmolLM2 (its GGUF), whatever --models says: the only model llama.cpp can load.
+    if llama || args.work.contains(&Work::Prompt) {
+        out.push((BenchModel::Smollm2, Work::Prompt, 1, format!("SmolLM2 GGUF, {} prompt tokens", s.prompt_tokens)));
+    }
+    if llama || args.work.contains(&Work::Greedy) {
+        out.push((
+            BenchModel::Smollm2,
+            Work::Greedy,
+            1,
+            format!("SmolLM2 GGUF, batch 1 greedy, {} prompt + {} new", s.prompt_tokens, s.new_tokens),
+        ));
+    }
     for &m in &args.models {
         for &w in &args.work {
             match w {
+                Work::Bandwidth | Work::Prompt | Work::Greedy => {}
                 Work::Generate => {
                     for &b in &s.generate_batches {
                         out.push((m, w, b, format!("batch {b}, {} beams, {} new", s.beams, s.new_tokens)));
@@ -437,10 +518,16 @@ fn fmt_rate(x: f64) -> String {
 
 fn print_table(rows: &[Row], cpu: &Cpu) {
     println!(
-        "| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | MFU project | MFU PyTorch |"
+        "| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | llama.cpp | ratio | MFU project | MFU PyTorch |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let mfu = |rate: f64, f: f64| format!("{:.1} %", 100.0 * rate * f / (cpu.peak_gflops * 1e9));
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mfu = |rate: f64, f: f64| {
+        if f > 0.0 {
+            format!("{:.1} %", 100.0 * rate * f / (cpu.peak_gflops * 1e9))
+        } else {
+            "-".into()
+        }
+    };
     for r in rows {
         let p = median(&r.project);
         let (lo, hi) = r.project.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
@@ -450,8 +537,14 @@ fn print_table(rows: &[Row], cpu: &Cpu) {
             let t = median(&r.pytorch);
             (fmt_rate(t), format!("{:.2}x", p / t), mfu(t, r.flops_per_unit))
         };
+        let (llama, llama_ratio) = if r.llama_cpp.is_empty() {
+            ("-".into(), "-".into())
+        } else {
+            let t = median(&r.llama_cpp);
+            (fmt_rate(t), format!("{:.2}x", p / t))
+        };
         println!(
-            "| {:?} | {:?} | {} | {} | {} ({}-{}) | {torch} | {ratio} | {} | {torch_mfu} |",
+            "| {:?} | {:?} | {} | {} | {} ({}-{}) | {torch} | {ratio} | {llama} | {llama_ratio} | {} | {torch_mfu} |",
             r.model,
             r.work,
             r.variant,
@@ -475,22 +568,59 @@ fn summary(rows: &[Row]) -> serde_json::Value {
         let row = rows.iter().rfind(|r| r.work == work)?;
         let project = median(&row.project);
         let pytorch = (!row.pytorch.is_empty()).then(|| median(&row.pytorch));
-        Some(json!({
+        let llama_cpp = (!row.llama_cpp.is_empty()).then(|| median(&row.llama_cpp));
+        let mut v = json!({
             "model": row.model, "variant": row.variant, "unit": row.unit,
             "project": project, "pytorch": pytorch, "ratio": pytorch.map(|t| project / t),
-        }))
+        });
+        if let Some(l) = llama_cpp {
+            v["llama_cpp"] = json!(l);
+            v["ratio_llama_cpp"] = json!(project / l);
+        }
+        Some(v)
     };
     json!({
         "train": pick(Work::Train),
         "soft": pick(Work::Soft),
         "generate": pick(Work::Generate),
         "grounding": pick(Work::Grounding),
+        "bandwidth": pick(Work::Bandwidth),
+        "prompt": pick(Work::Prompt),
+        "greedy": pick(Work::Greedy),
     })
+}
+
+/// Per beam-search row: its step time (a run's time / new tokens: every prompt's beams advance
+/// one token per step; the prompt's forward pass is spread over the steps, so this is an upper
+/// bound), the floor (the step's weight bytes, [`bandwidth::step_bytes`], / the median
+/// bandwidth) and their ratio.
+fn floors(rows: &[Row], plan: &[(BenchModel, Work, usize, String)], s: &Shapes) -> Vec<serde_json::Value> {
+    let Some(bw) = rows.iter().find(|r| r.work == Work::Bandwidth).map(|r| median(&r.project)) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .zip(plan)
+        .filter(|(r, _)| r.work == Work::Generate)
+        .map(|(r, (model, _, batch, _))| {
+            let bytes = bandwidth::step_bytes(&model_config(*model));
+            let floor_s = bytes / (bw * 1e9);
+            // rate = batch · new_tokens / run time, so one step = batch / rate.
+            let step_s = *batch as f64 / median(&r.project);
+            json!({
+                "model": r.model, "variant": r.variant, "bytes_per_step": bytes, "bandwidth_gb_s": bw,
+                "floor_ms": 1e3 * floor_s, "step_ms": 1e3 * step_s, "ratio": step_s / floor_s,
+                "target": 1.3, "met": step_s / floor_s <= 1.3, "new_tokens": s.new_tokens,
+            })
+        })
+        .collect()
 }
 
 pub fn execute(args: &Args) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if args.against == Some(Against::LlamaCpp) {
+        llamacpp::check()?;
     }
     let backend = choose(args.backend)?;
     let cpu = cpu();
@@ -505,9 +635,24 @@ pub fn execute(args: &Args) -> Result<()> {
         args.runs
     );
     let mut rows = Vec::new();
+    // The real SmolLM2's prompt and greedy rows come from one measurement (with their ids).
+    let mut real: Option<(Vec<u32>, llamacpp::Side)> = None;
     for (model, work, batch, variant) in &plan {
-        let project = project_row(args, &backend.device, *model, *work, *batch)
-            .with_context(|| format!("{model:?} {work:?} {variant}"))?;
+        let project = match work {
+            Work::Bandwidth => bandwidth_row(args, cpu.cores),
+            Work::Prompt | Work::Greedy => {
+                if real.is_none() {
+                    real = Some(
+                        llamacpp::project(&backend.device, s.prompt_tokens, s.new_tokens, args.warmup, args.runs)
+                            .context("SmolLM2 from its GGUF")?,
+                    );
+                }
+                let side = &real.as_ref().expect("measured above").1;
+                Ok(if *work == Work::Prompt { side.prompt.clone() } else { side.decode.clone() })
+            }
+            _ => project_row(args, &backend.device, *model, *work, *batch),
+        }
+        .with_context(|| format!("{model:?} {work:?} {variant}"))?;
         eprintln!("  {model:?} {work:?} {variant}: {} {}", fmt_rate(median(&project)), unit(*work));
         let c = model_config(*model);
         rows.push(Row {
@@ -518,14 +663,58 @@ pub fn execute(args: &Args) -> Result<()> {
             flops_per_unit: flops_per_unit(&c, &s, *work),
             project,
             pytorch: Vec::new(),
+            llama_cpp: Vec::new(),
         });
     }
-    if args.against.is_some() {
-        for (row, torch) in rows.iter_mut().zip(pytorch_rows(args, &plan, cpu.cores)?) {
-            row.pytorch = torch;
+    let mut llama_summary = None;
+    match args.against {
+        Some(Against::Pytorch) => {
+            // bench/pytorch_reference.py knows the random-weight work only.
+            let known = |w: Work| matches!(w, Work::Train | Work::Soft | Work::Generate | Work::Grounding);
+            let torch_plan: Vec<_> = plan.iter().filter(|p| known(p.1)).cloned().collect();
+            let mut torch = pytorch_rows(args, &torch_plan, cpu.cores)?.into_iter();
+            for row in rows.iter_mut().filter(|r| known(r.work)) {
+                row.pytorch = torch.next().unwrap_or_default();
+            }
         }
+        Some(Against::LlamaCpp) => {
+            let (prompt, project) = real.as_ref().context("no SmolLM2 rows were measured")?;
+            let (llama, info) = llamacpp::llama_cpp(prompt, s.new_tokens, cpu.cores, args.warmup, args.runs)?;
+            for row in rows.iter_mut() {
+                match row.work {
+                    Work::Prompt => row.llama_cpp = llama.prompt.clone(),
+                    Work::Greedy => row.llama_cpp = llama.decode.clone(),
+                    _ => {}
+                }
+            }
+            let mut sum = llamacpp::summary(project, &llama);
+            sum["llama_cpp"] = info;
+            sum["prompt_ids"] = json!(prompt);
+            llama_summary = Some(sum);
+        }
+        None => {}
     }
     print_table(&rows, &cpu);
+    let floors = floors(&rows, &plan, &s);
+    for f in &floors {
+        println!(
+            "beam-search step floor, {} {}: {:.1} MB read per step / {:.2} GB/s = {:.1} ms floor; step {:.1} ms = {:.2}x the floor",
+            f["model"].as_str().unwrap_or("?"),
+            f["variant"].as_str().unwrap_or("?"),
+            f["bytes_per_step"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            f["bandwidth_gb_s"].as_f64().unwrap_or(f64::NAN),
+            f["floor_ms"].as_f64().unwrap_or(f64::NAN),
+            f["step_ms"].as_f64().unwrap_or(f64::NAN),
+            f["ratio"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    if let Some(l) = &llama_summary {
+        let g = &l["greedy_ids"];
+        println!(
+            "greedy ids, project vs llama.cpp: {} of {} agree position by position, common prefix {}",
+            g["same_position"], s.new_tokens, g["common_prefix"]
+        );
+    }
     if let Some(path) = &args.json {
         let mut out = summary(&rows);
         out["backend"] = json!(backend.name);
@@ -533,6 +722,12 @@ pub fn execute(args: &Args) -> Result<()> {
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);
         out["rows"] = json!(rows);
+        if !floors.is_empty() {
+            out["floors"] = json!(floors);
+        }
+        if let Some(l) = llama_summary {
+            out["against_llama_cpp"] = l;
+        }
         soft_core::atomic_file::write_atomic(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }

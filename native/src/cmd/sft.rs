@@ -12,6 +12,7 @@ use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
+use soft_core::model::weights::FloatEncoding;
 
 use super::data_args::{DataArgs, DataOptions};
 use super::prompt_args::{BackboneArgs, LoraArgs, PromptArgs};
@@ -50,6 +51,10 @@ pub struct Args {
     /// SmolLM2's peak memory (README, "Memory plan").
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
+    /// f32; the adapter, optimizer state and loss stay f32).
+    #[arg(long, default_value = "f32")]
+    pub weights_dtype: FloatEncoding,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
     pub seed: u64,
     /// Stop after this many optimizer steps in all (smoke tests of big models on a CPU).
@@ -98,6 +103,9 @@ pub struct SftSettings {
     /// Missing in runs started before the option existed: off.
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Missing in runs started before the option existed: f32.
+    #[serde(default)]
+    pub weights_dtype: FloatEncoding,
     pub max_new_tokens: usize,
     pub decoding: Decoding,
     /// Missing in runs started before the options existed: the paper's prompt and targets.
@@ -140,6 +148,7 @@ impl SftSettings {
         config.train.micro_batch = self.micro_batch;
         config.train.grad_accum = self.grad_accum;
         config.train.activation_checkpointing = self.activation_checkpointing;
+        config.train.base_dtype = self.weights_dtype;
         config.train.lr = self.lr;
         config.train.seed = seed;
         config
@@ -160,6 +169,7 @@ impl TryFrom<Args> for Options {
             micro_batch: args.micro_batch,
             grad_accum: args.grad_accum,
             activation_checkpointing: args.activation_checkpointing,
+            weights_dtype: args.weights_dtype,
             max_new_tokens: args.max_new_tokens,
             decoding: args.decoding,
             prompt,
@@ -192,7 +202,9 @@ pub fn execute(o: &Options) -> Result<()> {
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
     let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
     let mut pre = load_path(&path, &backend.device)?;
-    let trainable = load_path(&path, &o.config.train.training_device(&backend.device))?.model;
+    let trainable = load_path(&path, &o.config.train.training_device(&backend.device))?
+        .model
+        .with_base_dtype(o.config.train.base_dtype.dtype());
     let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
     pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;
     let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;

@@ -107,7 +107,9 @@ pub fn execute(o: &Options) -> Result<()> {
         sft_config.max_epochs = e;
     }
     let config = SoftConfig { sft: sft_config, schedule: o.schedule, alpha: o.alpha, d_samples: o.d_samples };
-    let trainable = load_path(&resolve(&base_name)?, &config.sft.train.training_device(&backend.device))?.model;
+    let trainable = load_path(&resolve(&base_name)?, &config.sft.train.training_device(&backend.device))?
+        .model
+        .with_base_dtype(config.sft.train.base_dtype.dtype());
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).
     let table = sft_run.tuned.item_projector().map(|p| p.table());

@@ -12,13 +12,13 @@
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
 use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
-use super::lora::{frozen, LoraLinear};
+use super::lora::{frozen, in_f32, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
 use super::weights::{transpose, WeightMap};
@@ -186,6 +186,21 @@ impl Llama {
         Ok(())
     }
 
+    /// The frozen base weights (token embedding, LM head, every projection) stored as `dtype`
+    /// on the device, each widened to f32 where it is used, so every product still computes in
+    /// f32: f16 or bf16 halve the memory the base model holds. Norms, biases, the adapters and
+    /// the item projector stay f32, and so do the gradients, the optimizer state and the loss.
+    /// Merging adapters (`merge_lora`) writes f32 weights.
+    pub fn with_base_dtype(mut self, dtype: FloatDType) -> Self {
+        let cast = |p: Param<Tensor<2>>| p.map(|t| t.cast(dtype));
+        self.embed_tokens = cast(self.embed_tokens);
+        self.lm_head = self.lm_head.map(cast);
+        for (_, lin) in self.projections_mut() {
+            lin.store_weight_as(dtype);
+        }
+        self
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.embed_tokens.val().device()
@@ -242,7 +257,7 @@ impl Llama {
     /// itself writes (decoding steps, training responses): [`Llama::embed`] without the
     /// projector's work, which would be thrown away there.
     pub fn embed_text(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        embedding(self.embed_tokens.val(), tokens)
+        in_f32(embedding(self.embed_tokens.val(), tokens))
     }
 
     /// [`Llama::hidden_states`] from input embeddings `[B, T, hidden]` (see [`Llama::embed`]).
@@ -263,9 +278,10 @@ impl Llama {
     /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(w) => linear(hidden, w.val(), None),
-            // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
-            None => linear_transposed(hidden, self.embed_tokens.val()),
+            Some(w) => linear(hidden, in_f32(w.val()), None),
+            // The embedding table `[vocab, hidden]` itself, read row by row: no copy (but the
+            // f32 copy of a half-precision table, see `with_base_dtype`).
+            None => linear_transposed(hidden, in_f32(self.embed_tokens.val())),
         }
     }
 
@@ -613,6 +629,29 @@ pub(crate) mod tests {
         let mask = pad.lower_elem(-1.0).reshape([b, 1, 1, s]).expand([b, h, t, s]);
         let reference = burn::tensor::module::attention(q, repeat(k), repeat(v), Some(mask), None, Default::default());
         assert!(max_abs_diff(grouped, reference) < 1e-5);
+    }
+
+    /// Half-precision storage of the base weights rounds the weights and nothing else: every
+    /// stored tensor has the asked dtype, and the logits stay within a bound set by the
+    /// format's precision (f16: 11 significant bits, bf16: 8) of the f32 model's; exact
+    /// agreement would mean nothing was stored in half precision.
+    #[test]
+    fn half_precision_base_weights_give_logits_close_to_f32() {
+        let device = Device::flex();
+        let config = small_config();
+        let weights = random_weights(&config, 3);
+        let tokens = int_tensor(vec![1, 5, 9, 2, 7, 3, 11, 4], [2, 4], &device);
+        let logits = |m: &Llama| m.forward(tokens.clone(), ones_mask(2, 4, &device), None);
+        let reference = logits(&Llama::from_weights(&config, &weights, &device).unwrap());
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        for (dtype, relative) in [(FloatDType::F16, 5e-3), (FloatDType::BF16, 4e-2)] {
+            let half = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(dtype);
+            assert_eq!(half.embed_tokens.val().dtype(), dtype.into());
+            assert!(half.projections().all(|(_, lin)| lin.weight.val().dtype() == dtype.into()));
+            let diff = max_abs_diff(logits(&half), reference.clone());
+            eprintln!("{dtype:?}-stored base: max |logit difference| {diff:.2e}, logits up to {scale:.2}");
+            assert!(diff > 0.0 && diff < relative * scale, "{dtype:?}: {diff} of logits up to {scale}");
+        }
     }
 
     #[test]

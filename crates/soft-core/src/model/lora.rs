@@ -5,7 +5,7 @@
 use crate::kernels::linear;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -38,6 +38,16 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
     Param::from_tensor(t).set_require_grad(false)
 }
 
+/// `t` in f32, the precision every product and sum here computes in: frozen base weights may be
+/// stored in f16 or bf16 ([`Llama::with_base_dtype`](super::llama::Llama::with_base_dtype)) and
+/// are widened where they are used, one at a time.
+pub(crate) fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() {
+        DType::F32 => t,
+        _ => t.cast(FloatDType::F32),
+    }
+}
+
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
@@ -54,20 +64,26 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match &self.adapter {
-            None => linear(x, self.weight.val(), bias),
-            Some(adapter) => linear(x.clone(), self.weight.val(), bias) + adapter.forward(x),
+            None => linear(x, in_f32(self.weight.val()), bias),
+            Some(adapter) => linear(x.clone(), in_f32(self.weight.val()), bias) + adapter.forward(x),
         }
     }
 
     /// The effective weight `[in, out]`: base + (alpha/r)·(B·A)ᵀ.
     pub fn merged_weight(&self) -> Tensor<2> {
         match &self.adapter {
-            None => self.weight.val(),
-            Some(adapter) => self.weight.val() + adapter.delta(),
+            None => in_f32(self.weight.val()),
+            Some(adapter) => in_f32(self.weight.val()) + adapter.delta(),
         }
     }
 
-    /// Folds the adapter, if any, into the frozen weight; a plain projection remains.
+    /// The frozen weight stored as `dtype` (the bias, small, stays f32).
+    pub(crate) fn store_weight_as(&mut self, dtype: FloatDType) {
+        self.weight = self.weight.clone().map(|t| t.cast(dtype));
+    }
+
+    /// Folds the adapter, if any, into the frozen weight (then in f32); a plain projection
+    /// remains.
     pub fn merge(&mut self) {
         if self.adapter.is_some() {
             self.weight = frozen(self.merged_weight().detach());

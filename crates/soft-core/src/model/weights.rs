@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::kind::Basic;
-use burn::tensor::{Element, Tensor, TensorReadError};
+use burn::tensor::{Element, FloatDType, Tensor, TensorReadError};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
 
 use crate::model::config::LlamaConfig;
 use crate::{Error, Result};
@@ -73,15 +74,40 @@ pub fn check_weights(config: &LlamaConfig, weights: &WeightMap, path: &Path) -> 
     Ok(())
 }
 
-/// The little-endian float encodings weight files store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The little-endian float encodings weight files store, and the dtypes frozen base weights
+/// can be kept in on a device ([`Llama::with_base_dtype`](crate::model::llama::Llama::with_base_dtype)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FloatEncoding {
+    #[default]
     F32,
     F16,
     BF16,
 }
 
+impl std::str::FromStr for FloatEncoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::BF16),
+            other => Err(format!("`{other}` is not a weight dtype: f32, f16 or bf16")),
+        }
+    }
+}
+
 impl FloatEncoding {
+    /// The burn dtype of the same encoding.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::BF16 => FloatDType::BF16,
+        }
+    }
+
     /// `bytes` as values; a trailing partial value is ignored (callers check lengths).
     pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
         match self {

@@ -164,6 +164,7 @@ mod tests {
             seed: 5,
             max_steps: None,
             activation_checkpointing: false,
+            base_dtype: Default::default(),
         };
         let checkpoints = Checkpoints::new(dir, "test");
         let data = data();

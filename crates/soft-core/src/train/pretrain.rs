@@ -45,6 +45,7 @@ impl Default for PretrainConfig {
                 seed: 42,
                 max_steps: None,
                 activation_checkpointing: false,
+                base_dtype: Default::default(),
             },
         }
     }
@@ -205,6 +206,7 @@ mod tests {
                 seed: 1,
                 max_steps: None,
                 activation_checkpointing: false,
+                base_dtype: Default::default(),
             },
         };
         let (_, tok, report) =

@@ -65,6 +65,7 @@ impl Default for SftConfig {
                 seed: 42,
                 max_steps: None,
                 activation_checkpointing: false,
+                base_dtype: Default::default(),
             },
             max_epochs: 7,
             patience: 2,

@@ -201,6 +201,7 @@ pub fn fresh_trainer() -> LmTrainer {
         seed: 1,
         max_steps: None,
         activation_checkpointing: false,
+        base_dtype: Default::default(),
     };
     LmTrainer::new(model, config, 0)
 }

@@ -285,6 +285,7 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         seed,
         max_steps: None,
         activation_checkpointing: false,
+        base_dtype: Default::default(),
     };
     let trainer = || -> Result<LmTrainer> {
         let model = Llama::init(&c, &device.clone().autodiff())?.with_lora(&s.lora, seed)?;

@@ -9,6 +9,7 @@ use soft_core::baselines::SasRecConfig;
 use soft_core::data::prompt::Backbone;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::{Decoding, Ranking};
+use soft_core::model::weights::FloatEncoding;
 use soft_core::train::scheduler::Schedule;
 use soft_core::train::scheduler::{validate_alpha, DEFAULT_ALPHA};
 use soft_core::train::sft::SftConfig;
@@ -23,8 +24,9 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 31] = [
+const RESUME_CONFLICTS: [&str; 32] = [
     "backbones",
+    "weights_dtype",
     "micro_batch",
     "grad_accum",
     "activation_checkpointing",
@@ -158,6 +160,10 @@ pub struct Args {
     /// backend it raised SmolLM2's peak memory (README, "Memory plan").
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Keep the trained models' frozen base weights in f32, f16 or bf16 (products compute in
+    /// f32; adapters, optimizer state and losses stay f32).
+    #[arg(long, default_value = "f32")]
+    pub weights_dtype: FloatEncoding,
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// The LLM-based recommenders SOFT is applied to, comma-separated: `bigrec` (titles only),
@@ -323,6 +329,7 @@ impl RunConfig {
                 micro_batch: args.micro_batch.unwrap_or(p.micro_batch),
                 grad_accum: args.grad_accum.unwrap_or(p.grad_accum),
                 activation_checkpointing: args.activation_checkpointing,
+                weights_dtype: args.weights_dtype,
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
                 decoding: args.decoding.unwrap_or(p.decoding),
                 prompt: args.prompt.prompt(),
@@ -440,6 +447,7 @@ mod tests {
                 "backbones",
                 "micro_batch",
                 "activation_checkpointing",
+                "weights_dtype",
             ]
             .contains(k)
         });
@@ -549,11 +557,25 @@ mod tests {
     fn batch_and_checkpointing_reach_the_training_config_and_zero_is_refused() {
         let d = config_of(&[]).unwrap().sft_config(1, Backbone::Bigrec).train;
         assert_eq!((d.micro_batch, d.grad_accum, d.activation_checkpointing), (8, 1, false));
-        let c = config_of(&["--micro-batch", "2", "--grad-accum", "16", "--activation-checkpointing"])
-            .unwrap()
-            .sft_config(1, Backbone::Llara)
-            .train;
-        assert_eq!((c.micro_batch, c.grad_accum, c.activation_checkpointing), (2, 16, true));
+        assert_eq!(d.base_dtype, FloatEncoding::F32);
+        let c = config_of(&[
+            "--micro-batch",
+            "2",
+            "--grad-accum",
+            "16",
+            "--activation-checkpointing",
+            "--weights-dtype",
+            "bf16",
+        ])
+        .unwrap()
+        .sft_config(1, Backbone::Llara)
+        .train;
+        assert_eq!(
+            (c.micro_batch, c.grad_accum, c.activation_checkpointing, c.base_dtype),
+            (2, 16, true, FloatEncoding::BF16)
+        );
+        let err = config_of(&["--weights-dtype", "f8"]).unwrap_err().to_string();
+        assert!(err.contains("f32, f16 or bf16"), "{err}");
         for flag in ["--micro-batch", "--grad-accum"] {
             let err = config_of(&[flag, "0"]).unwrap_err().to_string();
             assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");

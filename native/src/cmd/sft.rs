@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::formats::pretrained::load_path;
+use soft_core::model::formats::pretrained::{load_path, Pretrained};
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
@@ -52,7 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; the adapter, optimizer state and loss stay f32).
+    /// f32; the adapter, optimizer state and loss stay f32). Saves no memory in training yet:
+    /// autodiff keeps each widened weight (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: FloatEncoding,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
@@ -201,10 +203,18 @@ pub fn execute(o: &Options) -> Result<()> {
     // LLaRA: the base model (d0, Guidance-Only) and the trained one start from the same
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
     let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
-    let mut pre = load_path(&path, &backend.device)?;
-    let trainable = load_path(&path, &o.config.train.training_device(&backend.device))?
-        .model
-        .with_base_dtype(o.config.train.base_dtype.dtype());
+    let loaded = load_path(&path, &o.config.train.training_device(&backend.device))?;
+    let base_dtype = o.config.train.base_dtype;
+    // The frozen model that grounds and validates reads the trained model's base tensors
+    // (frozen, never updated) without autodiff: one copy of the base weights, not two. Kept in
+    // half precision the trained model's differ, so the frozen one loads its own f32 copy (the
+    // grounding table it computes must not depend on the option).
+    let pre_model = match base_dtype {
+        FloatEncoding::F32 => loaded.model.valid(),
+        _ => load_path(&path, &backend.device)?.model,
+    };
+    let trainable = loaded.model.with_base_dtype(base_dtype.dtype());
+    let mut pre = Pretrained { model: pre_model, ..loaded };
     let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
     pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;
     let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;

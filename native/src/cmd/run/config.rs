@@ -161,7 +161,8 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained models' frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; adapters, optimizer state and losses stay f32).
+    /// f32; adapters, optimizer state and losses stay f32). Saves no memory in training yet:
+    /// autodiff keeps each widened weight (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: FloatEncoding,
     #[command(flatten)]

@@ -562,6 +562,13 @@ fn every_bad_option_is_refused_before_any_work() {
         (vec!["soft", "--sft", o, "--out", o, "--d-samples", "0"], "--d-samples"),
         (vec!["baseline", "--method", "sasrec", "--out", o, "--epochs", "0"], "--epochs"),
         (vec!["baseline", "--method", "guidance-only", "--out", o, "--history-len", "0"], "history_len"),
+        (vec!["run", "--out", o, "--micro-batch", "0"], "micro_batch"),
+        (vec!["run", "--out", o, "--grad-accum", "0"], "grad_accum"),
+        (vec!["run", "--out", o, "--weights-dtype", "f8"], "f32, f16 or bf16"),
+        (vec!["run", "--out", o, "--profile", "paper"], "--model"),
+        (vec!["sft", "--out", o, "--micro-batch", "0"], "micro_batch"),
+        // WGSL has no bf16: cubecl would panic in a worker thread and train on garbage.
+        (vec!["run", "--out", o, "--weights-dtype", "bf16", "--backend", "wgpu"], "--weights-dtype bf16"),
     ];
     for (args, option) in cases {
         let o = run(&args);

@@ -109,7 +109,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let config = SoftConfig { sft: sft_config, schedule: o.schedule, alpha: o.alpha, d_samples: o.d_samples };
     let trainable = load_path(&resolve(&base_name)?, &config.sft.train.training_device(&backend.device))?
         .model
-        .with_base_dtype(config.sft.train.base_dtype.dtype());
+        .with_base_dtype(config.sft.train.base_dtype.dtype())?;
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).
     let table = sft_run.tuned.item_projector().map(|p| p.table());

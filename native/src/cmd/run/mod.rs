@@ -271,6 +271,24 @@ pub fn test_rows(dir: &Path) -> Result<Vec<Row>> {
     table::finished_rows(dir, &config, &catalog)
 }
 
+/// Half-precision base weights the chosen device cannot store are refused before any stage,
+/// and before a new run's configuration is written.
+fn check_weights_dtype(config: &RunConfig, backend: BackendChoice) -> Result<()> {
+    let dtype = config.sft.weights_dtype;
+    if dtype == soft_core::model::weights::FloatEncoding::F32 {
+        return Ok(());
+    }
+    let chosen = crate::backend::choose(backend)?;
+    if !chosen.device.supports_dtype(dtype.dtype()) {
+        bail!(
+            "--weights-dtype {}: {} cannot store it (wgpu has no bf16); use f32 or f16",
+            format!("{dtype:?}").to_lowercase(),
+            chosen.name
+        );
+    }
+    Ok(())
+}
+
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
 fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
     if let Some(dir) = &args.resume {
@@ -283,9 +301,11 @@ fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
             eprintln!("adding alphas {:?} to its sweep", &config.alpha[had..]);
             write_files(dir, &[(CONFIG_FILE.into(), serde_json::to_string_pretty(&config)?)])?;
         }
+        check_weights_dtype(&config, args.backend)?;
         return Ok((dir.clone(), config));
     }
     let config = RunConfig::from_args(args)?;
+    check_weights_dtype(&config, args.backend)?;
     if args.out.join(CONFIG_FILE).exists() {
         bail!(
             "{} already holds a run; continue it with `soft-train run --resume {}` or choose another --out",

@@ -53,8 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; the adapter, optimizer state and loss stay f32). Saves no memory in training yet:
-    /// autodiff keeps each widened weight (README, "Memory plan").
+    /// f32; the adapter, optimizer state and loss stay f32). Measured: saves no memory yet, the
+    /// grounding model keeps an f32 copy (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: FloatEncoding,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]

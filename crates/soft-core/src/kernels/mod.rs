@@ -17,7 +17,7 @@ use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, DispatchDevice};
-use burn::tensor::{activation, Bytes, DType, Int, Tensor};
+use burn::tensor::{activation, Bytes, DType, FloatDType, Int, Tensor};
 
 /// Operations with a fused CPU implementation. Only tensors on the CPU backend (with or without
 /// autodiff) are routed here: the public functions below check.
@@ -33,6 +33,10 @@ pub trait FusedOps: Backend {
     fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
     /// `x` `[m, in]` times `weight` `[in, out]` for a few rows `m` (a decoding step's).
     fn few_rows_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x` `[m, in]` (f32) times a frozen `weight` `[in, out]` stored in half precision, widened
+    /// to f32 for the product; on autodiff the backward pass widens it again rather than keeping
+    /// the f32 copy.
+    fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// True when `x` runs on the CPU backend in f32: the tensors the fused kernels take.
@@ -102,6 +106,29 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
 /// table): [`linear`] for a weight stored output by output.
 pub fn linear_transposed<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
     product(x, weight.transpose(), None, FEW_ROWS_OUTPUT_MAJOR)
+}
+
+/// `x` `[..., in]` times a frozen `weight` `[in, out]` stored in f16 or bf16, plus `bias`, in
+/// f32. On the CPU backend the product widens the weight for the forward pass and again for the
+/// backward one, so no f32 copy of it outlives the product (burn's ops would keep the widened
+/// weight for the backward pass: the whole model in f32 during a training step); elsewhere
+/// burn's ops on the widened weight.
+pub fn half_weight_linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    if !fused(&x) {
+        return burn::tensor::module::linear(x, weight.cast(FloatDType::F32), bias);
+    }
+    let dims = x.dims();
+    let [d_in, d_out] = weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let x = x.reshape([rows, d_in]).into_dispatch();
+    let out = Tensor::<2>::from_dispatch(Dispatch::half_weight_matmul(x, weight.into_dispatch()));
+    let out = match bias {
+        Some(bias) => out + bias.unsqueeze::<2>(),
+        None => out,
+    };
+    out.reshape(out_dims)
 }
 
 /// [`linear`] with the few-row product up to `few_rows` rows (0: never). Public for
@@ -225,6 +252,10 @@ fn target_indices(targets: IntTensor<Flex>, len: usize) -> Vec<usize> {
 }
 
 impl FusedOps for Flex {
+    fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        Flex::float_matmul(x, Flex::float_cast(weight, FloatDType::F32))
+    }
+
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         rowwise(x, rows::dispatch::softmax)
     }
@@ -397,6 +428,36 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         // Decoding does not run on autodiff; were it called there, burn's product keeps the graph.
         Self::float_matmul(x, weight)
     }
+
+    fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        // The weight is frozen: only `x` is a parent, and the node keeps the half-precision weight.
+        let weight = weight.into_primitive();
+        match HalfWeightBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = <Flex as FusedOps>::half_weight_matmul(x.into_primitive(), weight.clone());
+                prep.finish(weight, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as FusedOps>::half_weight_matmul(x.into_primitive(), weight)),
+        }
+    }
+}
+
+/// Backward of [`half_weight_linear`]'s product: the input's gradient `grad · weightᵀ`, the
+/// weight widened to f32 again here.
+#[derive(Debug)]
+struct HalfWeightBackward;
+
+impl Backward<Flex, 1> for HalfWeightBackward {
+    /// The frozen weight `[in, out]` in its stored precision.
+    type State = FloatTensor<Flex>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = &ops.parents[0] {
+            let weight = Flex::float_transpose(Flex::float_cast(ops.state, FloatDType::F32));
+            grads.register::<Flex>(parent.id, Flex::float_matmul(grad, weight));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -506,5 +567,31 @@ mod tests {
             let diff = max_diff(got, want);
             assert!(diff < tolerance, "head, {rows} rows: off by {diff}");
         }
+    }
+
+    /// The half-weight product equals burn's product on the widened weight, in value and in the
+    /// input's gradient, for a 3-d input with a bias; the weight (frozen) gets no gradient.
+    #[test]
+    fn half_weight_linear_equals_burns_on_the_widened_weight_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let plain = device.clone().inner();
+        let raw = Tensor::<3>::random([2, 5, 24], Distribution::Normal(0.0, 1.0), &plain);
+        let weight = Tensor::<2>::random([24, 40], Distribution::Normal(0.0, 0.3), &device).cast(FloatDType::F16);
+        let bias = Tensor::<1>::random([40], Distribution::Normal(0.0, 0.1), &device);
+        let upstream = Tensor::<3>::random([2, 5, 40], Distribution::Normal(0.0, 1.0), &device);
+        let run = |half: bool| {
+            let x = Tensor::<3>::from_data(raw.to_data(), &device).require_grad();
+            let y = if half {
+                half_weight_linear(x.clone(), weight.clone(), Some(bias.clone()))
+            } else {
+                burn::tensor::module::linear(x.clone(), weight.clone().cast(FloatDType::F32), Some(bias.clone()))
+            };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (y.detach(), x.grad(&grads).unwrap())
+        };
+        let ((y_half, g_half), (y_burn, g_burn)) = (run(true), run(false));
+        assert_eq!(y_half.dtype(), DType::F32);
+        assert!(max_diff(y_half, y_burn) < 1e-5);
+        assert!(max_diff(g_half, g_burn) < 1e-5);
     }
 }

@@ -12,13 +12,13 @@
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
-use crate::kernels::{linear, linear_transposed, silu, softmax};
+use crate::kernels::{linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
-use super::lora::{frozen, in_f32, LoraLinear};
+use super::lora::{frozen, frozen_linear, in_f32, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
 use super::weights::{transpose, WeightMap};
@@ -286,10 +286,10 @@ impl Llama {
     /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(w) => linear(hidden, in_f32(w.val()), None),
-            // The embedding table `[vocab, hidden]` itself, read row by row: no copy (but the
-            // f32 copy of a half-precision table, see `with_base_dtype`).
-            None => linear_transposed(hidden, in_f32(self.embed_tokens.val())),
+            Some(w) => frozen_linear(hidden, w.val(), None),
+            // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
+            None if self.embed_tokens.val().dtype() == DType::F32 => linear_transposed(hidden, self.embed_tokens.val()),
+            None => frozen_linear(hidden, self.embed_tokens.val().transpose(), None),
         }
     }
 

@@ -2,7 +2,7 @@
 //! update `scale · B·A`, with A `[r, in]` and B `[out, r]` (`scale` = alpha / r). Which
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
-use crate::kernels::linear;
+use crate::kernels::{half_weight_linear, linear};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
@@ -48,6 +48,16 @@ pub(crate) fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `x` `[..., in]` times a frozen `weight` `[in, out]` stored in any precision, plus `bias`, in
+/// f32: half-precision weights go through [`half_weight_linear`], whose backward pass does not
+/// keep an f32 copy of them.
+pub(crate) fn frozen_linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    match weight.dtype() {
+        DType::F32 => linear(x, weight, bias),
+        _ => half_weight_linear(x, weight, bias),
+    }
+}
+
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
@@ -64,8 +74,8 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match &self.adapter {
-            None => linear(x, in_f32(self.weight.val()), bias),
-            Some(adapter) => linear(x.clone(), in_f32(self.weight.val()), bias) + adapter.forward(x),
+            None => frozen_linear(x, self.weight.val(), bias),
+            Some(adapter) => frozen_linear(x.clone(), self.weight.val(), bias) + adapter.forward(x),
         }
     }
 

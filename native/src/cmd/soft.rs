@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
 use serde::Serialize;
 use soft_core::model::formats::pretrained::load_path;
+use soft_core::model::weights::FloatEncoding;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
 use soft_core::train::sft::SftInputs;
@@ -107,9 +109,17 @@ pub fn execute(o: &Options) -> Result<()> {
         sft_config.max_epochs = e;
     }
     let config = SoftConfig { sft: sft_config, schedule: o.schedule, alpha: o.alpha, d_samples: o.d_samples };
-    let trainable = load_path(&resolve(&base_name)?, &config.sft.train.training_device(&backend.device))?
-        .model
-        .with_base_dtype(config.sft.train.base_dtype.dtype())?;
+    // In f32 without checkpointing the trained model reads the frozen base model's tensors with
+    // autodiff on (`Module::train`, no copy): one copy of the base weights, not two. Otherwise
+    // its own load: half precision changes its weights, and `train` sets no checkpointing.
+    let train = &config.sft.train;
+    let trainable = if train.base_dtype == FloatEncoding::F32 && !train.activation_checkpointing {
+        sft_run.base.model.clone().train()
+    } else {
+        load_path(&resolve(&base_name)?, &train.training_device(&backend.device))?
+            .model
+            .with_base_dtype(train.base_dtype.dtype())?
+    };
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).
     let table = sft_run.tuned.item_projector().map(|p| p.table());

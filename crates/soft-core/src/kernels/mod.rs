@@ -35,7 +35,7 @@ pub trait FusedOps: Backend {
     fn few_rows_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x` `[m, in]` (f32) times a frozen `weight` `[in, out]` stored in half precision, widened
     /// to f32 for the product; on autodiff the backward pass widens it again rather than keeping
-    /// the f32 copy.
+    /// the f32 copy ([`half_weight_product`]).
     fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
@@ -108,50 +108,59 @@ pub fn linear_transposed<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Ten
     product(x, weight.transpose(), None, FEW_ROWS_OUTPUT_MAJOR)
 }
 
-/// `x` `[..., in]` times a frozen `weight` `[in, out]` stored in f16 or bf16, plus `bias`, in
-/// f32. On the CPU backend the product widens the weight for the forward pass and again for the
-/// backward one, so no f32 copy of it outlives the product (burn's ops would keep the widened
-/// weight for the backward pass: the whole model in f32 during a training step); elsewhere
-/// burn's ops on the widened weight.
-pub fn half_weight_linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+/// A frozen `weight` stored in f16 or bf16 (`Llama::with_base_dtype`) in [`product`]: the
+/// product computes in f32. On the CPU backend it widens the weight for the forward pass and
+/// again for the backward one, so no f32 copy of it outlives the product (burn's ops would keep
+/// the widened weight for the backward pass: the whole model in f32 during a training step);
+/// elsewhere burn's ops on the widened weight.
+fn half_weight_product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
     if !fused(&x) {
         return burn::tensor::module::linear(x, weight.cast(FloatDType::F32), bias);
     }
-    let dims = x.dims();
-    let [d_in, d_out] = weight.dims();
+    let d_out = weight.dims()[1];
+    by_rows(x, d_out, bias, |x| {
+        Tensor::from_dispatch(Dispatch::half_weight_matmul(x.into_dispatch(), weight.into_dispatch()))
+    })
+}
+
+/// `x` `[..., in]` as rows `[rows, in]` through `product` to `[rows, out]`, plus `bias`, back
+/// to `[..., out]`.
+fn by_rows<const D: usize>(
+    x: Tensor<D>,
+    d_out: usize,
+    bias: Option<Tensor<1>>,
+    product: impl FnOnce(Tensor<2>) -> Tensor<2>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    let mut out_dims = dims;
-    out_dims[D - 1] = d_out;
-    let x = x.reshape([rows, d_in]).into_dispatch();
-    let out = Tensor::<2>::from_dispatch(Dispatch::half_weight_matmul(x, weight.into_dispatch()));
+    dims[D - 1] = d_out;
+    let out = product(x.reshape([rows, d_in]));
     let out = match bias {
         Some(bias) => out + bias.unsqueeze::<2>(),
         None => out,
     };
-    out.reshape(out_dims)
+    out.reshape(dims)
 }
 
-/// [`linear`] with the few-row product up to `few_rows` rows (0: never). Public for
-/// `benches/few_rows.rs`, which measures where it pays.
+/// [`linear`] with the few-row product up to `few_rows` rows (0: never); a weight stored in half
+/// precision goes through [`half_weight_product`]. Public for `benches/few_rows.rs`, which
+/// measures where it pays.
 #[doc(hidden)]
 pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, few_rows: usize) -> Tensor<D> {
+    if weight.dtype() != DType::F32 {
+        return half_weight_product(x, weight, bias);
+    }
     if !fused(&x) || x.device().is_autodiff() {
         return burn::tensor::module::linear(x, weight, bias);
     }
-    let dims = x.dims();
     let [d_in, d_out] = weight.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let mut out_dims = dims;
-    out_dims[D - 1] = d_out;
-    let with_bias = |out: Tensor<2>| match bias.clone() {
-        Some(bias) => out + bias.unsqueeze::<2>(),
-        None => out,
-    };
+    let rows = x.dims()[..D - 1].iter().product::<usize>();
     // Below 64k weights the product is no longer bound by reading them.
     if rows <= few_rows && d_in * d_out >= 1 << 16 {
-        let x = x.reshape([rows, d_in]).into_dispatch();
-        let out = Tensor::<2>::from_dispatch(Dispatch::few_rows_matmul(x, weight.into_dispatch()));
-        return with_bias(out).reshape(out_dims);
+        return by_rows(x, d_out, bias, |x| {
+            Tensor::from_dispatch(Dispatch::few_rows_matmul(x.into_dispatch(), weight.into_dispatch()))
+        });
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -159,16 +168,17 @@ pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Ten
         let parts = rayon::current_num_threads().min(d_out / 64);
         if parts > 1 && rows * d_in * d_out < FLEX_THREADED_PRODUCT && d_in * d_out >= 1 << 16 {
             use rayon::prelude::*;
-            let x = x.reshape([rows, d_in]);
             let width = d_out.div_ceil(parts);
-            let columns: Vec<Tensor<2>> = (0..d_out.div_ceil(width))
-                .into_par_iter()
-                .map(|p| {
-                    let start = p * width;
-                    x.clone().matmul(weight.clone().narrow(1, start, width.min(d_out - start)))
-                })
-                .collect();
-            return with_bias(Tensor::cat(columns, 1)).reshape(out_dims);
+            return by_rows(x, d_out, bias, |x| {
+                let columns: Vec<Tensor<2>> = (0..d_out.div_ceil(width))
+                    .into_par_iter()
+                    .map(|p| {
+                        let start = p * width;
+                        x.clone().matmul(weight.clone().narrow(1, start, width.min(d_out - start)))
+                    })
+                    .collect();
+                Tensor::cat(columns, 1)
+            });
         }
     }
     burn::tensor::module::linear(x, weight, bias)
@@ -442,7 +452,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 }
 
-/// Backward of [`half_weight_linear`]'s product: the input's gradient `grad · weightᵀ`, the
+/// Backward of [`half_weight_product`]'s product: the input's gradient `grad · weightᵀ`, the
 /// weight widened to f32 again here.
 #[derive(Debug)]
 struct HalfWeightBackward;
@@ -569,10 +579,10 @@ mod tests {
         }
     }
 
-    /// The half-weight product equals burn's product on the widened weight, in value and in the
-    /// input's gradient, for a 3-d input with a bias; the weight (frozen) gets no gradient.
+    /// `linear` over a weight stored in f16 equals burn's product on the widened weight, in value
+    /// and in the input's gradient, for a 3-d input with a bias.
     #[test]
-    fn half_weight_linear_equals_burns_on_the_widened_weight_in_value_and_gradient() {
+    fn linear_over_a_half_weight_equals_burns_on_the_widened_weight_in_value_and_gradient() {
         let device = Device::flex().autodiff();
         let plain = device.clone().inner();
         let raw = Tensor::<3>::random([2, 5, 24], Distribution::Normal(0.0, 1.0), &plain);
@@ -582,7 +592,7 @@ mod tests {
         let run = |half: bool| {
             let x = Tensor::<3>::from_data(raw.to_data(), &device).require_grad();
             let y = if half {
-                half_weight_linear(x.clone(), weight.clone(), Some(bias.clone()))
+                linear(x.clone(), weight.clone(), Some(bias.clone()))
             } else {
                 burn::tensor::module::linear(x.clone(), weight.clone().cast(FloatDType::F32), Some(bias.clone()))
             };

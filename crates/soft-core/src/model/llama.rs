@@ -12,13 +12,13 @@
 use burn::module::{Module, Param};
 use burn::nn::RmsNorm;
 use burn::tensor::module::embedding;
-use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
-use crate::kernels::{linear_transposed, silu, softmax};
+use crate::kernels::{linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
-use super::lora::{frozen, frozen_linear, in_f32, LoraLinear};
+use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
 use super::weights::{transpose, WeightMap};
@@ -204,7 +204,7 @@ impl Llama {
         self.embed_tokens = cast(self.embed_tokens);
         self.lm_head = self.lm_head.map(cast);
         for (_, lin) in self.projections_mut() {
-            lin.store_weight_as(dtype);
+            lin.weight = cast(lin.weight.clone());
         }
         Ok(self)
     }
@@ -265,7 +265,8 @@ impl Llama {
     /// itself writes (decoding steps, training responses): [`Llama::embed`] without the
     /// projector's work, which would be thrown away there.
     pub fn embed_text(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        in_f32(embedding(self.embed_tokens.val(), tokens))
+        // A table stored in half precision gives half-precision rows: widened here.
+        embedding(self.embed_tokens.val(), tokens).cast(FloatDType::F32)
     }
 
     /// [`Llama::hidden_states`] from input embeddings `[B, T, hidden]` (see [`Llama::embed`]).
@@ -286,10 +287,9 @@ impl Llama {
     /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(w) => frozen_linear(hidden, w.val(), None),
+            Some(w) => linear(hidden, w.val(), None),
             // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
-            None if self.embed_tokens.val().dtype() == DType::F32 => linear_transposed(hidden, self.embed_tokens.val()),
-            None => frozen_linear(hidden, self.embed_tokens.val().transpose(), None),
+            None => linear_transposed(hidden, self.embed_tokens.val()),
         }
     }
 

@@ -2,10 +2,10 @@
 //! update `scale · B·A`, with A `[r, in]` and B `[out, r]` (`scale` = alpha / r). Which
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
-use crate::kernels::{half_weight_linear, linear};
+use crate::kernels::linear;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -38,26 +38,6 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
     Param::from_tensor(t).set_require_grad(false)
 }
 
-/// `t` in f32, the precision every product and sum here computes in: frozen base weights may be
-/// stored in f16 or bf16 ([`Llama::with_base_dtype`](super::llama::Llama::with_base_dtype)) and
-/// are widened where they are used, one at a time.
-pub(crate) fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    match t.dtype() {
-        DType::F32 => t,
-        _ => t.cast(FloatDType::F32),
-    }
-}
-
-/// `x` `[..., in]` times a frozen `weight` `[in, out]` stored in any precision, plus `bias`, in
-/// f32: half-precision weights go through [`half_weight_linear`], whose backward pass does not
-/// keep an f32 copy of them.
-pub(crate) fn frozen_linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
-    match weight.dtype() {
-        DType::F32 => linear(x, weight, bias),
-        _ => half_weight_linear(x, weight, bias),
-    }
-}
-
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
@@ -74,22 +54,19 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match &self.adapter {
-            None => frozen_linear(x, self.weight.val(), bias),
-            Some(adapter) => frozen_linear(x.clone(), self.weight.val(), bias) + adapter.forward(x),
+            None => linear(x, self.weight.val(), bias),
+            Some(adapter) => linear(x.clone(), self.weight.val(), bias) + adapter.forward(x),
         }
     }
 
-    /// The effective weight `[in, out]`: base + (alpha/r)·(B·A)ᵀ.
+    /// The effective weight `[in, out]` in f32: base (widened when stored in half precision) +
+    /// (alpha/r)·(B·A)ᵀ.
     pub fn merged_weight(&self) -> Tensor<2> {
+        let weight = self.weight.val().cast(FloatDType::F32);
         match &self.adapter {
-            None => in_f32(self.weight.val()),
-            Some(adapter) => in_f32(self.weight.val()) + adapter.delta(),
+            None => weight,
+            Some(adapter) => weight + adapter.delta(),
         }
-    }
-
-    /// The frozen weight stored as `dtype` (the bias, small, stays f32).
-    pub(crate) fn store_weight_as(&mut self, dtype: FloatDType) {
-        self.weight = self.weight.clone().map(|t| t.cast(dtype));
     }
 
     /// Folds the adapter, if any, into the frozen weight (then in f32); a plain projection

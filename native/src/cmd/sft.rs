@@ -213,7 +213,7 @@ pub fn execute(o: &Options) -> Result<()> {
         FloatEncoding::F32 => loaded.model.valid(),
         _ => load_path(&path, &backend.device)?.model,
     };
-    let trainable = loaded.model.with_base_dtype(base_dtype.dtype())?;
+    let trainable = loaded.model.with_base_dtype(base_dtype)?;
     let mut pre = Pretrained { model: pre_model, ..loaded };
     let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
     pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;

@@ -118,7 +118,7 @@ pub fn execute(o: &Options) -> Result<()> {
     } else {
         load_path(&resolve(&base_name)?, &train.training_device(&backend.device))?
             .model
-            .with_base_dtype(train.base_dtype.dtype())?
+            .with_base_dtype(train.base_dtype)?
     };
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).

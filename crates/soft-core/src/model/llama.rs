@@ -21,7 +21,7 @@ use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
-use super::weights::{transpose, WeightMap};
+use super::weights::{transpose, FloatEncoding, WeightMap};
 use crate::{Error, Result};
 
 /// Added to the attention score of a key that must not be seen. Finite, so a query row whose
@@ -190,16 +190,11 @@ impl Llama {
     /// on the device, each widened to f32 where it is used, so every product still computes in
     /// f32: f16 or bf16 halve the memory the base model holds. Norms, biases, the adapters and
     /// the item projector stay f32, and so do the gradients, the optimizer state and the loss.
-    /// Merging adapters (`merge_lora`) writes f32 weights. A dtype the device cannot hold is an
-    /// error: WGSL has no bf16, and cubecl would compute garbage from it after a panic in its
-    /// worker thread.
-    pub fn with_base_dtype(mut self, dtype: FloatDType) -> Result<Self> {
-        if !self.device().supports_dtype(dtype) {
-            return Err(Error::config(
-                "weights dtype",
-                format!("the device cannot store {dtype:?} tensors (wgpu has no bf16); use f32 or f16"),
-            ));
-        }
+    /// Merging adapters (`merge_lora`) writes f32 weights. An encoding the device cannot hold is
+    /// an error ([`FloatEncoding::check_storable`]).
+    pub fn with_base_dtype(mut self, encoding: FloatEncoding) -> Result<Self> {
+        encoding.check_storable(&self.device())?;
+        let dtype = encoding.dtype();
         let cast = |p: Param<Tensor<2>>| p.map(|t| t.cast(dtype));
         self.embed_tokens = cast(self.embed_tokens);
         self.lm_head = self.lm_head.map(cast);
@@ -652,8 +647,9 @@ pub(crate) mod tests {
         let logits = |m: &Llama| m.forward(tokens.clone(), ones_mask(2, 4, &device), None);
         let reference = logits(&Llama::from_weights(&config, &weights, &device).unwrap());
         let scale = reference.clone().abs().max().into_scalar::<f32>();
-        for (dtype, relative) in [(FloatDType::F16, 5e-3), (FloatDType::BF16, 4e-2)] {
-            let half = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(dtype).unwrap();
+        for (encoding, relative) in [(FloatEncoding::F16, 5e-3), (FloatEncoding::BF16, 4e-2)] {
+            let half = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(encoding).unwrap();
+            let dtype = encoding.dtype();
             assert_eq!(half.embed_tokens.val().dtype(), dtype.into());
             assert!(half.projections().all(|(_, lin)| lin.weight.val().dtype() == dtype.into()));
             let diff = max_abs_diff(logits(&half), reference.clone());

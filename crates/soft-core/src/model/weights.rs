@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::kind::Basic;
-use burn::tensor::{Element, FloatDType, Tensor, TensorReadError};
+use burn::tensor::{Device, Element, FloatDType, Tensor, TensorReadError};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,18 @@ impl std::str::FromStr for FloatEncoding {
 }
 
 impl FloatEncoding {
+    /// Refuses an encoding `device` cannot hold tensors in: WGSL has no bf16, and cubecl would
+    /// compute garbage from it after a panic in its worker thread.
+    pub fn check_storable(self, device: &Device) -> Result<()> {
+        if device.supports_dtype(self.dtype()) {
+            return Ok(());
+        }
+        Err(Error::config(
+            "weights dtype",
+            format!("the device cannot store {self:?} tensors (wgpu has no bf16); use f32 or f16"),
+        ))
+    }
+
     /// The burn dtype of the same encoding.
     pub fn dtype(self) -> FloatDType {
         match self {

@@ -235,33 +235,41 @@ mod tests {
         assert!(last < first * 0.5, "{first} -> {last}");
     }
 
-    /// Checkpointing trades memory for recomputation and nothing else: a LoRA model trained for
-    /// ten micro-batches (five optimizer steps) gives the same loss at every step, and the same
-    /// adapter, with it as without it. Weights from a host seed and no dropout: the device's
-    /// generator is shared with tests running alongside.
+    /// The losses of ten micro-batches (five optimizer steps) of a small LoRA model, its base
+    /// stored as `encoding`, trained under `config`, and the trained adapter's factors. Weights
+    /// from a host seed and no dropout: the device's generator is shared with tests running
+    /// alongside.
+    fn train_small(config: TrainConfig, encoding: FloatEncoding) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+        use crate::model::llama::tests::{random_weights, small_config};
+        let device = config.training_device(&Device::flex());
+        let c = small_config();
+        let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
+        let model = Llama::from_weights(&c, &random_weights(&c, 11), &device).unwrap();
+        let model = model.with_base_dtype(encoding).unwrap().with_lora(&lora, 5).unwrap();
+        let mut trainer = LmTrainer::new(model, config, 0);
+        let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6, 7]), LmExample::full(vec![9, 8, 7, 6, 5, 4, 3])];
+        let refs: Vec<&LmExample> = data.iter().collect();
+        let losses: Vec<f32> = (0..10).map(|_| trainer.micro_step(&refs).unwrap().unwrap()).collect();
+        let adapter = (trainer.model.projections())
+            .filter_map(|(name, lin)| lin.adapter.as_ref().map(|a| (name, a)))
+            .flat_map(|(name, a)| [(format!("{name} A"), a.a.val()), (format!("{name} B"), a.b.val())])
+            .map(|(name, t)| (name, t.into_data().try_to_vec::<f32>().unwrap()))
+            .collect();
+        (losses, adapter)
+    }
+
+    /// Checkpointing trades memory for recomputation and nothing else: the same loss at every
+    /// step, and the same adapter, with it as without it.
     #[test]
     fn activation_checkpointing_changes_neither_losses_nor_the_adapter() {
-        use crate::model::llama::tests::{random_weights, small_config};
-        let train = |checkpointing: bool| {
-            let config = config(checkpointing);
-            let device = config.training_device(&Device::flex());
-            let c = small_config();
-            let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
-            let model = Llama::from_weights(&c, &random_weights(&c, 11), &device).unwrap().with_lora(&lora, 5).unwrap();
-            let mut trainer = LmTrainer::new(model, config, 0);
-            let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6, 7]), LmExample::full(vec![9, 8, 7, 6, 5, 4, 3])];
-            let refs: Vec<&LmExample> = data.iter().collect();
-            let losses: Vec<f32> = (0..10).map(|_| trainer.micro_step(&refs).unwrap().unwrap()).collect();
-            let adapter: Vec<(String, Vec<f32>)> = (trainer.model.projections())
-                .filter_map(|(name, lin)| lin.adapter.as_ref().map(|a| (name, a)))
-                .flat_map(|(name, a)| [(format!("{name} A"), a.a.val()), (format!("{name} B"), a.b.val())])
-                .map(|(name, t)| (name, t.into_data().try_to_vec::<f32>().unwrap()))
-                .collect();
-            (device.gradient_checkpointing_strategy(), losses, adapter)
-        };
-        let (plain, plain_losses, plain_adapter) = train(false);
-        let (checkpointed, losses, adapter) = train(true);
-        assert_ne!(plain, checkpointed, "the two runs differ in their checkpointing");
+        let (with, without) = (config(true), config(false));
+        assert_ne!(
+            with.training_device(&Device::flex()).gradient_checkpointing_strategy(),
+            without.training_device(&Device::flex()).gradient_checkpointing_strategy(),
+            "the two runs differ in their checkpointing"
+        );
+        let (plain_losses, plain_adapter) = train_small(without, FloatEncoding::F32);
+        let (losses, adapter) = train_small(with, FloatEncoding::F32);
         assert!(plain_losses[9] < plain_losses[0], "{plain_losses:?}");
         for (step, (a, b)) in plain_losses.iter().zip(&losses).enumerate() {
             assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "micro-batch {step}: {a} vs {b}");
@@ -273,24 +281,12 @@ mod tests {
         }
     }
 
-    /// The adapter trained over a base model stored in f16 follows the f32 one: over ten
-    /// micro-batches (five optimizer steps) every loss within 1 % of f32's.
+    /// The adapter trained over a base model stored in f16 follows the f32 one: every loss
+    /// within 1 % of f32's.
     #[test]
     fn adapters_train_over_an_f16_base_to_the_same_losses_within_one_percent() {
-        use crate::model::llama::tests::{random_weights, small_config};
-        let train = |dtype: burn::tensor::FloatDType| {
-            let config = config(false);
-            let device = config.training_device(&Device::flex());
-            let c = small_config();
-            let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
-            let model = Llama::from_weights(&c, &random_weights(&c, 11), &device).unwrap();
-            let model = model.with_base_dtype(dtype).unwrap().with_lora(&lora, 5).unwrap();
-            let mut trainer = LmTrainer::new(model, config, 0);
-            let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6, 7]), LmExample::full(vec![9, 8, 7, 6, 5, 4, 3])];
-            let refs: Vec<&LmExample> = data.iter().collect();
-            (0..10).map(|_| trainer.micro_step(&refs).unwrap().unwrap()).collect::<Vec<f32>>()
-        };
-        let (full, half) = (train(burn::tensor::FloatDType::F32), train(burn::tensor::FloatDType::F16));
+        let (full, _) = train_small(config(false), FloatEncoding::F32);
+        let (half, _) = train_small(config(false), FloatEncoding::F16);
         assert!(full[9] < full[0], "{full:?}");
         assert_ne!(full, half, "the f16 base changes the numbers a little");
         let worst = full.iter().zip(&half).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f32::max);

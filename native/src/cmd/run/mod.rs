@@ -274,19 +274,14 @@ pub fn test_rows(dir: &Path) -> Result<Vec<Row>> {
 /// Half-precision base weights the chosen device cannot store are refused before any stage,
 /// and before a new run's configuration is written.
 fn check_weights_dtype(config: &RunConfig, backend: BackendChoice) -> Result<()> {
-    let dtype = config.sft.weights_dtype;
-    if dtype == soft_core::model::weights::FloatEncoding::F32 {
+    let encoding = config.sft.weights_dtype;
+    if encoding == soft_core::model::weights::FloatEncoding::F32 {
         return Ok(());
     }
     let chosen = crate::backend::choose(backend)?;
-    if !chosen.device.supports_dtype(dtype.dtype()) {
-        bail!(
-            "--weights-dtype {}: {} cannot store it (wgpu has no bf16); use f32 or f16",
-            format!("{dtype:?}").to_lowercase(),
-            chosen.name
-        );
-    }
-    Ok(())
+    encoding
+        .check_storable(&chosen.device)
+        .with_context(|| format!("--weights-dtype {} on {}", format!("{encoding:?}").to_lowercase(), chosen.name))
 }
 
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.

@@ -464,6 +464,41 @@ fn run_every_stage_on_a_tiny_slice() {
 
 /// A killed SFT run continued with `--resume` ends with the same checkpoint and result as an
 /// uninterrupted one with the same seed.
+/// `run --devices 2` (burn's CPU backend: two workers on its one device) trains every stage of
+/// both backbones data-parallel, SOFT inheriting the setting from SFT, and its SFT epochs end
+/// near one device's: the steps are the same but for the dropout masks, drawn per micro-batch
+/// in a data-parallel run (the equality without dropout is soft-core's test).
+#[test]
+fn run_trains_data_parallel_on_two_devices() {
+    let dir = scratch("data-parallel");
+    let model = small_tiny(&dir);
+    let epoch_losses = |devices: &str, backbones: &str| {
+        let out = dir.join(format!("r{devices}"));
+        let mut args = tiny_run_args(&model, &out);
+        args.extend(
+            ["--devices", devices, "--micro-batch", "2", "--grad-accum", "2", "--backbones", backbones]
+                .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
+        assert!(o.status.success(), "{devices} devices: {}", stderr(&o));
+        assert_eq!(json(&out.join("run-config.json"))["devices"], devices.parse::<u64>().unwrap());
+        let sft = json(&out.join("sft/run.json"));
+        assert_eq!(sft["details"]["config"]["train"]["devices"], devices.parse::<u64>().unwrap());
+        let soft = json(&out.join("soft/run.json"));
+        assert_eq!(soft["details"]["config"]["sft"]["train"]["devices"], devices.parse::<u64>().unwrap());
+        let epochs = sft["details"]["epochs"].as_array().unwrap().clone();
+        epochs.iter().map(|e| e["loss"].as_f64().unwrap()).collect::<Vec<f64>>()
+    };
+    let two = epoch_losses("2", "bigrec,llara");
+    let one = epoch_losses("1", "bigrec");
+    assert_eq!(two.len(), one.len());
+    for (a, b) in two.iter().zip(&one) {
+        assert!((a - b).abs() <= 0.02 * b, "SFT epoch losses on 2 devices {two:?}, on 1 {one:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sft_killed_mid_run_resumes_to_identical_checkpoints() {
     let dir = scratch("kill");
@@ -567,6 +602,10 @@ fn every_bad_option_is_refused_before_any_work() {
         (vec!["run", "--out", o, "--weights-dtype", "f8"], "f32, f16 or bf16"),
         (vec!["run", "--out", o, "--profile", "paper"], "--model"),
         (vec!["sft", "--out", o, "--micro-batch", "0"], "micro_batch"),
+        (vec!["run", "--out", o, "--devices", "0"], "devices"),
+        (vec!["sft", "--out", o, "--devices", "0"], "devices"),
+        // lavapipe, the machine's one adapter, is no discrete GPU.
+        (vec!["run", "--out", o, "--devices", "2", "--backend", "wgpu"], "--devices 2"),
         // WGSL has no bf16: cubecl would panic in a worker thread and train on garbage.
         (vec!["run", "--out", o, "--weights-dtype", "bf16", "--backend", "wgpu"], "--weights-dtype bf16"),
     ];

@@ -39,3 +39,20 @@ pub fn choose(choice: BackendChoice) -> Result<Chosen> {
             .unwrap_or_else(|_| cpu())),
     }
 }
+
+/// The devices data-parallel training over `n` devices adds to `chosen`: on the CPU backend the
+/// CPU device again (burn's CPU backend has one device: the replicas are workers sharing its
+/// cores and memory), on wgpu discrete GPUs 1 to n - 1 (`--backend auto` takes discrete GPU 0
+/// first). An error names a GPU wgpu does not find.
+pub fn replicas(chosen: &Chosen, n: usize) -> Result<Vec<Device>> {
+    if !chosen.gpu {
+        return Ok(vec![Device::flex(); n.saturating_sub(1)]);
+    }
+    (1..n)
+        .map(|i| {
+            wgpu(DeviceKind::DiscreteGpu(i))
+                .map(|c| c.device)
+                .with_context(|| format!("--devices {n}: wgpu finds no discrete GPU {i} (GPUs are counted from 0)"))
+        })
+        .collect()
+}

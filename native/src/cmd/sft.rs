@@ -9,6 +9,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::model::formats::pretrained::{load_path, Pretrained};
+use soft_core::train::epoch_loop::Trainable;
 use soft_core::train::sft::{sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
@@ -18,7 +19,7 @@ use soft_core::model::weights::FloatEncoding;
 use super::data_args::{DataArgs, DataOptions};
 use super::prompt_args::{BackboneArgs, LoraArgs, PromptArgs};
 use super::run_dir_args::RunDirArgs;
-use crate::backend::{choose, BackendChoice};
+use crate::backend::{choose, replicas, BackendChoice};
 use crate::grounder_cache::grounder;
 use crate::llara::{for_backbone, sasrec_item_table};
 use crate::llm_run::ADAPTER_DIR;
@@ -48,6 +49,11 @@ pub struct Args {
     /// Micro-batches per optimizer step (the effective batch is micro-batch x grad-accum).
     #[arg(long, default_value_t = SftConfig::default().train.grad_accum)]
     pub grad_accum: usize,
+    /// Data-parallel training over this many devices, one micro-batch each, gradients summed
+    /// on the first (burn's main-device strategy): the steps of one device with the same
+    /// micro-batch and grad-accum. On the CPU backend the devices share its one CPU device.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// burn's balanced gradient checkpointing: the same gradients; on the CPU backend it raised
     /// SmolLM2's peak memory (README, "Memory plan").
     #[arg(long)]
@@ -102,6 +108,9 @@ pub struct SftSettings {
     #[serde(default = "default_micro_batch")]
     pub micro_batch: usize,
     pub grad_accum: usize,
+    /// Missing in runs started before the option existed: one device.
+    #[serde(default = "one_device")]
+    pub devices: usize,
     /// Missing in runs started before the option existed: off.
     #[serde(default)]
     pub activation_checkpointing: bool,
@@ -124,6 +133,10 @@ pub struct SftSettings {
 
 fn default_lora_targets() -> Vec<String> {
     LoraConfig::default().target_modules
+}
+
+fn one_device() -> usize {
+    1
 }
 
 fn default_micro_batch() -> usize {
@@ -149,6 +162,7 @@ impl SftSettings {
         config.train.max_steps = self.max_steps;
         config.train.micro_batch = self.micro_batch;
         config.train.grad_accum = self.grad_accum;
+        config.train.devices = self.devices;
         config.train.activation_checkpointing = self.activation_checkpointing;
         config.train.base_dtype = self.weights_dtype;
         config.train.lr = self.lr;
@@ -170,6 +184,7 @@ impl TryFrom<Args> for Options {
             lr: args.lr,
             micro_batch: args.micro_batch,
             grad_accum: args.grad_accum,
+            devices: args.devices,
             activation_checkpointing: args.activation_checkpointing,
             weights_dtype: args.weights_dtype,
             max_new_tokens: args.max_new_tokens,
@@ -199,6 +214,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let started = Instant::now();
     let (dataset, split) = o.data.load()?;
     let backend = choose(o.backend)?;
+    let replicas = replicas(&backend, o.config.train.devices)?;
     let path = resolve(&o.model)?;
     // LLaRA: the base model (d0, Guidance-Only) and the trained one start from the same
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
@@ -229,6 +245,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();
     let checkpoints = checkpoints(&o.out, &o.model, o.resume)?;
+    let trainable = Trainable { model: trainable, replicas };
     let tuned = sft(&o.config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
         .with_context(|| stopped(&checkpoints))?;
     tuned.model.save_adapter(&o.out.join(ADAPTER_DIR), &o.model)?;

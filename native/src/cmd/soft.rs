@@ -11,6 +11,7 @@ use serde::Serialize;
 use soft_core::model::formats::pretrained::load_path;
 use soft_core::model::weights::FloatEncoding;
 use soft_core::train::distill::load_jsonl;
+use soft_core::train::epoch_loop::Trainable;
 use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
 use soft_core::train::sft::SftInputs;
 use soft_core::train::soft::{soft, EpochAdapters, SoftConfig};
@@ -18,7 +19,7 @@ use soft_core::train::soft::{soft, EpochAdapters, SoftConfig};
 use super::data_args::{DataArgs, DataOptions};
 use super::distill::{check_split, DISTILLED_FILE};
 use super::run_dir_args::RunDirArgs;
-use crate::backend::{choose, BackendChoice};
+use crate::backend::{choose, replicas, BackendChoice};
 use crate::llara::for_backbone;
 use crate::llm_run::{LoadedRun, ADAPTER_DIR};
 use crate::model_arg::resolve;
@@ -132,6 +133,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let mut reporter = Reporter::new();
     let checkpoints = checkpoints(&o.out, &base_name, o.resume)?;
     let epoch_adapters = EpochAdapters { run_dir: &o.out, base_model: &base_name };
+    let trainable = Trainable { model: trainable, replicas: replicas(&backend, train.devices)? };
     let result = soft(&config, &inputs, &distilled, trainable, Some(&checkpoints), Some(&epoch_adapters), &mut |e| {
         reporter.handle(e)
     })

@@ -5,6 +5,7 @@
 //! the shuffle and the dropout RNG are re-seeded from (seed, epoch) instead of carried over.
 
 use burn::module::Module;
+use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -33,6 +34,19 @@ pub struct EpochLoop<'a, X> {
     pub progress: Progress<'a>,
 }
 
+/// The model a stage trains, on an autodiff device, and the other devices of data-parallel
+/// training (plain devices; none for one device).
+pub struct Trainable {
+    pub model: Llama,
+    pub replicas: Vec<Device>,
+}
+
+impl From<Llama> for Trainable {
+    fn from(model: Llama) -> Self {
+        Self { model, replicas: Vec::new() }
+    }
+}
+
 /// One epoch's outcome, from the stage's closure.
 pub struct EpochOutcome<R> {
     pub record: R,
@@ -58,12 +72,13 @@ impl<X: Serialize + DeserializeOwned + Clone> EpochLoop<'_, X> {
     /// Trains fresh adapters on `trainable` (the base model on an autodiff device), or continues
     /// from the newest checkpoint. `epoch_fn(trainer, epoch, records so far, progress)` trains one
     /// epoch (in [`epoch_order`]), flushes and validates.
-    pub fn run<R, F>(self, trainable: Llama, mut epoch_fn: F) -> Result<Trained<R>>
+    pub fn run<R, F>(self, trainable: Trainable, mut epoch_fn: F) -> Result<Trained<R>>
     where
         R: Serialize + DeserializeOwned + Clone,
         F: FnMut(&mut LmTrainer, usize, &[R], &mut dyn FnMut(Event)) -> Result<EpochOutcome<R>>,
     {
         let progress = self.progress;
+        let Trainable { model: trainable, replicas } = trainable;
         let device = trainable.device();
         // The best epoch's model is rebuilt from the base for inference, not from the trainer.
         let base = trainable.valid();
@@ -71,7 +86,7 @@ impl<X: Serialize + DeserializeOwned + Clone> EpochLoop<'_, X> {
             Some(c) => c.latest::<R, X>()?.map(|(dir, state)| (c, dir, state)),
             None => None,
         };
-        let (mut trainer, mut records, mut stop, first) = match resumed {
+        let (trainer, mut records, mut stop, first) = match resumed {
             Some((checkpoints, dir, state)) => {
                 let trainer = checkpoints.resume(&dir, trainable, self.train, self.pad, state.steps)?;
                 let mut stop = EarlyStop::new(self.patience);
@@ -87,6 +102,7 @@ impl<X: Serialize + DeserializeOwned + Clone> EpochLoop<'_, X> {
                 (trainer, Vec::new(), EarlyStop::new(self.patience), 1)
             }
         };
+        let mut trainer = trainer.with_replicas(&replicas)?;
         // A run killed after it stopped early only lacks its final outputs.
         if !(first > 1 && stop.should_stop(first - 1)) {
             for epoch in first..=self.max_epochs {
@@ -165,6 +181,7 @@ mod tests {
             max_steps: None,
             activation_checkpointing: false,
             base_dtype: Default::default(),
+            devices: 1,
         };
         let checkpoints = Checkpoints::new(dir, "test");
         let data = data();
@@ -178,7 +195,7 @@ mod tests {
             extra: (),
             progress: &mut silent,
         };
-        epoch_loop.run(base().clone(), |trainer, epoch, _, _| {
+        epoch_loop.run(base().clone().into(), |trainer, epoch, _, _| {
             if nan_at.is_some_and(|e| epoch >= e) {
                 trainer.config.lr = f64::NAN;
             }

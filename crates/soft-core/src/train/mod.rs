@@ -5,6 +5,7 @@
 
 #[cfg(feature = "native")]
 pub mod checkpoint;
+pub(crate) mod data_parallel;
 #[cfg(feature = "native")]
 pub mod distill;
 #[cfg(feature = "native")]

@@ -46,6 +46,7 @@ impl Default for PretrainConfig {
                 max_steps: None,
                 activation_checkpointing: false,
                 base_dtype: Default::default(),
+                devices: 1,
             },
         }
     }
@@ -207,6 +208,7 @@ mod tests {
                 max_steps: None,
                 activation_checkpointing: false,
                 base_dtype: Default::default(),
+                devices: 1,
             },
         };
         let (_, tok, report) =

@@ -22,7 +22,11 @@ use crate::progress::{Event, Progress};
 #[cfg(feature = "native")]
 use crate::train::checkpoint::Checkpoints;
 #[cfg(feature = "native")]
-use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome};
+use crate::train::data_parallel::MicroLoss;
+#[cfg(feature = "native")]
+use crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome, Trainable};
+#[cfg(feature = "native")]
+use crate::train::lm::lm_loss;
 use crate::train::lm::{tokens_with_eos, LmExample};
 #[cfg(feature = "native")]
 use crate::train::trainer::train_pass;
@@ -66,6 +70,7 @@ impl Default for SftConfig {
                 max_steps: None,
                 activation_checkpointing: false,
                 base_dtype: Default::default(),
+                devices: 1,
             },
             max_epochs: 7,
             patience: 2,
@@ -218,21 +223,22 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, config: &SftConfig, beam
 }
 
 #[cfg(feature = "native")]
-/// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`); fresh
-/// adapters are attached to it and only they train. With `checkpoints`, every epoch is saved
+/// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`), with any
+/// data-parallel devices; fresh adapters are attached to it and only they train. With `checkpoints`, every epoch is saved
 /// and a run continues from the newest one found there.
 pub fn sft(
     config: &SftConfig,
     inputs: &SftInputs,
-    trainable: Llama,
+    trainable: impl Into<Trainable>,
     checkpoints: Option<&Checkpoints>,
     progress: Progress,
 ) -> Result<Tuned> {
     config.validate()?;
-    check_backbone(&trainable, config.prompt.backbone)?;
+    let trainable: Trainable = trainable.into();
+    check_backbone(&trainable.model, config.prompt.backbone)?;
     let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
     for e in &data {
-        trainable.check_input_ids(&e.tokens)?;
+        trainable.model.check_input_ids(&e.tokens)?;
     }
     let beam = config.decoding_beam(inputs)?;
     let epochs = EpochLoop {
@@ -248,10 +254,11 @@ pub fn sft(
     let trained = epochs.run(trainable, |trainer, epoch, _, progress| {
         let started = std::time::Instant::now();
         let order = epoch_order(data.len(), config.train.seed, epoch);
-        let (loss, tokens_per_second) = train_pass(trainer, &order, "sft epoch", progress, |trainer, chunk| {
+        let pad = inputs.special.pad;
+        let (loss, tokens_per_second, _) = train_pass(trainer, &order, "sft epoch", progress, |model, chunk| {
             let batch: Vec<&LmExample> = chunk.iter().map(|&i| &data[i]).collect();
             let tokens = batch.iter().map(|e| e.tokens.len()).sum();
-            Ok(trainer.micro_step(&batch)?.map(|loss| (loss, tokens)))
+            Ok(lm_loss(model, &batch, pad).map(|loss| MicroLoss { loss, tokens, extra: () }))
         })?;
         let valid = valid_metrics(inputs, &trainer.model.valid(), config, &beam)?;
         progress(Event::Epoch { epoch, loss, hr_at_10: valid.hr_at(10), ndcg_at_10: valid.ndcg_at(10) });

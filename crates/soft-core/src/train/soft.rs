@@ -25,8 +25,9 @@ use {
     crate::model::formats::tokenizer::encode_prompt,
     crate::progress::{Event, Progress},
     crate::train::checkpoint::Checkpoints,
+    crate::train::data_parallel::MicroLoss,
     crate::train::distill::Distilled,
-    crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome},
+    crate::train::epoch_loop::{epoch_order, EpochLoop, EpochOutcome, Trainable},
     crate::train::lm::{shared_prompt_losses, tokens_with_eos},
     crate::train::scheduler::Scheduler,
     crate::train::sft::valid_metrics,
@@ -195,7 +196,7 @@ pub fn soft(
     config: &SoftConfig,
     inputs: &SftInputs,
     distilled: &[Distilled],
-    trainable: Llama,
+    trainable: impl Into<Trainable>,
     checkpoints: Option<&Checkpoints>,
     epoch_adapters: Option<&EpochAdapters>,
     progress: Progress,
@@ -209,11 +210,12 @@ pub fn soft(
         )));
     }
     let backbone = config.sft.prompt.backbone;
-    crate::train::sft::check_backbone(&trainable, backbone)?;
+    let trainable: Trainable = trainable.into();
+    crate::train::sft::check_backbone(&trainable.model, backbone)?;
     crate::train::sft::check_backbone(inputs.base, backbone)?;
     let pairs = pairs(inputs, distilled)?;
     for p in &pairs {
-        trainable.check_input_ids(&p.prompt)?;
+        trainable.model.check_input_ids(&p.prompt)?;
     }
     let beam = config.sft.decoding_beam(inputs)?;
     let mut sample: Vec<Window> = inputs.train.to_vec();
@@ -247,20 +249,19 @@ pub fn soft(
         let started = std::time::Instant::now();
         let lambda = scheduler.lambda(epoch, config.sft.max_epochs, done.last().map_or(d0, |e| e.d));
         let order = epoch_order(pairs.len(), config.sft.train.seed, epoch);
-        let (mut real_sum, mut dist_sum, mut n) = (0.0f32, 0.0f32, 0usize);
-        let (_, tokens_per_second) = train_pass(trainer, &order, "soft epoch", progress, |trainer, chunk| {
+        let (_, tokens_per_second, parts) = train_pass(trainer, &order, "soft epoch", progress, |model, chunk| {
             let batch: Vec<&Pair> = chunk.iter().map(|&i| &pairs[i]).collect();
             let prompts: Vec<&[u32]> = batch.iter().map(|p| p.prompt.as_slice()).collect();
             let real: Vec<&[u32]> = batch.iter().map(|p| p.real.as_slice()).collect();
             let dist: Vec<&[u32]> = batch.iter().map(|p| p.distilled.as_slice()).collect();
             let tokens = batch.iter().map(|p| p.prompt.len() + p.real.len() + p.distilled.len()).sum();
-            let mut losses = shared_prompt_losses(&trainer.model, &prompts, &[real, dist])?.into_iter();
+            let mut losses = shared_prompt_losses(model, &prompts, &[real, dist])?.into_iter();
             let (lr, ld) = (losses.next().expect("two sets"), losses.next().expect("two sets"));
-            real_sum += lr.clone().into_scalar::<f32>();
-            dist_sum += ld.clone().into_scalar::<f32>();
-            n += 1;
-            Ok(Some((trainer.backward(mixed_loss(lr, ld, lambda))?, tokens)))
+            let extra = (lr.clone().into_scalar::<f32>(), ld.clone().into_scalar::<f32>());
+            Ok(Some(MicroLoss { loss: mixed_loss(lr, ld, lambda), tokens, extra }))
         })?;
+        let (real_sum, dist_sum): (f32, f32) = parts.iter().fold((0.0, 0.0), |(r, d), p| (r + p.0, d + p.1));
+        let n = parts.len();
         let tuned = trainer.model.valid();
         let d = probe.measure_d(&tuned, inputs, &beam)?;
         let valid = valid_metrics(inputs, &tuned, &config.sft, &beam)?;

@@ -202,6 +202,7 @@ pub fn fresh_trainer() -> LmTrainer {
         max_steps: None,
         activation_checkpointing: false,
         base_dtype: Default::default(),
+        devices: 1,
     };
     LmTrainer::new(model, config, 0)
 }

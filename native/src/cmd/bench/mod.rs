@@ -286,6 +286,7 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         max_steps: None,
         activation_checkpointing: false,
         base_dtype: Default::default(),
+        devices: 1,
     };
     let trainer = || -> Result<LmTrainer> {
         let model = Llama::init(&c, &device.clone().autodiff())?.with_lora(&s.lora, seed)?;

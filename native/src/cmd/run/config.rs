@@ -24,8 +24,9 @@ use crate::run_info::TrainOn;
 pub const CONFIG_FILE: &str = "run-config.json";
 
 /// Every setting `run-config.json` fixes: giving one with `--resume` is an error, not a no-op.
-const RESUME_CONFLICTS: [&str; 32] = [
+const RESUME_CONFLICTS: [&str; 33] = [
     "backbones",
+    "devices",
     "weights_dtype",
     "micro_batch",
     "grad_accum",
@@ -156,6 +157,9 @@ pub struct Args {
     /// (default: the profile's).
     #[arg(long)]
     pub grad_accum: Option<usize>,
+    /// Data-parallel SFT and SOFT over this many devices (see `soft-train sft --help`).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// burn's balanced gradient checkpointing in SFT and SOFT: the same gradients; on the CPU
     /// backend it raised SmolLM2's peak memory (README, "Memory plan").
     #[arg(long)]
@@ -329,6 +333,7 @@ impl RunConfig {
                 lr: args.lr.unwrap_or(p.lr),
                 micro_batch: args.micro_batch.unwrap_or(p.micro_batch),
                 grad_accum: args.grad_accum.unwrap_or(p.grad_accum),
+                devices: args.devices,
                 activation_checkpointing: args.activation_checkpointing,
                 weights_dtype: args.weights_dtype,
                 max_new_tokens: args.max_new_tokens.unwrap_or(p.max_new_tokens),
@@ -433,7 +438,7 @@ mod tests {
         let config: RunConfig = serde_json::from_str(old).unwrap();
         assert_eq!(config.data.domain, Some(soft_core::data::Domain::Books));
         assert_eq!(config.data.split, SplitConfig { train: 384, valid: 64, test: 200, seed: 42 });
-        assert_eq!((config.sasrec_train_on, config.seeds.len()), (TrainOn::All, 2));
+        assert_eq!((config.sasrec_train_on, config.seeds.len(), config.sft.devices), (TrainOn::All, 2, 1));
         assert_eq!(config.alpha, [1.0], "a single alpha reads as a list of one");
         let written: serde_json::Value = serde_json::to_value(&config).unwrap();
         let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
@@ -447,6 +452,7 @@ mod tests {
                 "pretrain_steps",
                 "backbones",
                 "micro_batch",
+                "devices",
                 "activation_checkpointing",
                 "weights_dtype",
             ]

@@ -271,17 +271,18 @@ pub fn test_rows(dir: &Path) -> Result<Vec<Row>> {
     table::finished_rows(dir, &config, &catalog)
 }
 
-/// Half-precision base weights the chosen device cannot store are refused before any stage,
-/// and before a new run's configuration is written.
-fn check_weights_dtype(config: &RunConfig, backend: BackendChoice) -> Result<()> {
-    let encoding = config.sft.weights_dtype;
-    if encoding == soft_core::model::weights::FloatEncoding::F32 {
+/// What the chosen backend cannot do is refused before any stage, and before a new run's
+/// configuration is written: half-precision base weights it cannot store, devices it lacks.
+fn check_backend(config: &RunConfig, backend: BackendChoice) -> Result<()> {
+    let (encoding, devices) = (config.sft.weights_dtype, config.sft.devices);
+    if encoding == soft_core::model::weights::FloatEncoding::F32 && devices == 1 {
         return Ok(());
     }
     let chosen = crate::backend::choose(backend)?;
     encoding
         .check_storable(&chosen.device)
-        .with_context(|| format!("--weights-dtype {} on {}", format!("{encoding:?}").to_lowercase(), chosen.name))
+        .with_context(|| format!("--weights-dtype {} on {}", format!("{encoding:?}").to_lowercase(), chosen.name))?;
+    crate::backend::replicas(&chosen, devices).map(|_| ())
 }
 
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
@@ -296,11 +297,11 @@ fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
             eprintln!("adding alphas {:?} to its sweep", &config.alpha[had..]);
             write_files(dir, &[(CONFIG_FILE.into(), serde_json::to_string_pretty(&config)?)])?;
         }
-        check_weights_dtype(&config, args.backend)?;
+        check_backend(&config, args.backend)?;
         return Ok((dir.clone(), config));
     }
     let config = RunConfig::from_args(args)?;
-    check_weights_dtype(&config, args.backend)?;
+    check_backend(&config, args.backend)?;
     if args.out.join(CONFIG_FILE).exists() {
         bail!(
             "{} already holds a run; continue it with `soft-train run --resume {}` or choose another --out",

@@ -462,23 +462,21 @@ fn run_every_stage_on_a_tiny_slice() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A killed SFT run continued with `--resume` ends with the same checkpoint and result as an
-/// uninterrupted one with the same seed.
-/// `run --devices 2` (burn's CPU backend: two workers on its one device) trains every stage of
-/// both backbones data-parallel, SOFT inheriting the setting from SFT, and its SFT epochs end
-/// near one device's: the steps are the same but for the dropout masks, drawn per micro-batch
-/// in a data-parallel run (the equality without dropout is soft-core's test).
+/// `run --devices 2 --weights-dtype f16` (burn's CPU backend: two workers on its one device)
+/// trains, distills and evaluates every stage of both backbones data-parallel over a base kept
+/// in f16, SOFT inheriting both settings from SFT, and its SFT epochs end near those of one
+/// device in f32: the steps are the same but for the dropout masks, drawn per micro-batch in a
+/// data-parallel run, and the f16 weights (the equalities are soft-core's tests). A setting the
+/// device cannot hold by the memory plan is refused before training.
 #[test]
-fn run_trains_data_parallel_on_two_devices() {
+fn run_trains_data_parallel_on_two_devices_in_half_precision() {
     let dir = scratch("data-parallel");
     let model = small_tiny(&dir);
-    let epoch_losses = |devices: &str, backbones: &str| {
+    let epoch_losses = |devices: &str, dtype: &str, backbones: &str| {
         let out = dir.join(format!("r{devices}"));
         let mut args = tiny_run_args(&model, &out);
-        args.extend(
-            ["--devices", devices, "--micro-batch", "2", "--grad-accum", "2", "--backbones", backbones]
-                .map(String::from),
-        );
+        let settings = ["--micro-batch", "2", "--grad-accum", "2", "--weights-dtype", dtype, "--backbones", backbones];
+        args.extend(["--devices", devices].iter().chain(&settings).map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run(&args);
         assert!(o.status.success(), "{devices} devices: {}", stderr(&o));
@@ -487,11 +485,39 @@ fn run_trains_data_parallel_on_two_devices() {
         assert_eq!(sft["details"]["config"]["train"]["devices"], devices.parse::<u64>().unwrap());
         let soft = json(&out.join("soft/run.json"));
         assert_eq!(soft["details"]["config"]["sft"]["train"]["devices"], devices.parse::<u64>().unwrap());
+        assert_eq!(soft["details"]["config"]["sft"]["train"]["base_dtype"], dtype);
         let epochs = sft["details"]["epochs"].as_array().unwrap().clone();
         epochs.iter().map(|e| e["loss"].as_f64().unwrap()).collect::<Vec<f64>>()
     };
-    let two = epoch_losses("2", "bigrec,llara");
-    let one = epoch_losses("1", "bigrec");
+    // A setting the device cannot hold by the memory plan is refused before training.
+    let refused = dir.join("refused");
+    let (m, r) = (model.to_str().unwrap(), refused.to_str().unwrap());
+    let o = run(&[
+        "sft",
+        "--model",
+        m,
+        "--train-size",
+        "8",
+        "--valid-size",
+        "4",
+        "--test-size",
+        "6",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--devices",
+        "2",
+        "--device-memory",
+        "0.001",
+        "--out",
+        r,
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("does not fit"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("by --device-memory") && stderr(&o).contains("2 micro-batch(es)"), "{}", stderr(&o));
+    assert!(!refused.exists(), "a refused SFT writes nothing");
+    let two = epoch_losses("2", "f16", "bigrec,llara");
+    let one = epoch_losses("1", "f32", "bigrec");
     assert_eq!(two.len(), one.len());
     for (a, b) in two.iter().zip(&one) {
         assert!((a - b).abs() <= 0.02 * b, "SFT epoch losses on 2 devices {two:?}, on 1 {one:?}");
@@ -499,6 +525,8 @@ fn run_trains_data_parallel_on_two_devices() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A killed SFT run continued with `--resume` ends with the same checkpoint and result as an
+/// uninterrupted one with the same seed.
 #[test]
 fn sft_killed_mid_run_resumes_to_identical_checkpoints() {
     let dir = scratch("kill");
@@ -603,6 +631,8 @@ fn every_bad_option_is_refused_before_any_work() {
         (vec!["run", "--out", o, "--profile", "paper"], "--model"),
         (vec!["sft", "--out", o, "--micro-batch", "0"], "micro_batch"),
         (vec!["run", "--out", o, "--devices", "0"], "devices"),
+        (vec!["run", "--out", o, "--device-memory", "nan"], "--device-memory"),
+        (vec!["sft", "--out", o, "--device-memory", "0"], "--device-memory"),
         (vec!["sft", "--out", o, "--devices", "0"], "devices"),
         // lavapipe, the machine's one adapter, is no discrete GPU.
         (vec!["run", "--out", o, "--devices", "2", "--backend", "wgpu"], "--devices 2"),

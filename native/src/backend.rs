@@ -18,16 +18,46 @@ pub struct Chosen {
     pub name: String,
     /// A wgpu adapter: grounding then runs the project's WGSL kernel on it.
     pub gpu: bool,
+    /// The memory the device may be asked to hold, in bytes, where it says: the CPU's physical
+    /// memory; on wgpu what cubecl reads from the graphics API (Vulkan: the largest
+    /// device-local heap; Metal: the recommended working set), none elsewhere.
+    pub memory: Option<u64>,
 }
 
 fn cpu() -> Chosen {
-    Chosen { device: Device::flex(), name: "flex (CPU)".into(), gpu: false }
+    Chosen { device: Device::flex(), name: "flex (CPU)".into(), gpu: false, memory: physical_memory() }
 }
 
 fn wgpu(kind: DeviceKind) -> Result<Chosen> {
-    let (device, setup) = Device::wgpu_options().device_kind(kind).init_with_setup().context("no wgpu adapter")?;
+    let (device, setup) =
+        Device::wgpu_options().device_kind(kind.clone()).init_with_setup().context("no wgpu adapter")?;
     let info = setup.adapter.get_info();
-    Ok(Chosen { device, name: format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type), gpu: true })
+    let name = format!("wgpu {:?} on {} ({:?})", info.backend, info.name, info.device_type);
+    Ok(Chosen { device, name, gpu: true, memory: wgpu_memory(kind) })
+}
+
+/// cubecl's figure for the wgpu device of `kind` (burn's default graphics API).
+fn wgpu_memory(kind: DeviceKind) -> Option<u64> {
+    use cubecl::wgpu::{WgpuBackend, WgpuDevice, WgpuDeviceKind, WgpuRuntime};
+    use cubecl_runtime::runtime::Runtime;
+    let kind = match kind {
+        DeviceKind::DiscreteGpu(i) => WgpuDeviceKind::DiscreteGpu(i),
+        DeviceKind::IntegratedGpu(i) => WgpuDeviceKind::IntegratedGpu(i),
+        DeviceKind::VirtualGpu(i) => WgpuDeviceKind::VirtualGpu(i),
+        DeviceKind::Cpu => WgpuDeviceKind::Cpu,
+        DeviceKind::DefaultDevice => WgpuDeviceKind::DefaultDevice,
+        DeviceKind::Existing(_) => return None,
+    };
+    let device = WgpuDevice::new(kind).on(WgpuBackend::Auto);
+    <WgpuRuntime>::client(&device).properties().memory.max_memory()
+}
+
+/// `MemTotal` of /proc/meminfo, where there is one.
+fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 pub fn choose(choice: BackendChoice) -> Result<Chosen> {

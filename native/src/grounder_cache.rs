@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use soft_core::atomic_file::write_atomic;
 use soft_core::data::Catalog;
 use soft_core::eval::llm::Grounder;
@@ -12,10 +12,11 @@ use soft_core::hash::{fnv1a, FNV_OFFSET};
 use soft_core::model::formats::pretrained::Pretrained;
 
 /// The grounder of `pre` (loaded from `model_path`) for `catalog`, from the cache when it holds
-/// one; the cache key covers the model file (size, modification time) and every title.
+/// one; the cache key covers the model file (size, modification time), the dtype its base
+/// weights are kept in (half precision gives another table) and every title.
 pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Result<Grounder> {
     let ids = catalog.grounding_ids();
-    let cache = cache_path(model_path, catalog, &ids);
+    let cache = cache_path(model_path, pre.model.base_dtype(), catalog, &ids);
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
         return Ok(Grounder::from_table(ids, table)?);
     }
@@ -28,7 +29,7 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     Ok(grounder)
 }
 
-fn cache_path(model_path: &Path, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
+fn cache_path(model_path: &Path, dtype: DType, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
     let (dir, weights) = if model_path.is_dir() {
         (model_path.to_path_buf(), model_path.join(soft_core::model::formats::pretrained::WEIGHTS_FILE))
     } else {
@@ -39,6 +40,10 @@ fn cache_path(model_path: &Path, catalog: &Catalog, ids: &[u32]) -> Option<PathB
     let mut h = fnv1a(FNV_OFFSET, weights.to_string_lossy().as_bytes());
     h = fnv1a(h, &meta.len().to_le_bytes());
     h = fnv1a(h, &mtime.to_le_bytes());
+    // f32 tables keep the keys they had before half precision existed.
+    if dtype != DType::F32 {
+        h = fnv1a(h, format!("{dtype:?}").as_bytes());
+    }
     for &id in ids {
         h = fnv1a(h, &id.to_le_bytes());
         h = fnv1a(h, catalog.title(id).unwrap_or_default().as_bytes());

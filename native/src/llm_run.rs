@@ -10,7 +10,7 @@ use soft_core::data::{Catalog, Domain};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::llm::{Grounder, LlmRecommender};
 use soft_core::model::decoding::generate::BeamConfig;
-use soft_core::model::formats::pretrained::{load_path, Pretrained};
+use soft_core::model::formats::pretrained::{load_path_in, Pretrained};
 use soft_core::model::llama::Llama;
 use soft_core::train::sft::{check_backbone, SftConfig};
 
@@ -61,7 +61,8 @@ impl LoadedRun {
             other => bail!("{}: a {other} run, not a language-model run", dir.join(RUN_FILE).display()),
         };
         let path = resolve(&base_model)?;
-        let base = load_path(&path, device)?;
+        // In the precision the run trained in: a half-precision run is evaluated in it too.
+        let base = load_path_in(&path, device, config.train.base_dtype)?;
         // Guidance-Only answers with the base model itself: it has no adapter (LLaRA's has its
         // untrained projector in the run directory). A trained LLaRA adapter brings its own.
         let tuned = if header.method == GuidanceOnlyDetails::METHOD {

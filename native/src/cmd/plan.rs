@@ -58,14 +58,15 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use serde_json::Value;
 use soft_core::model::config::{module_name, LlamaConfig, LoraConfig};
 use soft_core::model::formats::gguf::llama::llama_config;
 use soft_core::model::formats::gguf::GgufFile;
 use soft_core::model::formats::hf;
 use soft_core::model::formats::pretrained::CONFIG_FILE;
+use soft_core::model::weights::FloatEncoding;
 use soft_core::train::sft::SftConfig;
+use soft_core::train::LmExample;
 
 use super::prompt_args::LoraArgs;
 use crate::model_arg::resolve;
@@ -78,31 +79,6 @@ const F32: u64 = 4;
 const GIB: f64 = (1u64 << 30) as f64;
 const MIB: f64 = (1u64 << 20) as f64;
 
-/// How the frozen base weights are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Dtype {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl Dtype {
-    pub fn bytes(self) -> u64 {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::Bf16 => 2,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-            Dtype::F16 => "f16",
-            Dtype::Bf16 => "bf16",
-        }
-    }
-}
-
 /// Memory to LoRA-train and beam-search decode a model (weights, adapter + AdamW state,
 /// activations, KV cache), from its config alone.
 #[derive(clap::Args, Debug)]
@@ -112,9 +88,9 @@ pub struct Args {
     /// a Hugging Face directory needs nothing but config.json.
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// How the frozen base weights are stored.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub weights_dtype: Dtype,
+    /// How the frozen base weights are stored: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub weights_dtype: FloatEncoding,
     /// LoRA rank.
     #[arg(long, default_value_t = LoraConfig::default().r, allow_negative_numbers = true)]
     pub lora_r: usize,
@@ -147,7 +123,7 @@ pub struct Args {
 /// The training and decoding setting, every value checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
-    pub weights: Dtype,
+    pub weights: FloatEncoding,
     pub lora: LoraConfig,
     pub micro_batch: usize,
     pub seq_len: usize,
@@ -321,6 +297,62 @@ impl Plan {
     pub fn decoding(&self) -> u64 {
         self.weights + self.kv_cache
     }
+}
+
+/// What SFT will train, for [`check_fits`].
+pub struct Training<'a> {
+    pub config: &'a SftConfig,
+    /// The tokenized training examples.
+    pub examples: &'a [LmExample],
+    /// Micro-batches alive at once on the device: data-parallel workers sharing it (the CPU).
+    pub sharing: usize,
+}
+
+/// Refuses, before training, a setting whose plan does not fit the `memory` bytes the device
+/// holds (`device` names it and where the figure comes from): the model's weights in the run's dtype, the adapter with AdamW's
+/// state, and the activations of the longest micro-batch (`sharing` of them at once); or the
+/// weights and KV cache of validation's beam search, if more. The plan errs high (README,
+/// "Memory plan"): a refusal on a thin margin may be one a run would survive.
+pub fn check_fits(model: &Path, t: &Training, memory: u64, device: &str) -> Result<()> {
+    let shape = read_shape(model)?;
+    let longest = t.examples.iter().map(|e| e.tokens.len()).max().unwrap_or(1).max(1);
+    let trained = t.examples.iter().map(|e| e.trained.iter().filter(|&&x| x).count()).max().unwrap_or(1).max(1);
+    let c = t.config;
+    let setting = Setting {
+        weights: c.train.base_dtype,
+        lora: c.lora.clone(),
+        micro_batch: c.train.micro_batch.min(t.examples.len().max(1)),
+        seq_len: longest,
+        beams: c.beams,
+        decode_batch: DECODE_BATCH,
+        prompt_len: longest,
+        new_tokens: trained.max(c.max_new_tokens),
+        gpu_gib: None,
+    };
+    let plan = Plan::new(&shape.config, &Setting { new_tokens: trained, ..setting.clone() });
+    let activations = t.sharing as u64 * plan.activations.full();
+    let training = plan.weights + plan.lora_state + activations;
+    let decoding = Plan::new(&shape.config, &setting).decoding();
+    let gib = |b: u64| b as f64 / GIB;
+    if training.max(decoding) <= memory {
+        return Ok(());
+    }
+    bail!(
+        "this training does not fit {device} ({:.2} GiB): by the memory plan it needs {:.2} GiB \
+         (weights {:.2} in {}, adapter and AdamW state {:.2}, activations {:.2} for {} micro-batch(es) of {} \
+         examples of up to {longest} tokens) and validation's beam search {:.2} GiB. A smaller --micro-batch \
+         (with a larger --grad-accum for the same batch), --weights-dtype f16 or a larger device would fit it \
+         (see `soft-train plan`)",
+        gib(memory),
+        gib(training),
+        gib(plan.weights),
+        c.train.base_dtype.name(),
+        gib(plan.lora_state),
+        gib(activations),
+        t.sharing,
+        setting.micro_batch,
+        gib(decoding),
+    )
 }
 
 /// "fits" or "does not fit: X GiB over", against `gpu` GiB.

@@ -8,15 +8,16 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::formats::pretrained::{load_path, Pretrained};
+use soft_core::model::formats::pretrained::{load_path_in, Pretrained};
 use soft_core::train::epoch_loop::Trainable;
-use soft_core::train::sft::{sft, SftConfig, SftInputs};
+use soft_core::train::sft::{examples, sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
 use soft_core::model::weights::FloatEncoding;
 
 use super::data_args::{DataArgs, DataOptions};
+use super::plan::{check_fits, Training};
 use super::prompt_args::{BackboneArgs, LoraArgs, PromptArgs};
 use super::run_dir_args::RunDirArgs;
 use crate::backend::{choose, replicas, BackendChoice};
@@ -80,8 +81,22 @@ pub struct Args {
     pub backbone: BackboneArgs,
     #[command(flatten)]
     pub lora: LoraArgs,
+    /// The device's memory in GiB, for the check before training that the setting fits it by
+    /// the memory plan (default: what the device reports: the CPU's physical memory, a Vulkan
+    /// or Metal GPU's heap; wgpu elsewhere reports none, and then nothing is checked).
+    #[arg(long)]
+    pub device_memory: Option<f64>,
     #[command(flatten)]
     pub run_dir: RunDirArgs,
+}
+
+/// `--device-memory` in bytes, refused unless a positive number of GiB.
+pub fn device_memory_bytes(gib: Option<f64>) -> Result<Option<u64>> {
+    match gib {
+        None => Ok(None),
+        Some(g) if g.is_finite() && g > 0.0 => Ok(Some((g * (1u64 << 30) as f64) as u64)),
+        Some(g) => anyhow::bail!("--device-memory must be a positive number of GiB, got {g}"),
+    }
 }
 
 pub struct Options {
@@ -95,6 +110,8 @@ pub struct Options {
     pub resume: bool,
     /// LLaRA's SASRec run (its item table), when `config.prompt.backbone` is LLaRA.
     pub sasrec: Option<PathBuf>,
+    /// The device's memory in bytes when the user gives it (otherwise the device's own figure).
+    pub device_memory: Option<u64>,
 }
 
 /// The SFT settings a user picks; the rest of [`SftConfig`] keeps its defaults. `run` keeps
@@ -199,7 +216,8 @@ impl TryFrom<Args> for Options {
         config.validate()?;
         let data: DataOptions = (&args.data).into();
         data.validate()?;
-        Ok(Self { model: args.model, out, data, config, backend, resume, sasrec })
+        let device_memory = device_memory_bytes(args.device_memory)?;
+        Ok(Self { model: args.model, out, data, config, backend, resume, sasrec, device_memory })
     }
 }
 
@@ -219,18 +237,12 @@ pub fn execute(o: &Options) -> Result<()> {
     // LLaRA: the base model (d0, Guidance-Only) and the trained one start from the same
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
     let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
-    let loaded = load_path(&path, &o.config.train.training_device(&backend.device))?;
-    let base_dtype = o.config.train.base_dtype;
+    let loaded = load_path_in(&path, &o.config.train.training_device(&backend.device), o.config.train.base_dtype)?;
     // The frozen model that grounds and validates reads the trained model's base tensors
-    // (frozen, never updated) without autodiff: one copy of the base weights, not two. Kept in
-    // half precision the trained model's differ, so the frozen one loads its own f32 copy (the
-    // grounding table it computes must not depend on the option).
-    let pre_model = match base_dtype {
-        FloatEncoding::F32 => loaded.model.valid(),
-        _ => load_path(&path, &backend.device)?.model,
-    };
-    let trainable = loaded.model.with_base_dtype(base_dtype)?;
-    let mut pre = Pretrained { model: pre_model, ..loaded };
+    // (frozen, never updated) without autodiff: one copy of the base weights, not two, in the
+    // run's precision (a half-precision run grounds and evaluates in it too).
+    let trainable = loaded.model;
+    let mut pre = Pretrained { model: trainable.valid(), ..loaded };
     let (backbone, seed) = (o.config.prompt.backbone, o.config.train.seed);
     pre.model = for_backbone(pre.model, backbone, table.as_ref(), seed)?;
     let trainable = for_backbone(trainable, backbone, table.as_ref(), seed)?;
@@ -241,6 +253,25 @@ pub fn execute(o: &Options) -> Result<()> {
         split.valid.len(),
         backend.name
     );
+    let memory = match (o.device_memory, backend.memory) {
+        (Some(given), _) => Some((given, format!("{}, by --device-memory", backend.name))),
+        (None, Some(reported)) => Some((reported, format!("{}, as it reports", backend.name))),
+        (None, None) => None,
+    };
+    if let Some((memory, device)) = memory {
+        let examples = examples(
+            &pre.tokenizer,
+            &pre.special,
+            &dataset.catalog,
+            dataset.meta.domain,
+            &o.config.prompt,
+            &split.train,
+        )?;
+        // Data-parallel workers on the CPU share its memory; each GPU holds its own micro-batch.
+        let sharing = if backend.gpu { 1 } else { o.config.train.devices };
+        let training = Training { config: &o.config, examples: &examples, sharing };
+        check_fits(&path, &training, memory, &device)?;
+    }
     let grounder = grounder(&pre, &path, &dataset.catalog)?;
     let inputs = SftInputs::new(&pre, &grounder, &dataset, &split);
     let mut reporter = Reporter::new();

@@ -8,8 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use serde::Serialize;
-use soft_core::model::formats::pretrained::load_path;
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::formats::pretrained::load_path_in;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::epoch_loop::Trainable;
 use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
@@ -110,16 +109,14 @@ pub fn execute(o: &Options) -> Result<()> {
         sft_config.max_epochs = e;
     }
     let config = SoftConfig { sft: sft_config, schedule: o.schedule, alpha: o.alpha, d_samples: o.d_samples };
-    // In f32 without checkpointing the trained model reads the frozen base model's tensors with
-    // autodiff on (`Module::train`, no copy): one copy of the base weights, not two. Otherwise
-    // its own load: half precision changes its weights, and `train` sets no checkpointing.
+    // The trained model reads the frozen base model's tensors (in the run's precision) with
+    // autodiff on (`Module::train`, no copy): one copy of the base weights, not two. With
+    // checkpointing its own load: `train` sets no checkpointing.
     let train = &config.sft.train;
-    let trainable = if train.base_dtype == FloatEncoding::F32 && !train.activation_checkpointing {
+    let trainable = if !train.activation_checkpointing {
         sft_run.base.model.clone().train()
     } else {
-        load_path(&resolve(&base_name)?, &train.training_device(&backend.device))?
-            .model
-            .with_base_dtype(train.base_dtype)?
+        load_path_in(&resolve(&base_name)?, &train.training_device(&backend.device), train.base_dtype)?.model
     };
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).

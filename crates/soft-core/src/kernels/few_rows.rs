@@ -7,6 +7,52 @@
 //!
 //! Two layouts of the weight `[d_in, d_out]` are read directly: row-major (the projections) and
 //! column-major (the LM head tied to the embeddings, a transposed view of `[vocab, hidden]`).
+//! The weight is f32, or f16 / bf16 (a base model kept in half precision) widened to f32 in
+//! registers as it is read: half the bytes, the sums in f32 either way.
+
+/// An element of the weight: f32, or half precision widened as it is read.
+pub(crate) trait Weight: Copy + Send + Sync + 'static {
+    const KIND: WeightKind;
+    fn widen(self) -> f32;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightKind {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Weight for f32 {
+    const KIND: WeightKind = WeightKind::F32;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for half::bf16 {
+    const KIND: WeightKind = WeightKind::BF16;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+impl Weight for half::f16 {
+    const KIND: WeightKind = WeightKind::F16;
+    /// Branch-free (it vectorizes): exponent and mantissa shifted into place and rescaled by
+    /// 2^112, which also makes f16's subnormals f32 normals; infinities and NaNs kept.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        let h = u32::from(self.to_bits());
+        let magnitude = h & 0x7fff;
+        let scaled = f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000);
+        let special = f32::from_bits(0x7f80_0000 | ((magnitude & 0x3ff) << 13));
+        let value = if magnitude >= 0x7c00 { special } else { scaled };
+        f32::from_bits(value.to_bits() | ((h & 0x8000) << 16))
+    }
+}
 
 /// How the weight's elements lie in its slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +69,10 @@ const GROUP: usize = 4;
 /// One core's part of a product: `x` `[m, d_in]` times the columns `c0..c1` of `w`
 /// `[d_in, d_out]` (in `layout`).
 #[derive(Debug, Clone, Copy)]
-struct Part<'a> {
+struct Part<'a, W> {
     x: &'a [f32],
     m: usize,
-    w: &'a [f32],
+    w: &'a [W],
     layout: WeightLayout,
     d_in: usize,
     d_out: usize,
@@ -36,7 +82,14 @@ struct Part<'a> {
 
 /// `out = x · w`, `x` `[m, d_in]` row-major, `w` `[d_in, d_out]` in `layout`, `out` `[m, d_out]`,
 /// on every core natively (burn-flex's rayon pool) and serially in wasm.
-pub(crate) fn product(x: &[f32], m: usize, w: &[f32], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f32> {
+pub(crate) fn product<W: Weight>(
+    x: &[f32],
+    m: usize,
+    w: &[W],
+    layout: WeightLayout,
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f32> {
     assert_eq!(x.len(), m * d_in, "few-row product: x is not [{m}, {d_in}]");
     assert_eq!(w.len(), d_in * d_out, "few-row product: weight is not [{d_in}, {d_out}]");
     let parts = parts(d_out);
@@ -77,9 +130,9 @@ fn parts(d_out: usize) -> usize {
 /// register block (row-major weights) and `L` the lanes of one partial sum (column-major
 /// weights): the widths that fit the registers of the CPU.
 #[inline(always)]
-fn columns<const N: usize, const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+fn columns<W: Weight, const N: usize, const L: usize, const FMA: bool>(part: Part<W>, out: &mut [f32]) {
     if part.layout == WeightLayout::OutIn {
-        return out_in::<L, FMA>(part, out);
+        return out_in::<W, L, FMA>(part, out);
     }
     // Row-major: [`GROUP`] rows at a time, each group reading the weight's columns once.
     let Part { x, m, d_in, c0, c1, .. } = part;
@@ -90,10 +143,10 @@ fn columns<const N: usize, const L: usize, const FMA: bool>(part: Part, out: &mu
         let group = Part { x: &x[r * d_in..(r + g) * d_in], m: g, ..part };
         let out = &mut out[r * width..(r + g) * width];
         match g {
-            4 => in_out::<4, N, FMA>(group, out),
-            3 => in_out::<3, N, FMA>(group, out),
-            2 => in_out::<2, N, FMA>(group, out),
-            _ => in_out::<1, N, FMA>(group, out),
+            4 => in_out::<W, 4, N, FMA>(group, out),
+            3 => in_out::<W, 3, N, FMA>(group, out),
+            2 => in_out::<W, 2, N, FMA>(group, out),
+            _ => in_out::<W, 1, N, FMA>(group, out),
         }
         r += g;
     }
@@ -101,9 +154,9 @@ fn columns<const N: usize, const L: usize, const FMA: bool>(part: Part, out: &mu
 
 /// Asks the CPU to bring `block`'s cache lines towards L1: a hint, no effect on any value.
 #[inline(always)]
-fn prefetch(block: &[f32]) {
+fn prefetch<W>(block: &[W]) {
     #[cfg(target_arch = "x86_64")]
-    for line in block.chunks(16) {
+    for line in block.chunks(64 / std::mem::size_of::<W>()) {
         // SAFETY: a prefetch reads nothing into the program and cannot fault.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
     }
@@ -126,7 +179,7 @@ fn fma<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
 /// added, scaled by each of the rows' inputs. Walking `TILE` rows side by side keeps the reads
 /// sequential (a row at a time would jump a whole weight row per `N` columns).
 #[inline(always)]
-fn in_out<const M: usize, const N: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+fn in_out<W: Weight, const M: usize, const N: usize, const FMA: bool>(part: Part<W>, out: &mut [f32]) {
     let Part { x, w, d_in, d_out, c0, c1, .. } = part;
     const TILE: usize = 8;
     let width = c1 - c0;
@@ -151,7 +204,8 @@ fn in_out<const M: usize, const N: usize, const FMA: bool>(part: Part, out: &mut
             }
             for k in k0..k0 + rows {
                 let xk: &[f32; M] = xt[k * M..][..M].try_into().expect("M rows");
-                let wk: &[f32; N] = w[k * d_out + c..][..N].try_into().expect("N columns");
+                let wk: &[W; N] = w[k * d_out + c..][..N].try_into().expect("N columns");
+                let wk: [f32; N] = wk.map(W::widen);
                 for r in 0..M {
                     for j in 0..N {
                         acc[r][j] = fma::<FMA>(xk[r], wk[j], acc[r][j]);
@@ -171,7 +225,7 @@ fn in_out<const M: usize, const N: usize, const FMA: bool>(part: Part, out: &mut
         for r in 0..M {
             let mut s = 0f32;
             for k in 0..d_in {
-                s = fma::<FMA>(xt[k * M + r], w[k * d_out + j], s);
+                s = fma::<FMA>(xt[k * M + r], w[k * d_out + j].widen(), s);
             }
             out[r * width + j - c0] = s;
         }
@@ -185,7 +239,7 @@ const J: usize = 4;
 /// rows at a time, against every row of `x` in groups of [`GROUP`] (the weight rows stay in L1
 /// between groups), the next weight rows fetched meanwhile.
 #[inline(always)]
-fn out_in<const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
+fn out_in<W: Weight, const L: usize, const FMA: bool>(part: Part<W>, out: &mut [f32]) {
     let Part { x, m, w, d_in, c0, c1, .. } = part;
     let width = c1 - c0;
     // Each group of rows interleaved by lane blocks, `[d_in / L][g][L]`, then its tail.
@@ -209,7 +263,7 @@ fn out_in<const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
     while c < c1 {
         let cols = J.min(c1 - c);
         // Past the last column the block repeats it; those sums are not written.
-        let ws: [&[f32]; J] = std::array::from_fn(|j| &w[(c + j.min(cols - 1)) * d_in..][..d_in]);
+        let ws: [&[W]; J] = std::array::from_fn(|j| &w[(c + j.min(cols - 1)) * d_in..][..d_in]);
         // Two blocks ahead: the hardware prefetcher alone leaves the reads short of bandwidth.
         if let Some(next) = w.get((c + 2 * J) * d_in..(c + 3 * J) * d_in) {
             prefetch(next);
@@ -218,10 +272,10 @@ fn out_in<const L: usize, const FMA: bool>(part: Part, out: &mut [f32]) {
             let r = group * GROUP;
             let g = GROUP.min(m - r);
             let sums: [[f32; J]; GROUP] = match g {
-                4 => dot_block::<4, L, FMA>(xs, &ws, d_in),
-                3 => pad(dot_block::<3, L, FMA>(xs, &ws, d_in)),
-                2 => pad(dot_block::<2, L, FMA>(xs, &ws, d_in)),
-                _ => pad(dot_block::<1, L, FMA>(xs, &ws, d_in)),
+                4 => dot_block::<W, 4, L, FMA>(xs, &ws, d_in),
+                3 => pad(dot_block::<W, 3, L, FMA>(xs, &ws, d_in)),
+                2 => pad(dot_block::<W, 2, L, FMA>(xs, &ws, d_in)),
+                _ => pad(dot_block::<W, 1, L, FMA>(xs, &ws, d_in)),
             };
             for (i, row) in sums.iter().take(g).enumerate() {
                 out[(r + i) * width + c - c0..][..cols].copy_from_slice(&row[..cols]);
@@ -240,22 +294,35 @@ fn pad<const M: usize>(sums: [[f32; J]; M]) -> [[f32; J]; GROUP] {
 /// AVX2 copies are written with intrinsics: LLVM did not keep the partial sums of the plain
 /// loop in registers.
 #[inline(always)]
-fn dot_block<const M: usize, const L: usize, const FMA: bool>(
+fn dot_block<W: Weight, const M: usize, const L: usize, const FMA: bool>(
     x: &[f32],
-    ws: &[&[f32]; J],
+    ws: &[&[W]; J],
     d_in: usize,
 ) -> [[f32; J]; M] {
     let lane_blocks = d_in / L;
     assert!(x.len() >= M * d_in && ws.iter().all(|w| w.len() >= d_in), "dot_block: short rows");
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: these copies run only inside `dispatch`'s AVX-512 (L = 16) or AVX2 + FMA
-        // (L = 8) copy, on a CPU found to have those features; the lengths are checked above.
+        // SAFETY: these copies run only inside `dispatch`'s AVX-512 (L = 16) or AVX2 + FMA +
+        // F16C (L = 8) copy, on a CPU found to have those features; the lengths are checked
+        // above; `W::KIND` names the element type behind the pointers each copy reads.
         if L == 16 && FMA {
-            return unsafe { simd::dot_block_avx512::<M>(x, ws, d_in) };
+            return unsafe {
+                match W::KIND {
+                    WeightKind::F32 => simd::dot_block_avx512_f32::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::F16 => simd::dot_block_avx512_f16::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::BF16 => simd::dot_block_avx512_bf16::<M>(x, &simd::rows(ws), d_in),
+                }
+            };
         }
         if L == 8 && FMA {
-            return unsafe { simd::dot_block_avx2::<M>(x, ws, d_in) };
+            return unsafe {
+                match W::KIND {
+                    WeightKind::F32 => simd::dot_block_avx2_f32::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::F16 => simd::dot_block_avx2_f16::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::BF16 => simd::dot_block_avx2_bf16::<M>(x, &simd::rows(ws), d_in),
+                }
+            };
         }
     }
     let mut acc = [[[0f32; L]; J]; M];
@@ -263,21 +330,21 @@ fn dot_block<const M: usize, const L: usize, const FMA: bool>(
         for (j, w) in ws.iter().enumerate() {
             for r in 0..M {
                 for l in 0..L {
-                    acc[r][j][l] = fma::<FMA>(x[(b * M + r) * L + l], w[b * L + l], acc[r][j][l]);
+                    acc[r][j][l] = fma::<FMA>(x[(b * M + r) * L + l], w[b * L + l].widen(), acc[r][j][l]);
                 }
             }
         }
     }
     let acc = acc.map(|row| row.map(|lanes| lanes.iter().sum::<f32>()));
-    finish::<M, FMA>(acc, x, ws, lane_blocks * L, d_in)
+    finish::<W, M, FMA>(acc, x, ws, lane_blocks * L, d_in)
 }
 
 /// Adds the inputs past the last whole lane block (`done..d_in`) to the sums.
 #[inline(always)]
-fn finish<const M: usize, const FMA: bool>(
+fn finish<W: Weight, const M: usize, const FMA: bool>(
     mut sums: [[f32; J]; M],
     x: &[f32],
-    ws: &[&[f32]; J],
+    ws: &[&[W]; J],
     done: usize,
     d_in: usize,
 ) -> [[f32; J]; M] {
@@ -285,7 +352,7 @@ fn finish<const M: usize, const FMA: bool>(
     for (r, row) in sums.iter_mut().enumerate() {
         for (j, s) in row.iter_mut().enumerate() {
             for k in 0..rest {
-                *s = fma::<FMA>(tail[r * rest + k], ws[j][done + k], *s);
+                *s = fma::<FMA>(tail[r * rest + k], ws[j][done + k].widen(), *s);
             }
         }
     }
@@ -297,11 +364,49 @@ mod simd {
     use super::{finish, J};
     use std::arch::x86_64::*;
 
-    /// `dot_block` with `$lanes`-lane vectors: `M x J` accumulators in registers.
+    /// The weight rows as rows of `T`, the type `W` is (the caller matched `W::KIND`).
+    ///
+    /// # Safety
+    /// `T` must be `W`, or a type of `W`'s size and bits (`u16` for the half types).
+    pub(super) unsafe fn rows<'a, W, T>(ws: &[&'a [W]; J]) -> [&'a [T]; J] {
+        debug_assert_eq!(std::mem::size_of::<W>(), std::mem::size_of::<T>());
+        // SAFETY: same size and alignment class, per the caller.
+        ws.map(|w| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) })
+    }
+
+    // Loads of `L` weights widened to f32 lanes, one per element type and instruction set.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16_f32(p: *const f32) -> __m512 {
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16_f16(p: *const u16) -> __m512 {
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16_bf16(p: *const u16) -> __m512 {
+        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))) }
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8_f32(p: *const f32) -> __m256 {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8_f16(p: *const u16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8_bf16(p: *const u16) -> __m256 {
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+    }
+
+    /// `dot_block` with `$lanes`-lane vectors: `M x J` accumulators in registers; `$wload`
+    /// reads `$lanes` weights of type `$w` (the bits of `$elem`) as f32 lanes.
     macro_rules! dot_block {
-        ($name:ident, $features:literal, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $fma:ident, $store:ident) => {
+        ($name:ident, $features:literal, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $fma:ident, $store:ident,
+         $w:ty, $elem:ty, $wload:ident) => {
             #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name<const M: usize>(x: &[f32], ws: &[&[f32]; J], d_in: usize) -> [[f32; J]; M] {
+            pub(crate) unsafe fn $name<const M: usize>(x: &[f32], ws: &[&[$w]; J], d_in: usize) -> [[f32; J]; M] {
                 const L: usize = $lanes;
                 let lane_blocks = d_in / L;
                 let mut acc: [[$vec; J]; M] = [[$zero(); J]; M];
@@ -309,7 +414,7 @@ mod simd {
                 for b in 0..lane_blocks {
                     // SAFETY (all loads): the caller checked x has M x d_in and each weight row
                     // d_in elements; b < d_in / L.
-                    let w: [$vec; J] = std::array::from_fn(|j| unsafe { $load(wp[j].add(b * L)) });
+                    let w: [$vec; J] = std::array::from_fn(|j| unsafe { $wload(wp[j].add(b * L)) });
                     for r in 0..M {
                         let xv = unsafe { $load(xp.add((b * M + r) * L)) };
                         for j in 0..J {
@@ -326,59 +431,62 @@ mod simd {
                         sums[r][j] = lanes.iter().sum();
                     }
                 }
-                finish::<M, true>(sums, x, ws, lane_blocks * L, d_in)
+                // SAFETY: `$w` holds the bits of `$elem`.
+                let ws: [&[$elem]; J] = unsafe { rows(ws) };
+                finish::<$elem, M, true>(sums, x, &ws, lane_blocks * L, d_in)
             }
         };
     }
 
-    dot_block!(
-        dot_block_avx512,
-        "avx512f",
-        16,
-        __m512,
-        _mm512_setzero_ps,
-        _mm512_loadu_ps,
-        _mm512_fmadd_ps,
-        _mm512_storeu_ps
-    );
-    dot_block!(
-        dot_block_avx2,
-        "avx2,fma",
-        8,
-        __m256,
-        _mm256_setzero_ps,
-        _mm256_loadu_ps,
-        _mm256_fmadd_ps,
-        _mm256_storeu_ps
-    );
+    #[rustfmt::skip]
+    mod copies {
+        use super::*;
+        dot_block!(dot_block_avx512_f32, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
+            _mm512_storeu_ps, f32, f32, load16_f32);
+        dot_block!(dot_block_avx512_f16, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
+            _mm512_storeu_ps, u16, half::f16, load16_f16);
+        dot_block!(dot_block_avx512_bf16, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
+            _mm512_storeu_ps, u16, half::bf16, load16_bf16);
+        dot_block!(dot_block_avx2_f32, "avx2,fma", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps,
+            _mm256_storeu_ps, f32, f32, load8_f32);
+        dot_block!(dot_block_avx2_f16, "avx2,fma,f16c", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps,
+            _mm256_fmadd_ps, _mm256_storeu_ps, u16, half::f16, load8_f16);
+        dot_block!(dot_block_avx2_bf16, "avx2,fma", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps,
+            _mm256_storeu_ps, u16, half::bf16, load8_bf16);
+    }
+    pub(super) use copies::*;
 }
 
 /// [`columns`] compiled for AVX-512 or AVX2 + FMA when the CPU has them, with register blocks
 /// that fit: 4 x 64 partial sums in 16 of AVX-512's 32 registers, 4 x 32 in AVX2's 16.
 mod dispatch {
-    use super::Part;
+    use super::{Part, Weight};
 
-    pub(super) fn columns(part: Part, out: &mut [f32]) {
+    pub(super) fn columns<W: Weight>(part: Part<W>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-            unsafe fn avx512(part: Part, out: &mut [f32]) {
-                super::columns::<64, 16, true>(part, out)
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+            unsafe fn avx512<W: Weight>(part: Part<W>, out: &mut [f32]) {
+                super::columns::<W, 64, 16, true>(part, out)
             }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(part: Part, out: &mut [f32]) {
-                super::columns::<32, 8, true>(part, out)
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn avx2<W: Weight>(part: Part<W>, out: &mut [f32]) {
+                super::columns::<W, 32, 8, true>(part, out)
             }
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-                // SAFETY: the CPU has the features the copy is compiled for (checked above).
+                // SAFETY: the CPU has the features the copy is compiled for (checked above;
+                // every CPU with AVX-512 has F16C).
                 return unsafe { avx512(part, out) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
                 // SAFETY: as above.
                 return unsafe { avx2(part, out) };
             }
         }
-        super::columns::<16, 4, false>(part, out)
+        super::columns::<W, 16, 4, false>(part, out)
     }
 }
 
@@ -417,32 +525,73 @@ mod tests {
         }
     }
 
-    /// The copies of [`columns`] this CPU can run: (name, function).
+    /// The copies of [`columns`] this CPU can run for weights of type `W`: (name, function).
     #[allow(clippy::type_complexity)]
-    fn copies() -> Vec<(&'static str, fn(Part, &mut [f32]))> {
-        let mut copies: Vec<(&'static str, fn(Part, &mut [f32]))> =
-            vec![("baseline", columns::<16, 4, false>), ("dispatched", dispatch::columns)];
+    fn copies<W: Weight>() -> Vec<(&'static str, fn(Part<W>, &mut [f32]))> {
+        let mut copies: Vec<(&'static str, fn(Part<W>, &mut [f32]))> =
+            vec![("baseline", columns::<W, 16, 4, false>), ("dispatched", dispatch::columns::<W>)];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                copies.push(("avx2", columns::<32, 8, true>));
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                copies.push(("avx2", |part, out| unsafe { avx2_copy(part, out) }));
             }
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-                copies.push(("avx512", columns::<64, 16, true>));
+                copies.push(("avx512", |part, out| unsafe { avx512_copy(part, out) }));
             }
         }
         copies
     }
 
+    // The copies compiled for their instruction sets, as `dispatch` compiles them.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn avx2_copy<W: Weight>(part: Part<W>, out: &mut [f32]) {
+        columns::<W, 32, 8, true>(part, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    unsafe fn avx512_copy<W: Weight>(part: Part<W>, out: &mut [f32]) {
+        columns::<W, 64, 16, true>(part, out)
+    }
+
     #[test]
     fn equals_the_definition_for_every_row_count_layout_ragged_shape_and_cpu_copy() {
+        agrees_with_the_definition::<f32>(|v| v);
+    }
+
+    /// With the weight in f16 or bf16, the product equals the definition over the weight's
+    /// values (the half-precision ones, widened exactly): the same f32 sums.
+    #[test]
+    fn half_precision_weights_give_the_product_of_their_values_on_every_cpu_copy() {
+        agrees_with_the_definition::<half::f16>(half::f16::from_f32);
+        agrees_with_the_definition::<half::bf16>(half::bf16::from_f32);
+    }
+
+    #[test]
+    fn f16_widening_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            let (want, got) = (h.to_f32(), h.widen());
+            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {want} vs {got}");
+        }
+        for bits in (0..=u16::MAX).step_by(7) {
+            let h = half::bf16::from_bits(bits);
+            let (want, got) = (h.to_f32(), h.widen());
+            assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {want} vs {got}");
+        }
+    }
+
+    fn agrees_with_the_definition<W: Weight>(narrow: fn(f32) -> W) {
         // Row counts across and past a group of 4; widths with and without a partial block;
         // inputs with and without a partial lane block.
         for (m, d_in, d_out) in [(1, 64, 64), (3, 100, 130), (4, 576, 192), (5, 33, 1000), (8, 17, 70), (9, 256, 300)] {
             for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                 let x = values(m * d_in, 1);
-                let w = values(d_in * d_out, 2);
-                let want = reference(&x, m, &w, layout, d_in, d_out);
+                let w: Vec<W> = values(d_in * d_out, 2).into_iter().map(narrow).collect();
+                let want = reference(&x, m, &w.iter().map(|v| v.widen()).collect::<Vec<_>>(), layout, d_in, d_out);
                 // Sums of d_in products of magnitude <= 1, rounded in f32.
                 let check = |name: &str, got: &[f32]| {
                     let worst = got.iter().zip(&want).map(|(&g, &e)| (g as f64 - e).abs()).fold(0.0, worse);
@@ -452,7 +601,7 @@ mod tests {
                 // Each copy over a middle range of columns, as a core computes its part.
                 let (c0, c1) = (d_out / 3, d_out);
                 let want_part: Vec<f64> = (0..m).flat_map(|r| want[r * d_out + c0..r * d_out + c1].to_vec()).collect();
-                for (name, copy) in copies() {
+                for (name, copy) in copies::<W>() {
                     let mut got = vec![f32::NAN; m * (c1 - c0)];
                     copy(Part { x: &x, m, w: &w, layout, d_in, d_out, c0, c1 }, &mut got);
                     let worst = got.iter().zip(&want_part).map(|(&g, &e)| (g as f64 - e).abs()).fold(0.0, worse);

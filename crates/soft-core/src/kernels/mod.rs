@@ -31,7 +31,8 @@ pub trait FusedOps: Backend {
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Negative log-likelihood of each row's target: `logits` `[N, V]`, `targets` `[N]` -> `[N]`.
     fn nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
-    /// `x` `[m, in]` times `weight` `[in, out]` for a few rows `m` (a decoding step's).
+    /// `x` `[m, in]` times `weight` `[in, out]` (f32, f16 or bf16) for a few rows `m` (a decoding
+    /// step's).
     fn few_rows_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x` `[m, in]` (f32) times a frozen `weight` `[in, out]` stored in half precision, widened
     /// to f32 for the product; on autodiff the backward pass widens it again rather than keeping
@@ -143,21 +144,23 @@ fn by_rows<const D: usize>(
     out.reshape(dims)
 }
 
-/// [`linear`] with the few-row product up to `few_rows` rows (0: never); a weight stored in half
-/// precision goes through [`half_weight_product`]. Public for `benches/few_rows.rs`, which
+/// [`linear`] with the few-row product up to `few_rows` rows (0: never), which reads a weight
+/// stored in half precision as it lies; more rows over such a weight go through
+/// [`half_weight_product`]. Public for `benches/few_rows.rs`, which
 /// measures where it pays.
 #[doc(hidden)]
 pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, few_rows: usize) -> Tensor<D> {
-    if weight.dtype() != DType::F32 {
+    let [d_in, d_out] = weight.dims();
+    let rows = x.dims()[..D - 1].iter().product::<usize>();
+    // Below 64k weights the product is no longer bound by reading them.
+    let few = rows <= few_rows && d_in * d_out >= 1 << 16 && fused(&x) && !x.device().is_autodiff();
+    if weight.dtype() != DType::F32 && !few {
         return half_weight_product(x, weight, bias);
     }
     if !fused(&x) || x.device().is_autodiff() {
         return burn::tensor::module::linear(x, weight, bias);
     }
-    let [d_in, d_out] = weight.dims();
-    let rows = x.dims()[..D - 1].iter().product::<usize>();
-    // Below 64k weights the product is no longer bound by reading them.
-    if rows <= few_rows && d_in * d_out >= 1 << 16 {
+    if few {
         return by_rows(x, d_out, bias, |x| {
             Tensor::from_dispatch(Dispatch::few_rows_matmul(x.into_dispatch(), weight.into_dispatch()))
         });
@@ -309,8 +312,12 @@ impl FusedOps for Flex {
             _ => (weight.to_contiguous(), few_rows::WeightLayout::InOut),
         };
         let start = weight.layout().start_offset();
-        let w = &weight.storage::<f32>()[start..start + d_in * d_out];
-        let out = few_rows::product(elements(&x), m, w, order, d_in, d_out);
+        let (x, range) = (elements(&x), start..start + d_in * d_out);
+        let out = match weight.dtype() {
+            DType::F16 => few_rows::product(x, m, &weight.storage::<half::f16>()[range], order, d_in, d_out),
+            DType::BF16 => few_rows::product(x, m, &weight.storage::<half::bf16>()[range], order, d_in, d_out),
+            _ => few_rows::product(x, m, &weight.storage::<f32>()[range], order, d_in, d_out),
+        };
         FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, d_out].into()), DType::F32)
     }
 }

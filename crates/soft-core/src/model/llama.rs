@@ -102,11 +102,24 @@ impl Llama {
     /// Builds the model from Hugging Face-named weights. Every tensor the config calls for must
     /// be present with its exact shape; the error names the first one that is not.
     pub fn from_weights(config: &LlamaConfig, weights: &WeightMap, device: &Device) -> Result<Self> {
+        Self::from_weights_in(config, weights, device, FloatEncoding::F32)
+    }
+
+    /// [`Llama::from_weights`] with the base weights (token embedding, LM head, projections)
+    /// converted to `encoding` on the host as each is read, so the device never holds them in
+    /// f32: the model [`Llama::with_base_dtype`] gives, without an f32 copy on the way.
+    pub fn from_weights_in(
+        config: &LlamaConfig,
+        weights: &WeightMap,
+        device: &Device,
+        encoding: FloatEncoding,
+    ) -> Result<Self> {
         config.validate()?;
-        let loader = Loader { weights, device };
+        encoding.check_storable(device)?;
+        let loader = Loader { weights, device, encoding };
         let d = config.hidden_size;
         let norm = |name: &str| -> Result<RmsNorm> { Ok(rms_norm(loader.tensor::<1>(name, [d])?, config.rms_eps)) };
-        let embed_tokens = frozen(loader.tensor("model.embed_tokens.weight", [config.vocab_size, d])?);
+        let embed_tokens = frozen(loader.base_weight("model.embed_tokens.weight", [config.vocab_size, d])?);
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let layer = format!("model.layers.{i}");
@@ -202,6 +215,11 @@ impl Llama {
             lin.weight = cast(lin.weight.clone());
         }
         Ok(self)
+    }
+
+    /// The dtype the base weights are kept in (see [`Llama::with_base_dtype`]).
+    pub fn base_dtype(&self) -> burn::tensor::DType {
+        self.embed_tokens.val().dtype()
     }
 
     /// The device the weights live on.
@@ -478,6 +496,8 @@ fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
 struct Loader<'a> {
     weights: &'a WeightMap,
     device: &'a Device,
+    /// The dtype of the base weights (embedding, LM head, projections).
+    encoding: FloatEncoding,
 }
 
 impl Loader<'_> {
@@ -498,11 +518,27 @@ impl Loader<'_> {
         Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 
+    /// A base weight, in the loader's encoding.
+    fn base_weight(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
+        Ok(self.base(TensorData::new(self.raw(name, &shape)?.to_vec(), shape)))
+    }
+
+    fn base(&self, data: TensorData) -> Tensor<2> {
+        match self.encoding {
+            FloatEncoding::F32 => Tensor::from_data(data, self.device),
+            other => {
+                let dtype: burn::tensor::DType = other.dtype().into();
+                let options = burn::tensor::TensorCreationOptions::new(self.device.clone()).with_dtype(dtype);
+                Tensor::from_data(data.convert_dtype(dtype), options)
+            }
+        }
+    }
+
     /// A linear weight stored `[out, in]` by Hugging Face, returned `[in, out]` as burn's
-    /// `linear` multiplies it.
+    /// `linear` multiplies it, in the loader's encoding.
     fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
         let data = transpose(self.raw(name, &[d_out, d_in])?, d_out, d_in);
-        Ok(Tensor::from_data(TensorData::new(data, [d_in, d_out]), self.device))
+        Ok(self.base(TensorData::new(data, [d_in, d_out])))
     }
 
     /// `{prefix}.weight` and, with `bias`, `{prefix}.bias`.
@@ -655,6 +691,61 @@ pub(crate) mod tests {
             let diff = max_abs_diff(logits(&half), reference.clone());
             eprintln!("{dtype:?}-stored base: max |logit difference| {diff:.2e}, logits up to {scale:.2}");
             assert!(diff > 0.0 && diff < relative * scale, "{dtype:?}: {diff} of logits up to {scale}");
+        }
+    }
+
+    /// Loading straight into half precision gives the model converting after loading gives,
+    /// to the bit.
+    #[test]
+    fn loading_in_half_precision_equals_converting_after_loading() {
+        let device = Device::flex();
+        let config = small_config();
+        let weights = random_weights(&config, 4);
+        let tokens = int_tensor(vec![1, 5, 9, 2, 7, 3, 11, 4], [2, 4], &device);
+        for encoding in [FloatEncoding::F16, FloatEncoding::BF16] {
+            let direct = Llama::from_weights_in(&config, &weights, &device, encoding).unwrap();
+            let after = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(encoding).unwrap();
+            assert_eq!(direct.base_dtype(), encoding.dtype().into());
+            let logits = |m: &Llama| m.forward(tokens.clone(), ones_mask(2, 4, &device), None);
+            assert_eq!(max_abs_diff(logits(&direct), logits(&after)), 0.0, "{encoding:?}");
+        }
+    }
+
+    /// A decoding step over a base kept in half precision reads the half weights in the
+    /// few-row product (no f32 copy): its logits equal, up to the order of f32 sums, those of
+    /// the same position computed through the widened weights (a 12-token forward, too many
+    /// rows for the few-row product), and stay near the f32 model's.
+    #[test]
+    fn decoding_steps_read_half_precision_weights_as_they_lie() {
+        let device = Device::flex();
+        // Projections of 256 x 256 and more: large enough for the few-row product.
+        let config = LlamaConfig { n_layers: 2, ..LlamaConfig::tiny(VOCAB) };
+        let weights = random_weights(&config, 5);
+        let seq: Vec<i64> = vec![3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26];
+        let n = seq.len();
+        let step = |m: &Llama| {
+            let mut cache = m.new_cache(n);
+            let prompt = int_tensor(seq[..n - 1].to_vec(), [1, n - 1], &device);
+            m.forward(prompt, ones_mask(1, n - 1, &device), Some(&mut cache));
+            m.forward(int_tensor(vec![seq[n - 1]], [1, 1], &device), ones_mask(1, 1, &device), Some(&mut cache))
+        };
+        let whole = |m: &Llama| {
+            m.forward(int_tensor(seq.clone(), [1, n], &device), ones_mask(1, n, &device), None).narrow(1, n - 1, 1)
+        };
+        let full = step(&Llama::from_weights(&config, &weights, &device).unwrap());
+        let scale = full.clone().abs().max().into_scalar::<f32>();
+        // bf16 keeps 8 significant bits: this wider random model drifts further from f32.
+        for (encoding, relative) in [(FloatEncoding::F16, 5e-3), (FloatEncoding::BF16, 1e-1)] {
+            let half = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(encoding).unwrap();
+            let (stepped, widened) = (step(&half), whole(&half));
+            let same_weights = max_abs_diff(stepped.clone(), widened);
+            let from_f32 = max_abs_diff(stepped, full.clone());
+            eprintln!(
+                "{encoding:?} decoding step: {same_weights:.2e} from the widened product, {from_f32:.2e} from f32 \
+                 (logits up to {scale:.2})"
+            );
+            assert!(same_weights < 1e-4 * scale, "{encoding:?}: {same_weights} of logits up to {scale}");
+            assert!(from_f32 > 0.0 && from_f32 < relative * scale, "{encoding:?}: {from_f32} of logits up to {scale}");
         }
     }
 

@@ -111,6 +111,23 @@ impl FloatEncoding {
         ))
     }
 
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+
+    /// The name options and reports use (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+        }
+    }
+
     /// The burn dtype of the same encoding.
     pub fn dtype(self) -> FloatDType {
         match self {

@@ -58,19 +58,20 @@ pub fn expected_sum(n: usize) -> f64 {
     full + tail * (tail - 1.0) / 2.0
 }
 
-/// Bytes of weights one beam-search step reads, all f32 (4 bytes each):
+/// Bytes of weights one beam-search step reads, every weight `bytes` bytes (4 in f32, 2 in f16
+/// or bf16):
 ///
-/// `4 · (n_layers · (d·q + 2·d·kv + q·d + 3·d·ffn) + vocab·d)`
+/// `bytes · (n_layers · (d·q + 2·d·kv + q·d + 3·d·ffn) + vocab·d)`
 ///
 /// with q = heads·head_dim and kv = kv_heads·head_dim: every block projection (q, k, v, o, gate,
 /// up, down) and the LM head (the tied embedding for SmolLM2), each read once per step whatever
 /// the number of rows (beams x prompts). Not counted: the RMSNorm weights (~0.03 %), the token
 /// embedding rows looked up (a few rows) and the KV cache the attention reads — so the floor is
 /// a lower bound, and the measured step's ratio to it an upper bound on the weights' share.
-pub fn step_bytes(c: &LlamaConfig) -> f64 {
+pub fn step_bytes(c: &LlamaConfig, bytes: u64) -> f64 {
     let (d, q, kv) = (c.hidden_size as f64, (c.n_heads * c.head_dim) as f64, (c.n_kv_heads * c.head_dim) as f64);
     let block = d * q + 2.0 * d * kv + q * d + 3.0 * d * c.intermediate_size as f64;
-    4.0 * (c.n_layers as f64 * block + (c.vocab_size * c.hidden_size) as f64)
+    bytes as f64 * (c.n_layers as f64 * block + (c.vocab_size * c.hidden_size) as f64)
 }
 
 #[cfg(test)]
@@ -91,7 +92,7 @@ mod tests {
     #[test]
     fn smollm2_step_reads_its_135m_parameters() {
         // SmolLM2-135M: 134.5 M parameters, all of them in the projections and the tied head.
-        let bytes = step_bytes(&LlamaConfig::smollm2_135m());
+        let bytes = step_bytes(&LlamaConfig::smollm2_135m(), 4);
         assert!((bytes / 4.0 - 134.5e6).abs() < 0.2e6, "{bytes}");
     }
 }

@@ -27,6 +27,7 @@ use soft_core::eval::llm::decoding_model;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
 use soft_core::model::decoding::generate::{beam_search, BeamConfig};
 use soft_core::model::llama::Llama;
+use soft_core::model::weights::FloatEncoding;
 use soft_core::train::lm::{shared_prompt_losses, LmExample};
 use soft_core::train::soft::mixed_loss;
 use soft_core::train::trainer::{LmTrainer, TrainConfig};
@@ -105,6 +106,11 @@ pub struct Args {
     /// before it merged them): the "before" row of that change.
     #[arg(long)]
     pub unmerged_lora: bool,
+    /// Decode (beam search, and SmolLM2's prompt and greedy rows) from weights kept in f32,
+    /// f16 or bf16: the few-row product reads half-precision weights as they lie, widening
+    /// them in registers (half the bytes of f32).
+    #[arg(long, default_value = "f32")]
+    pub weights_dtype: FloatEncoding,
 }
 
 /// The fixed shapes of every measurement; the Python side receives them as they are.
@@ -320,6 +326,8 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
             // A tuned model, decoded as eval and distillation decode it.
             let tuned = Llama::init(&c, device)?.with_lora(&s.lora, seed)?;
             let model = if args.unmerged_lora { tuned } else { decoding_model(&tuned) };
+            // The merged weights in the dtype asked for (merging writes f32).
+            let model = model.with_base_dtype(args.weights_dtype)?;
             let prompts: Vec<&[u32]> = examples.iter().map(|e| e.0.as_slice()).collect();
             // An EOS id outside the vocabulary: every beam writes exactly `new_tokens` tokens.
             let config = BeamConfig {
@@ -596,7 +604,12 @@ fn summary(rows: &[Row]) -> serde_json::Value {
 /// one token per step; the prompt's forward pass is spread over the steps, so this is an upper
 /// bound), the floor (the step's weight bytes, [`bandwidth::step_bytes`], / the median
 /// bandwidth) and their ratio.
-fn floors(rows: &[Row], plan: &[(BenchModel, Work, usize, String)], s: &Shapes) -> Vec<serde_json::Value> {
+fn floors(
+    rows: &[Row],
+    plan: &[(BenchModel, Work, usize, String)],
+    s: &Shapes,
+    dtype: FloatEncoding,
+) -> Vec<serde_json::Value> {
     let Some(bw) = rows.iter().find(|r| r.work == Work::Bandwidth).map(|r| median(&r.project)) else {
         return Vec::new();
     };
@@ -604,7 +617,7 @@ fn floors(rows: &[Row], plan: &[(BenchModel, Work, usize, String)], s: &Shapes) 
         .zip(plan)
         .filter(|(r, _)| r.work == Work::Generate)
         .map(|(r, (model, _, batch, _))| {
-            let bytes = bandwidth::step_bytes(&model_config(*model));
+            let bytes = bandwidth::step_bytes(&model_config(*model), dtype.bytes());
             let floor_s = bytes / (bw * 1e9);
             // rate = batch · new_tokens / run time, so one step = batch / rate.
             let step_s = *batch as f64 / median(&r.project);
@@ -645,8 +658,15 @@ pub fn execute(args: &Args) -> Result<()> {
             Work::Prompt | Work::Greedy => {
                 if real.is_none() {
                     real = Some(
-                        llamacpp::project(&backend.device, s.prompt_tokens, s.new_tokens, args.warmup, args.runs)
-                            .context("SmolLM2 from its GGUF")?,
+                        llamacpp::project(
+                            &backend.device,
+                            args.weights_dtype,
+                            s.prompt_tokens,
+                            s.new_tokens,
+                            args.warmup,
+                            args.runs,
+                        )
+                        .context("SmolLM2 from its GGUF")?,
                     );
                 }
                 let side = &real.as_ref().expect("measured above").1;
@@ -697,7 +717,7 @@ pub fn execute(args: &Args) -> Result<()> {
         None => {}
     }
     print_table(&rows, &cpu);
-    let floors = floors(&rows, &plan, &s);
+    let floors = floors(&rows, &plan, &s, args.weights_dtype);
     for f in &floors {
         println!(
             "beam-search step floor, {} {}: {:.1} MB read per step / {:.2} GB/s = {:.1} ms floor; step {:.1} ms = {:.2}x the floor",
@@ -723,6 +743,7 @@ pub fn execute(args: &Args) -> Result<()> {
         out["cpu"] = json!(cpu);
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);
+        out["weights_dtype"] = json!(args.weights_dtype.name());
         out["rows"] = json!(rows);
         if !floors.is_empty() {
             out["floors"] = json!(floors);

@@ -179,6 +179,10 @@ pub struct Args {
     pub lora: LoraArgs,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
+    /// The device's memory in GiB, for the check before each SFT that it fits (see
+    /// `soft-train sft --help`). Like the backend, it belongs to the machine, not the run.
+    #[arg(long)]
+    pub device_memory: Option<f64>,
 }
 
 /// What a profile sets where no option is given.
@@ -482,7 +486,7 @@ mod tests {
         let command = Cli::command();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
-            if !["resume", "backend", "alpha", "help"].contains(&id) {
+            if !["resume", "backend", "device_memory", "alpha", "help"].contains(&id) {
                 assert!(RESUME_CONFLICTS.contains(&id), "--resume does not conflict with {id}");
             }
         }

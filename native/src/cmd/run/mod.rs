@@ -77,6 +77,8 @@ struct Runner<'a> {
     out: &'a Path,
     config: &'a RunConfig,
     backend: BackendChoice,
+    /// `--device-memory`, in bytes.
+    device_memory: Option<u64>,
     started: Instant,
     times: Vec<StageTime>,
 }
@@ -227,6 +229,7 @@ impl Runner<'_> {
             backend,
             resume: sft_dir.exists(),
             sasrec: llara,
+            device_memory: self.device_memory,
         };
         self.stage(tag("sft"), complete_run(&sft_dir)?, || sft::execute(&sft))?;
         self.evals(&sft_dir, true)?;
@@ -315,8 +318,10 @@ fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
 
 pub fn execute(args: &Args) -> Result<()> {
     let started = Instant::now();
+    let device_memory = sft::device_memory_bytes(args.device_memory)?;
     let (out, config) = start_or_resume(args)?;
-    let mut runner = Runner { out: &out, config: &config, backend: args.backend, started, times: Vec::new() };
+    let mut runner =
+        Runner { out: &out, config: &config, backend: args.backend, device_memory, started, times: Vec::new() };
     runner.prepare()?;
     runner.popularity()?;
     if config.model == "tiny" {

@@ -20,6 +20,7 @@ use {
     crate::model::formats::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf},
     crate::model::formats::hf::{load_hf_checkpoint, read_special_ids},
     crate::model::formats::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer},
+    crate::model::weights::FloatEncoding,
     burn::module::Module,
 };
 
@@ -70,20 +71,20 @@ fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
 }
 
 #[cfg(feature = "native")]
-fn load_gguf(path: &Path, device: &Device) -> Result<Pretrained> {
+fn load_gguf(path: &Path, device: &Device, encoding: FloatEncoding) -> Result<Pretrained> {
     let (config, meta, weights) = load_llama_gguf(path)?;
     let tokenizer = tokenizer_from_gguf(&meta)?;
     check_vocab_fits(&tokenizer, config.vocab_size, path)?;
     let special = special_ids_from_gguf(&meta)?;
-    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, path))?;
+    let model = Llama::from_weights_in(&config, &weights, device, encoding).map_err(|e| rename_path(e, path))?;
     Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
 }
 
 #[cfg(feature = "native")]
-fn load_hf(dir: &Path, device: &Device) -> Result<Pretrained> {
+fn load_hf(dir: &Path, device: &Device, encoding: FloatEncoding) -> Result<Pretrained> {
     let (config, weights, tokenizer) = load_hf_checkpoint(dir)?;
     let special = read_special_ids(dir)?;
-    let model = Llama::from_weights(&config, &weights, device).map_err(|e| rename_path(e, dir))?;
+    let model = Llama::from_weights_in(&config, &weights, device, encoding).map_err(|e| rename_path(e, dir))?;
     Ok(Pretrained { model, tokenizer, special, source: dir.display().to_string() })
 }
 
@@ -117,14 +118,23 @@ fn rename_path(e: Error, path: &Path) -> Error {
 /// A `.gguf` file, a Hugging Face checkpoint directory (`config.json`), or a directory written
 /// by this project (`llama.json`).
 pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
+    load_path_in(path, device, FloatEncoding::F32)
+}
+
+#[cfg(feature = "native")]
+/// [`load_path`] with the base weights in `encoding` (see [`Llama::from_weights_in`]; a
+/// project directory is loaded, then converted: its models are small).
+pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Result<Pretrained> {
     if path.is_file() {
-        return load_gguf(path, device);
+        return load_gguf(path, device, encoding);
     }
     if path.join(CONFIG_FILE).exists() {
-        return load_project_dir(path, device);
+        let mut pre = load_project_dir(path, device)?;
+        pre.model = pre.model.with_base_dtype(encoding)?;
+        return Ok(pre);
     }
     if path.join("config.json").exists() {
-        return load_hf(path, device);
+        return load_hf(path, device, encoding);
     }
     Err(Error::NotFound(format!(
         "{}: no model here (expected a .gguf file, a directory with {CONFIG_FILE} from `soft-train pretrain`, or a Hugging Face checkpoint with config.json)",

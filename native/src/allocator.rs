@@ -7,8 +7,13 @@
 //! heap and keeping freed memory lets the next step reuse it. (mimalloc, measured, made training
 //! slower: BENCHMARKS.md.)
 
-/// Sets glibc's malloc to keep large freed blocks for reuse. A no-op on other C libraries.
+/// Sets glibc's malloc to keep large freed blocks for reuse. A no-op on other C libraries, and
+/// with `SOFT_KEEP_FREED_MEMORY=0`: the peak RSS then follows the memory in use (for memory
+/// measurements: kept, freed memory counts in the RSS for good).
 pub fn keep_freed_memory() {
+    if std::env::var_os("SOFT_KEEP_FREED_MEMORY").is_some_and(|v| v == "0") {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // glibc's largest allowed mmap threshold on 64-bit targets (HEAP_MAX_SIZE / 2).

@@ -116,6 +116,44 @@ pub(crate) fn product<W: Weight>(
     out
 }
 
+/// `dst[i] = src[i]` widened to f32, on every core natively and serially in wasm, compiled for
+/// AVX-512 or AVX2 + F16C where the CPU has them (the branch-free widening vectorizes): the
+/// f32 copy of a half-precision weight that a many-row product multiplies by.
+pub(crate) fn widen<W: Weight>(src: &[W], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: lengths differ");
+    fn serial<W: Weight>(src: &[W], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+            unsafe fn avx512<W: Weight>(src: &[W], dst: &mut [f32]) {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.widen());
+            }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn avx2<W: Weight>(src: &[W], dst: &mut [f32]) {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.widen());
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                // SAFETY: the CPU has the features the copy is compiled for.
+                return unsafe { avx512(src, dst) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+                // SAFETY: as above.
+                return unsafe { avx2(src, dst) };
+            }
+        }
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.widen());
+    }
+    // Chunks of 64k elements: a few per core for the large weights, one for the small.
+    const CHUNK: usize = 1 << 16;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| serial(s, d));
+    }
+    #[cfg(target_arch = "wasm32")]
+    serial(src, dst);
+}
+
 /// Column ranges to spread over the cores: a few per core, so that a slow core does not hold
 /// up the rest, each at least 64 columns wide.
 fn parts(d_out: usize) -> usize {
@@ -582,6 +620,18 @@ mod tests {
             let (want, got) = (h.to_f32(), h.widen());
             assert!(want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()), "{bits:#06x}: {want} vs {got}");
         }
+    }
+
+    #[test]
+    fn widening_a_whole_weight_equals_widening_each_value() {
+        let values = values(300_001, 3);
+        let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v * 70_000.0)).collect();
+        let mut out = vec![0f32; halves.len()];
+        widen(&halves, &mut out);
+        assert!(out.iter().zip(&halves).all(|(o, h)| o.to_bits() == h.to_f32().to_bits()));
+        let brains: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        widen(&brains, &mut out);
+        assert!(out.iter().zip(&brains).all(|(o, h)| o.to_bits() == h.to_f32().to_bits()));
     }
 
     fn agrees_with_the_definition<W: Weight>(narrow: fn(f32) -> W) {

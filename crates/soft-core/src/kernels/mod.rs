@@ -266,7 +266,7 @@ fn target_indices(targets: IntTensor<Flex>, len: usize) -> Vec<usize> {
 
 impl FusedOps for Flex {
     fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        Flex::float_matmul(x, Flex::float_cast(weight, FloatDType::F32))
+        Flex::float_matmul(x, widened(weight))
     }
 
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -320,6 +320,28 @@ impl FusedOps for Flex {
         };
         FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, d_out].into()), DType::F32)
     }
+}
+
+/// A half-precision `weight` widened to f32 in the same layout, by [`few_rows::widen`] (burn's
+/// cast converts one value at a time on one core: most of a prompt's forward pass over an f16
+/// model). A layout other than row- or column-major takes burn's cast.
+fn widened(weight: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let layout = weight.layout().clone();
+    let [rows, cols] = [layout.shape()[0], layout.shape()[1]];
+    let dense = matches!(layout.strides(), [s, 1] if *s == cols as isize)
+        || matches!(layout.strides(), [1, s] if *s == rows as isize);
+    if layout.shape().len() != 2 || !dense {
+        return Flex::float_cast(weight, FloatDType::F32);
+    }
+    let range = layout.start_offset()..layout.start_offset() + rows * cols;
+    let mut out = vec![0f32; rows * cols];
+    match weight.dtype() {
+        DType::F16 => few_rows::widen(&weight.storage::<half::f16>()[range], &mut out),
+        DType::BF16 => few_rows::widen(&weight.storage::<half::bf16>()[range], &mut out),
+        _ => return Flex::float_cast(weight, FloatDType::F32),
+    }
+    let strides = layout.strides().to_vec();
+    FlexTensor::new(Bytes::from_elems(out), Layout::new(layout.shape().clone(), strides, 0), DType::F32)
 }
 
 /// Gradients on the CPU backend, for the autodiff nodes below.
@@ -471,7 +493,7 @@ impl Backward<Flex, 1> for HalfWeightBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         if let Some(parent) = &ops.parents[0] {
-            let weight = Flex::float_transpose(Flex::float_cast(ops.state, FloatDType::F32));
+            let weight = Flex::float_transpose(widened(ops.state));
             grads.register::<Flex>(parent.id, Flex::float_matmul(grad, weight));
         }
     }

@@ -12,11 +12,14 @@
 
 /// An element of the weight: f32, or half precision widened as it is read.
 pub(crate) trait Weight: Copy + Send + Sync + 'static {
+    /// Which one (the SIMD copies load each differently).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const KIND: WeightKind;
     fn widen(self) -> f32;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum WeightKind {
     F32,
     F16,
@@ -143,11 +146,11 @@ pub(crate) fn widen<W: Weight>(src: &[W], dst: &mut [f32]) {
         }
         dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.widen());
     }
-    // Chunks of 64k elements: a few per core for the large weights, one for the small.
-    const CHUNK: usize = 1 << 16;
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
+        // Chunks of 64k elements: a few per core for the large weights, one for the small.
+        const CHUNK: usize = 1 << 16;
         dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| serial(s, d));
     }
     #[cfg(target_arch = "wasm32")]

@@ -21,9 +21,11 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+#[cfg(feature = "native")]
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
+#[cfg(feature = "native")]
 use crate::model::dropout::with_mask_seed;
 use crate::model::llama::Llama;
 use crate::{Error, Result};
@@ -34,6 +36,7 @@ pub(crate) struct Replicas {
 }
 
 /// One micro-batch's loss built on some replica, with what the stage wants back from it.
+#[cfg(feature = "native")]
 pub(crate) struct MicroLoss<T> {
     pub loss: Tensor<1>,
     /// Tokens read (for tokens per second).
@@ -42,6 +45,7 @@ pub(crate) struct MicroLoss<T> {
 }
 
 /// A micro-batch's outcome: its gradients on the main device, its loss, tokens and extra.
+#[cfg(feature = "native")]
 pub(crate) struct MicroGrads<T> {
     pub grads: GradientsParams,
     pub loss: f32,
@@ -56,6 +60,7 @@ impl Replicas {
     }
 
     /// Devices in all, the main one included.
+    #[cfg(feature = "native")]
     pub fn devices(&self) -> usize {
         self.models.len() + 1
     }
@@ -74,6 +79,7 @@ impl Replicas {
     /// every micro-batch's gradients moved to the main device, in order. `seeds[i]` seeds
     /// micro-batch i's dropout masks. A micro-batch without a loss (no target tokens) gives
     /// `None`; a loss that is not finite is an error naming `step`.
+    #[cfg(feature = "native")]
     pub fn round<T: Send>(
         &self,
         main: &Llama,
@@ -118,6 +124,7 @@ pub(crate) fn finite_loss(loss: &Tensor<1>, step: usize) -> Result<f32> {
 
 /// The dropout seed of the `index`-th micro-batch of optimizer step `step` of a run seeded
 /// with `seed` (SplitMix64's finaliser over the three).
+#[cfg(feature = "native")]
 pub(crate) fn micro_batch_seed(seed: u64, step: usize, index: usize) -> u64 {
     let mut z =
         seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);

@@ -158,6 +158,7 @@ impl LmTrainer {
 
     /// Micro-batches (of the `order` chunks from `first`) of the next data-parallel round: one
     /// per device, never past the end of the current optimizer step.
+    #[cfg(feature = "native")]
     fn round_len(&self, chunks_left: usize) -> usize {
         let room = self.config.grad_accum.max(1) - self.pending;
         self.replicas.devices().min(room).min(chunks_left)

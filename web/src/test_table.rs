@@ -2,48 +2,9 @@
 //! metric's mean and 95 % bootstrap interval), so every answer on the page stands beside how its
 //! model does on the run's held-out test users, next to popularity and SASRec.
 
-use serde::Deserialize;
 use soft_core::data::prompt::Backbone;
 use soft_core::eval::decoding::Decoding;
-
-/// One column of a row: mean over seeds and the bootstrap interval over test examples.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Cell {
-    pub metric: String,
-    pub mean: f64,
-    #[serde(default)]
-    pub std: Option<f64>,
-    pub low: f64,
-    pub high: f64,
-}
-
-impl Cell {
-    /// `0.0580 [0.0440, 0.0730]`, as `table.md` writes it.
-    pub fn text(&self) -> String {
-        match self.std {
-            Some(std) => format!("{:.4} ± {std:.4} [{:.4}, {:.4}]", self.mean, self.low, self.high),
-            None => format!("{:.4} [{:.4}, {:.4}]", self.mean, self.low, self.high),
-        }
-    }
-}
-
-/// One method with one decoding.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Row {
-    /// The method's directory in the run: `sft`, `soft`, `llara-sft`, `popularity`, `sasrec`, ...
-    pub dir: String,
-    /// As `table.md` labels the row.
-    pub label: String,
-    pub decoding: Decoding,
-    pub test_examples: usize,
-    pub cells: Vec<Cell>,
-}
-
-impl Row {
-    pub fn cell(&self, metric: &str) -> Option<&Cell> {
-        self.cells.iter().find(|c| c.metric == metric)
-    }
-}
+pub use soft_core::eval::test_table::{Cell, Row};
 
 /// The shipped rows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,11 +14,7 @@ pub struct TestTable {
 
 /// The language model of a page answer, as the table's directories name it.
 pub fn model_dir(backbone: Backbone, soft: bool) -> String {
-    let stage = if soft { "soft" } else { "sft" };
-    match backbone {
-        Backbone::Bigrec => stage.to_string(),
-        Backbone::Llara => format!("{}-{stage}", backbone.name()),
-    }
+    backbone.run_dir(if soft { "soft" } else { "sft" })
 }
 
 impl TestTable {

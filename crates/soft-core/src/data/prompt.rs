@@ -92,6 +92,15 @@ impl Backbone {
             Self::Llara => "LLaRA",
         }
     }
+
+    /// A run's directory of the stage or method `dir` on this backbone: BIGRec's keep the
+    /// stage's name (`sft`), the others are prefixed with theirs (`llara-sft`).
+    pub fn run_dir(self, dir: &str) -> String {
+        match self {
+            Self::Bigrec => dir.to_string(),
+            Self::Llara => format!("{}-{dir}", self.name()),
+        }
+    }
 }
 
 /// How a history becomes a prompt. The defaults are the paper's prompt: every history title,

@@ -6,6 +6,7 @@ pub mod grounding;
 pub mod llm;
 pub mod metrics;
 pub mod statistics;
+pub mod test_table;
 
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@ use anyhow::Result;
 use soft_core::data::prompt::Backbone;
 
 use super::config::RunConfig;
-use super::layout::{backbone_dir, seed_dir, PLOTS_DIR, SFT, SOFT, SOFT_WITHOUT_SA};
+use super::layout::{seed_dir, PLOTS_DIR, SFT, SOFT, SOFT_WITHOUT_SA};
 use crate::plot;
 use crate::run_info::{RunInfo, SftDetails, SoftDetails};
 
@@ -21,7 +21,7 @@ pub fn figures(out: &Path, config: &RunConfig) -> Result<Vec<PathBuf>> {
 
 fn backbone_figures(out: &Path, config: &RunConfig, backbone: Backbone) -> Result<Vec<PathBuf>> {
     let base = seed_dir(out, 0, config.seeds[0]);
-    let dir = |name: &str| base.join(backbone_dir(backbone, name));
+    let dir = |name: &str| base.join(backbone.run_dir(name));
     let sft = RunInfo::<SftDetails>::load(&dir(SFT))?.details;
     let soft = RunInfo::<SoftDetails>::load(&dir(SOFT))?.details.report;
     let without_sa = RunInfo::<SoftDetails>::load(&dir(SOFT_WITHOUT_SA))?.details.report;

@@ -38,15 +38,7 @@ impl Method {
             Backbone::Bigrec => label.to_string(),
             Backbone::Llara => format!("{}-{label}", backbone.label()),
         };
-        Self { backbone: Some(backbone), ..Self::new(backbone_dir(backbone, dir), label, true, seeded) }
-    }
-}
-
-/// The directory of a language-model method `dir` (`sft`, `soft`, ...) of `backbone`.
-pub fn backbone_dir(backbone: Backbone, dir: &str) -> String {
-    match backbone {
-        Backbone::Bigrec => dir.to_string(),
-        Backbone::Llara => format!("{}-{dir}", backbone.name()),
+        Self { backbone: Some(backbone), ..Self::new(backbone.run_dir(dir), label, true, seeded) }
     }
 }
 

@@ -25,10 +25,9 @@ use soft_core::train::scheduler::Schedule;
 use self::config::{extended_alphas, RunConfig};
 pub use self::config::{Args, CONFIG_FILE};
 use self::layout::{
-    backbone_dir, decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT,
-    SOFT_WITHOUT_SA, TINY_DIR,
+    decodings, seed_dir, soft_dir, test_dir, DATA_DIR, GUIDANCE_ONLY, POPULARITY, SASREC, SFT, SOFT_WITHOUT_SA,
+    TINY_DIR,
 };
-pub use self::table::Row;
 use super::baseline::{self, Baseline, LlaraInputs};
 use super::distill::{self, DISTILLED_FILE};
 use super::eval::{self, read_metrics, METRICS_FILE};
@@ -37,6 +36,7 @@ use super::{pretrain, sft, soft};
 use crate::backend::BackendChoice;
 use crate::run_dir::{read_json, write_files};
 use crate::run_info::{git_commit, GuidanceOnlyDetails, RunHeader, TrainOn, REPORT_FILE, RUN_FILE};
+use soft_core::eval::test_table::Row;
 
 /// A stage's timing for the report.
 #[derive(Debug, Serialize)]
@@ -155,7 +155,7 @@ impl Runner<'_> {
             train_on: TrainOn::All,
             backend: self.backend,
         };
-        let name = backbone_dir(backbone, GUIDANCE_ONLY);
+        let name = backbone.run_dir(GUIDANCE_ONLY);
         self.stage(name, complete_run(&options.out)?, || baseline::execute(&options))?;
         self.evals(&options.out, true)
     }
@@ -208,7 +208,7 @@ impl Runner<'_> {
     /// and have their own Guidance-Only.
     fn backbone(&mut self, base: &Path, seed: u64, backbone: Backbone, sasrec: &Path) -> Result<()> {
         let (c, backend) = (self.config, self.backend);
-        let dir = |name: &str| base.join(backbone_dir(backbone, name));
+        let dir = |name: &str| base.join(backbone.run_dir(name));
         let llara = (backbone == Backbone::Llara).then(|| sasrec.to_path_buf());
         if backbone == Backbone::Llara {
             let inputs = LlaraInputs { sasrec: sasrec.to_path_buf(), seed };

@@ -5,15 +5,15 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use soft_core::data::prompt::Backbone;
 use soft_core::data::Catalog;
 use soft_core::eval::decoding::Decoding;
 use soft_core::eval::statistics::{bootstrap_mean, paired, Interval, Metric, LEVEL, RESAMPLES};
 use soft_core::eval::target_rank;
+use soft_core::eval::test_table::{Cell, Row};
 
 use super::config::RunConfig;
-use super::layout::{backbone_dir, decodings, method_dirs, methods, test_dir, Method, SFT, SOFT};
+use super::layout::{decodings, method_dirs, methods, test_dir, Method, SFT, SOFT};
 use crate::cmd::eval::{read_metrics, read_predictions, METRICS_FILE, PREDICTIONS_FILE};
 
 /// The columns, as `metrics.json` names them.
@@ -86,73 +86,25 @@ fn row_label(method: &Method, decoding: Decoding) -> String {
     }
 }
 
-/// One row of the table: a method with one decoding on the test split, every column's value
-/// (mean over seeds) with its bootstrap interval. `soft-train export` ships these beside the
-/// models, so the page shows each answer's model with the numbers of `table.md`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// The method's directory in the run (`sft`, `llara-soft`, `popularity`, ...).
-    pub dir: String,
-    pub label: String,
-    pub backbone: Option<Backbone>,
-    pub decoding: Decoding,
-    pub test_examples: usize,
-    pub seeds: usize,
-    pub cells: Vec<Cell>,
-}
-
-/// One column of a [`Row`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    /// `HR@10`, `NDCG@10`, ... as `metrics.json` names it.
-    pub metric: String,
-    pub mean: f64,
-    /// Sample standard deviation over seeds (runs with several seeds, seeded methods).
-    pub std: Option<f64>,
-    /// The bootstrap interval over test examples.
-    pub low: f64,
-    pub high: f64,
-}
-
-impl Row {
-    fn new(method: &Method, decoding: Decoding, e: &Evaluated, seeds: usize) -> Self {
-        let cells = KEYS
-            .iter()
-            .enumerate()
-            .map(|(j, &k)| {
-                let i = e.interval(k);
-                let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
-                Cell {
-                    metric: k.name(),
-                    mean,
-                    std: (seeds > 1 && method.seeded).then_some(std),
-                    low: i.low,
-                    high: i.high,
-                }
-            })
-            .collect();
-        Self {
-            dir: method.dir.clone(),
-            label: row_label(method, decoding),
-            backbone: method.backbone,
-            decoding,
-            test_examples: e.test_examples(),
-            seeds,
-            cells,
-        }
-    }
-
-    /// The Markdown cell of each column: `mean [low, high]` (`mean ± std [low, high]` over seeds).
-    fn markdown(&self) -> String {
-        let cells: Vec<String> = self
-            .cells
-            .iter()
-            .map(|c| match c.std {
-                Some(std) => format!("{:.4} ± {std:.4} [{:.4}, {:.4}]", c.mean, c.low, c.high),
-                None => format!("{:.4} [{:.4}, {:.4}]", c.mean, c.low, c.high),
-            })
-            .collect();
-        format!("| {} | {} |\n", self.label, cells.join(" | "))
+/// The table's row of `method` with `decoding`, from its evaluations over `seeds` seeds.
+fn row(method: &Method, decoding: Decoding, e: &Evaluated, seeds: usize) -> Row {
+    let cells = KEYS
+        .iter()
+        .enumerate()
+        .map(|(j, &k)| {
+            let i = e.interval(k);
+            let (mean, std) = mean_std(&e.seed_values.iter().map(|v| v[j]).collect::<Vec<_>>());
+            Cell { metric: k.name(), mean, std: (seeds > 1 && method.seeded).then_some(std), low: i.low, high: i.high }
+        })
+        .collect();
+    Row {
+        dir: method.dir.clone(),
+        label: row_label(method, decoding),
+        backbone: method.backbone,
+        decoding,
+        test_examples: e.test_examples(),
+        seeds,
+        cells,
     }
 }
 
@@ -188,7 +140,7 @@ fn load_all<'m>(
 pub fn finished_rows(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<Vec<Row>> {
     let methods = methods(&config.alpha, &config.backbones);
     let loaded = load_all(out, config, &methods, catalog, true)?;
-    Ok(loaded.iter().map(|(m, d, e)| Row::new(m, *d, e, config.seeds.len())).collect())
+    Ok(loaded.iter().map(|(m, d, e)| row(m, *d, e, config.seeds.len())).collect())
 }
 
 /// The run's table as Markdown, and its rows (the same bootstrap intervals) for `table.json`.
@@ -208,7 +160,7 @@ pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<(Strin
         KEYS.iter().map(|k| k.name()).collect::<Vec<_>>().join(" | "),
         "---|".repeat(KEYS.len())
     );
-    let rows: Vec<Row> = loaded.iter().map(|(method, decoding, e)| Row::new(method, *decoding, e, seeds)).collect();
+    let rows: Vec<Row> = loaded.iter().map(|(method, decoding, e)| row(method, *decoding, e, seeds)).collect();
     for row in &rows {
         text += &row.markdown();
     }
@@ -222,7 +174,7 @@ pub fn table(out: &Path, config: &RunConfig, catalog: &Catalog) -> Result<(Strin
 /// difference with its interval and p-value, and how many hits the noise spans.
 fn soft_vs_sft(loaded: &[(&Method, Decoding, Evaluated)], n: usize, backbone: Backbone) -> Result<String> {
     let find = |dir: &str, d: Decoding| {
-        let dir = backbone_dir(backbone, dir);
+        let dir = backbone.run_dir(dir);
         loaded.iter().find(|(m, dd, _)| m.dir == dir && *dd == d).map(|(_, _, e)| e).context("SFT or SOFT row missing")
     };
     let mut text = format!(

@@ -34,11 +34,10 @@ use soft_core::model::weights::safetensors_bytes;
 use soft_core::model::weights::{FloatEncoding, RawTensor, WeightMap};
 use soft_core::train::soft::EpochAdapters;
 
-use crate::cmd::run::{test_rows, CONFIG_FILE, TABLE_FILE};
+use crate::cmd::run::{read_config, test_rows, TABLE_FILE};
 use crate::grounder_cache::grounder;
 use crate::llm_run::ADAPTER_DIR;
 use crate::model_arg::resolve;
-use crate::run_dir::read_json;
 use crate::run_info::{RunHeader, RunInfo, SftDetails, SoftDetails, REPORT_FILE, RUN_FILE};
 
 #[derive(clap::Args, Debug)]
@@ -109,7 +108,7 @@ pub fn execute(args: &Args) -> Result<()> {
     let details = &soft_run.details;
     // Every model the export ships: BIGRec's SFT and SOFT, and LLaRA's where they finished.
     let mut headers = vec![(sft_dir.clone(), sft_run.header.clone()), (soft_dir.clone(), soft_run.header.clone())];
-    for dir in ["sft", "soft"].map(|d| run.join(format!("{}-{d}", Backbone::Llara.name()))) {
+    for dir in ["sft", "soft"].map(|d| run.join(Backbone::Llara.run_dir(d))) {
         if dir.join(RUN_FILE).exists() {
             headers.push((dir.clone(), RunHeader::load(&dir)?));
         }
@@ -127,7 +126,8 @@ pub fn execute(args: &Args) -> Result<()> {
     }
     // The run's test table: every finished method's metrics with intervals, which the page shows
     // beside each answer (`table.md` itself ships too, once the run has written it).
-    let metrics = test_rows(run).with_context(|| format!("{}: the run's test metrics", run.display()))?;
+    let run_config = read_config(run)?;
+    let metrics = test_rows(run, &run_config).with_context(|| format!("{}: the run's test metrics", run.display()))?;
     let data_dir = run.join("data");
     let dataset = Dataset::load(&Source::Path(data_dir.clone()), 0, None)
         .with_context(|| format!("{}: the run's prepared data", data_dir.display()))?;
@@ -233,10 +233,7 @@ pub fn execute(args: &Args) -> Result<()> {
 
     let llara = export_llara(args, &outputs, &base, &dataset, &details.base_model)?;
     // The k-core filter the run prepared its data with (`prepare --k-core`), to prepare it again.
-    let config: serde_json::Value =
-        read_json(&run.join(CONFIG_FILE), "not a `soft-train run` directory", "corrupted run configuration")?;
-    let k_core = config.get("k_core").and_then(|k| k.as_u64());
-    let dataset_entry = dataset_entry(&outputs, &dataset, &data_dir, k_core, out)?;
+    let dataset_entry = dataset_entry(&outputs, &dataset, &data_dir, run_config.data.k_core, out)?;
     let config = &details.config.sft;
     let about = match &llara {
         None => format!("What the page loads, written by `soft-train export --run {}`.", run.display()),
@@ -589,7 +586,7 @@ fn dataset_entry(
     outputs: &Outputs,
     dataset: &Dataset,
     data_dir: &Path,
-    k_core: Option<u64>,
+    k_core: usize,
     out: &Path,
 ) -> Result<serde_json::Value> {
     let domain = serde_json::to_value(dataset.meta.domain)?;

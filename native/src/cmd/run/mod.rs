@@ -267,11 +267,14 @@ pub const TABLE_JSON_FILE: &str = "table.json";
 
 /// The table rows of the `soft-train run` in `dir` whose test evaluations are written (a run
 /// still going has some of them), computed as `table.md`'s are.
-pub fn test_rows(dir: &Path) -> Result<Vec<Row>> {
-    let config: RunConfig =
-        read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
+pub fn test_rows(dir: &Path, config: &RunConfig) -> Result<Vec<Row>> {
     let catalog = Catalog::load(&dir.join(DATA_DIR).join(ITEMS_FILE))?;
-    table::finished_rows(dir, &config, &catalog)
+    table::finished_rows(dir, config, &catalog)
+}
+
+/// The configuration a run in `dir` was started with.
+pub fn read_config(dir: &Path) -> Result<RunConfig> {
+    read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")
 }
 
 /// What the chosen backend cannot do is refused before any stage, and before a new run's
@@ -291,8 +294,7 @@ fn check_backend(config: &RunConfig, backend: BackendChoice) -> Result<()> {
 /// The configuration of a new run in `args.out` (saved there), or of the run `args.resume` continues.
 fn start_or_resume(args: &Args) -> Result<(PathBuf, RunConfig)> {
     if let Some(dir) = &args.resume {
-        let mut config: RunConfig =
-            read_json(&dir.join(CONFIG_FILE), "not a run started by `soft-train run`", "corrupted run configuration")?;
+        let mut config = read_config(dir)?;
         eprintln!("resuming {} with the settings it was started with", dir.display());
         if !args.alpha.is_empty() && args.alpha != config.alpha {
             let had = config.alpha.len();

@@ -60,8 +60,8 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; the adapter, optimizer state and loss stay f32). Measured: saves no memory yet, the
-    /// grounding model keeps an f32 copy (README, "Memory plan").
+    /// f32; the adapter, optimizer state and loss stay f32), for the whole run: distillation,
+    /// SOFT and evaluation load the base in it too (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: FloatEncoding,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
@@ -153,7 +153,7 @@ fn default_lora_targets() -> Vec<String> {
 }
 
 fn one_device() -> usize {
-    1
+    SftConfig::default().train.devices
 }
 
 fn default_micro_batch() -> usize {

@@ -408,10 +408,10 @@ mod simd {
     /// The weight rows as rows of `T`, the type `W` is (the caller matched `W::KIND`).
     ///
     /// # Safety
-    /// `T` must be `W`, or a type of `W`'s size and bits (`u16` for the half types).
+    /// `T` must be `W`.
     pub(super) unsafe fn rows<'a, W, T>(ws: &[&'a [W]; J]) -> [&'a [T]; J] {
-        debug_assert_eq!(std::mem::size_of::<W>(), std::mem::size_of::<T>());
-        // SAFETY: same size and alignment class, per the caller.
+        debug_assert_eq!(std::any::type_name::<W>(), std::any::type_name::<T>());
+        // SAFETY: the same type, per the caller.
         ws.map(|w| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) })
     }
 
@@ -421,11 +421,11 @@ mod simd {
         unsafe { _mm512_loadu_ps(p) }
     }
     #[target_feature(enable = "avx512f")]
-    unsafe fn load16_f16(p: *const u16) -> __m512 {
+    unsafe fn load16_f16(p: *const half::f16) -> __m512 {
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
     #[target_feature(enable = "avx512f")]
-    unsafe fn load16_bf16(p: *const u16) -> __m512 {
+    unsafe fn load16_bf16(p: *const half::bf16) -> __m512 {
         unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))) }
     }
     #[target_feature(enable = "avx2")]
@@ -433,19 +433,19 @@ mod simd {
         unsafe { _mm256_loadu_ps(p) }
     }
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn load8_f16(p: *const u16) -> __m256 {
+    unsafe fn load8_f16(p: *const half::f16) -> __m256 {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
     }
     #[target_feature(enable = "avx2")]
-    unsafe fn load8_bf16(p: *const u16) -> __m256 {
+    unsafe fn load8_bf16(p: *const half::bf16) -> __m256 {
         unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
     }
 
     /// `dot_block` with `$lanes`-lane vectors: `M x J` accumulators in registers; `$wload`
-    /// reads `$lanes` weights of type `$w` (the bits of `$elem`) as f32 lanes.
+    /// reads `$lanes` weights of type `$w` as f32 lanes.
     macro_rules! dot_block {
         ($name:ident, $features:literal, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $fma:ident, $store:ident,
-         $w:ty, $elem:ty, $wload:ident) => {
+         $w:ty, $wload:ident) => {
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn $name<const M: usize>(x: &[f32], ws: &[&[$w]; J], d_in: usize) -> [[f32; J]; M] {
                 const L: usize = $lanes;
@@ -472,9 +472,7 @@ mod simd {
                         sums[r][j] = lanes.iter().sum();
                     }
                 }
-                // SAFETY: `$w` holds the bits of `$elem`.
-                let ws: [&[$elem]; J] = unsafe { rows(ws) };
-                finish::<$elem, M, true>(sums, x, &ws, lane_blocks * L, d_in)
+                finish::<$w, M, true>(sums, x, ws, lane_blocks * L, d_in)
             }
         };
     }
@@ -483,17 +481,17 @@ mod simd {
     mod copies {
         use super::*;
         dot_block!(dot_block_avx512_f32, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
-            _mm512_storeu_ps, f32, f32, load16_f32);
+            _mm512_storeu_ps, f32, load16_f32);
         dot_block!(dot_block_avx512_f16, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
-            _mm512_storeu_ps, u16, half::f16, load16_f16);
+            _mm512_storeu_ps, half::f16, load16_f16);
         dot_block!(dot_block_avx512_bf16, "avx512f", 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps,
-            _mm512_storeu_ps, u16, half::bf16, load16_bf16);
+            _mm512_storeu_ps, half::bf16, load16_bf16);
         dot_block!(dot_block_avx2_f32, "avx2,fma", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps,
-            _mm256_storeu_ps, f32, f32, load8_f32);
+            _mm256_storeu_ps, f32, load8_f32);
         dot_block!(dot_block_avx2_f16, "avx2,fma,f16c", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps,
-            _mm256_fmadd_ps, _mm256_storeu_ps, u16, half::f16, load8_f16);
+            _mm256_fmadd_ps, _mm256_storeu_ps, half::f16, load8_f16);
         dot_block!(dot_block_avx2_bf16, "avx2,fma", 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps,
-            _mm256_storeu_ps, u16, half::bf16, load8_bf16);
+            _mm256_storeu_ps, half::bf16, load8_bf16);
     }
     pub(super) use copies::*;
 }

@@ -152,12 +152,14 @@ fn by_rows<const D: usize>(
 pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, few_rows: usize) -> Tensor<D> {
     let [d_in, d_out] = weight.dims();
     let rows = x.dims()[..D - 1].iter().product::<usize>();
+    // The CPU backend off autodiff: decoding and evaluation, where the fused products apply.
+    let inference = fused(&x) && !x.device().is_autodiff();
     // Below 64k weights the product is no longer bound by reading them.
-    let few = rows <= few_rows && d_in * d_out >= 1 << 16 && fused(&x) && !x.device().is_autodiff();
+    let few = inference && rows <= few_rows && d_in * d_out >= 1 << 16;
     if weight.dtype() != DType::F32 && !few {
         return half_weight_product(x, weight, bias);
     }
-    if !fused(&x) || x.device().is_autodiff() {
+    if !inference {
         return burn::tensor::module::linear(x, weight, bias);
     }
     if few {
@@ -327,10 +329,10 @@ impl FusedOps for Flex {
 /// model). A layout other than row- or column-major takes burn's cast.
 fn widened(weight: FloatTensor<Flex>) -> FloatTensor<Flex> {
     let layout = weight.layout().clone();
-    let [rows, cols] = [layout.shape()[0], layout.shape()[1]];
+    let &[rows, cols] = layout.shape().as_slice() else { return Flex::float_cast(weight, FloatDType::F32) };
     let dense = matches!(layout.strides(), [s, 1] if *s == cols as isize)
         || matches!(layout.strides(), [1, s] if *s == rows as isize);
-    if layout.shape().len() != 2 || !dense {
+    if !dense {
         return Flex::float_cast(weight, FloatDType::F32);
     }
     let range = layout.start_offset()..layout.start_offset() + rows * cols;

@@ -13,7 +13,7 @@
 //! strategy burn offers every backend.
 //!
 //! Dropout: in a data-parallel run each micro-batch's masks are seeded from the run's seed, the
-//! optimizer step and the micro-batch's place in it (see
+//! optimizer step and the micro-batch's place in the epoch (see
 //! [`crate::model::dropout::with_mask_seed`]; on the CPU backend, whose replicas share one
 //! device and its generator, from a host generator per worker): on the CPU the same masks
 //! whatever the number of devices above one, and a resumed run repeats them.
@@ -122,8 +122,9 @@ pub(crate) fn finite_loss(loss: &Tensor<1>, step: usize) -> Result<f32> {
     Ok(value)
 }
 
-/// The dropout seed of the `index`-th micro-batch of optimizer step `step` of a run seeded
-/// with `seed` (SplitMix64's finaliser over the three).
+/// The dropout seed of the micro-batch at `index` in its epoch's order, trained in optimizer
+/// step `step` of a run seeded with `seed` (SplitMix64's finaliser over the three): a
+/// micro-batch without targets takes no place from the next, and a resumed run repeats them.
 #[cfg(feature = "native")]
 pub(crate) fn micro_batch_seed(seed: u64, step: usize, index: usize) -> u64 {
     let mut z =

@@ -224,8 +224,8 @@ pub fn valid_metrics(inputs: &SftInputs, tuned: &Llama, config: &SftConfig, beam
 
 #[cfg(feature = "native")]
 /// `trainable` is the base model loaded on an autodiff device (`device.autodiff()`), with any
-/// data-parallel devices; fresh adapters are attached to it and only they train. With `checkpoints`, every epoch is saved
-/// and a run continues from the newest one found there.
+/// data-parallel devices; fresh adapters are attached to it and only they train. With
+/// `checkpoints`, every epoch is saved and a run continues from the newest one found there.
 pub fn sft(
     config: &SftConfig,
     inputs: &SftInputs,

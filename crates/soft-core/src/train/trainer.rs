@@ -156,8 +156,8 @@ impl LmTrainer {
         }
     }
 
-    /// Micro-batches (of the `order` chunks from `first`) of the next data-parallel round: one
-    /// per device, never past the end of the current optimizer step.
+    /// Micro-batches in the next data-parallel round, of the `chunks_left` of the epoch: one per
+    /// device, never past the end of the current optimizer step.
     #[cfg(feature = "native")]
     fn round_len(&self, chunks_left: usize) -> usize {
         let room = self.config.grad_accum.max(1) - self.pending;
@@ -240,9 +240,8 @@ pub(crate) fn train_pass<T: Send>(
             continue;
         }
         let round = &chunks[done..done + trainer.round_len(chunks.len() - done)];
-        let seeds: Vec<u64> = (0..round.len())
-            .map(|i| micro_batch_seed(trainer.config.seed, trainer.steps, trainer.pending + i))
-            .collect();
+        let seeds: Vec<u64> =
+            (done..done + round.len()).map(|i| micro_batch_seed(trainer.config.seed, trainer.steps, i)).collect();
         for micro in
             trainer.replicas.round(&trainer.model, round, &seeds, trainer.steps, &loss_fn)?.into_iter().flatten()
         {

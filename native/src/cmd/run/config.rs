@@ -165,8 +165,8 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained models' frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; adapters, optimizer state and losses stay f32). Measured: saves no memory yet, the
-    /// grounding model keeps an f32 copy (README, "Memory plan").
+    /// f32; adapters, optimizer state and losses stay f32), for every stage (README, "Memory
+    /// plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: FloatEncoding,
     #[command(flatten)]

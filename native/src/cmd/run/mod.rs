@@ -287,7 +287,7 @@ fn check_backend(config: &RunConfig, backend: BackendChoice) -> Result<()> {
     let chosen = crate::backend::choose(backend)?;
     encoding
         .check_storable(&chosen.device)
-        .with_context(|| format!("--weights-dtype {} on {}", format!("{encoding:?}").to_lowercase(), chosen.name))?;
+        .with_context(|| format!("--weights-dtype {} on {}", encoding.name(), chosen.name))?;
     crate::backend::replicas(&chosen, devices).map(|_| ())
 }
 

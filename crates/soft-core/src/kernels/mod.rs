@@ -7,7 +7,9 @@
 //! burn's own ops.
 
 mod few_rows;
+pub(crate) mod host;
 mod rows;
+pub(crate) mod step;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -305,21 +307,12 @@ impl FusedOps for Flex {
     fn few_rows_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x, d_in) = contiguous(&x);
         let m = x.layout().num_elements() / d_in;
-        let layout = weight.layout();
-        let [k, d_out] = [layout.shape()[0], layout.shape()[1]];
-        assert_eq!(k, d_in, "few_rows_matmul: x [{m}, {d_in}] against weight [{k}, {d_out}]");
-        let (weight, order) = match layout.strides() {
-            [s, 1] if *s == d_out as isize => (weight.clone(), few_rows::WeightLayout::InOut),
-            [1, s] if *s == d_in as isize => (weight.clone(), few_rows::WeightLayout::OutIn),
-            _ => (weight.to_contiguous(), few_rows::WeightLayout::InOut),
-        };
-        let start = weight.layout().start_offset();
-        let (x, range) = (elements(&x), start..start + d_in * d_out);
-        let out = match weight.dtype() {
-            DType::F16 => few_rows::product(x, m, &weight.storage::<half::f16>()[range], order, d_in, d_out),
-            DType::BF16 => few_rows::product(x, m, &weight.storage::<half::bf16>()[range], order, d_in, d_out),
-            _ => few_rows::product(x, m, &weight.storage::<f32>()[range], order, d_in, d_out),
-        };
+        let weight = host::Matrix::of(weight.clone()).unwrap_or_else(|| {
+            host::Matrix::of(weight.to_contiguous()).expect("few_rows_matmul: an f32, f16 or bf16 weight [in, out]")
+        });
+        let d_out = weight.d_out;
+        assert_eq!(weight.d_in, d_in, "few_rows_matmul: x [{m}, {d_in}] against weight [{}, {d_out}]", weight.d_in);
+        let out = weight.product(elements(&x), m);
         FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, d_out].into()), DType::F32)
     }
 }

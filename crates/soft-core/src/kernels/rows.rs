@@ -38,7 +38,7 @@ pub fn exp(x: f32) -> f32 {
 const LANES: usize = 16;
 
 #[inline(always)]
-fn max(row: &[f32]) -> f32 {
+pub(super) fn max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -51,7 +51,7 @@ fn max(row: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn sum(row: &[f32]) -> f32 {
+pub(super) fn sum(row: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -64,7 +64,7 @@ fn sum(row: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
@@ -198,6 +198,7 @@ macro_rules! simd_dispatch {
         }
     )*};
 }
+pub(super) use simd_dispatch;
 
 /// The kernels as the backend calls them: the best copy for this CPU.
 pub(crate) mod dispatch {

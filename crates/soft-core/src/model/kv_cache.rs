@@ -7,7 +7,9 @@
 //! Reordering rows then copies only the keys and values written since (a few dozen positions
 //! instead of the whole prompt), and attention reads each prompt's keys once for all its beams.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::kernels::host::{self, Array4};
 
 /// Keys, values, padding mask and next positions of the sequences decoded so far, for
 /// incremental decoding. Rows are sequences; [`KvCache::reorder`] picks, repeats or drops rows
@@ -88,6 +90,20 @@ impl KvCache {
         self.key_bias = Some(key_bias.clone());
         self.len += t;
         (past, start, key_bias)
+    }
+
+    /// True when every buffer the cache holds is an f32 tensor of the CPU backend whose
+    /// positions the fused decoding step can read and write where they lie.
+    pub(crate) fn is_on_host(&self) -> bool {
+        self.layers.iter().all(|l| {
+            let prefix = l.prefix.iter().flat_map(|(k, v)| [k, v]);
+            prefix.chain(l.keys.iter()).chain(l.values.iter()).all(|t| Array4::new(t).is_some())
+        })
+    }
+
+    /// With a shared prefix, how many neighbouring rows read each prefix row.
+    pub(crate) fn prefix_group(&self) -> Option<usize> {
+        self.prefix_group
     }
 
     pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
@@ -176,23 +192,12 @@ impl LayerCache {
     pub(crate) fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> CachedKv {
         let [b, hkv, t, d] = k.dims();
         let end = self.len + t;
-        if end > self.capacity {
-            let capacity = end.max(2 * self.capacity);
-            for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
-                let device = buf.device();
-                buf.inplace(|buf| {
-                    Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], &device)], 2)
-                });
-            }
-            self.capacity = capacity;
-        }
-        let (start, capacity) = (self.len, self.capacity);
+        self.reserve(end, [b, hkv, d], &k.device());
+        let start = self.len;
         let write = |buf: &mut Option<Tensor<4>>, new: Tensor<4>| {
-            let mut full = buf.take().unwrap_or_else(|| Tensor::zeros([b, hkv, capacity, d], &new.device()));
+            let full = buf.as_mut().expect("reserved");
             full.inplace(|full| full.slice_assign([0..b, 0..hkv, start..end, 0..d], new));
-            let seen = full.clone().narrow(2, 0, end);
-            *buf = Some(full);
-            seen
+            full.clone().narrow(2, 0, end)
         };
         let keys = write(&mut self.keys, k);
         let values = write(&mut self.values, v);
@@ -200,6 +205,60 @@ impl LayerCache {
         let prefix = self.prefix.clone();
         CachedKv { prefix, keys, values }
     }
+
+    /// Makes room for `end` positions of `[B, Hkv, ·, D]` keys and values (`dims` = `[B, Hkv,
+    /// D]`), allocating the buffers on the first append and doubling them when full.
+    fn reserve(&mut self, end: usize, [b, hkv, d]: [usize; 3], device: &Device) {
+        if end > self.capacity {
+            let capacity = end.max(2 * self.capacity);
+            for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
+                buf.inplace(|buf| Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], device)], 2));
+            }
+            self.capacity = capacity;
+        }
+        for buf in [&mut self.keys, &mut self.values] {
+            buf.get_or_insert_with(|| Tensor::zeros([b, hkv, self.capacity, d], device));
+        }
+    }
+
+    /// The fused decoding step's append (CPU backend): one position per row, `k`, `v` `[B, Hkv,
+    /// D]` (`dims` = `[B, Hkv, D]`), written into the buffers in place. Returns what attention
+    /// reads, as views of the buffers: `None` (with nothing written) when they are not on the
+    /// CPU backend in f32.
+    pub(crate) fn append_on_host(&mut self, k: &[f32], v: &[f32], dims: [usize; 3], device: &Device) -> Option<HostKv> {
+        let [b, hkv, d] = dims;
+        let prefix = match &self.prefix {
+            Some((kp, vp)) => Some((Array4::new(kp)?, Array4::new(vp)?)),
+            None => None,
+        };
+        let end = self.len + 1;
+        self.reserve(end, dims, device);
+        let (position, capacity) = (self.len, self.capacity);
+        for (buf, new) in [(&mut self.keys, k), (&mut self.values, v)] {
+            host::write(buf.as_mut().expect("reserved"), |all| {
+                for (i, x) in new.chunks_exact(d).enumerate() {
+                    // Row r, head j of [B, Hkv, capacity, D] at `position`.
+                    let (r, j) = (i / hkv, i % hkv);
+                    let at = ((r * hkv + j) * capacity + position) * d;
+                    all[at..at + d].copy_from_slice(x);
+                }
+            })?;
+        }
+        self.len = end;
+        debug_assert_eq!(k.len(), b * hkv * d);
+        let view = |t: &Option<Tensor<4>>| Array4::new(t.as_ref().expect("reserved"));
+        Some(HostKv { prefix, keys: view(&self.keys)?, values: view(&self.values)?, len: end })
+    }
+}
+
+/// [`CachedKv`] as views of the CPU backend's buffers (the fused decoding step): keys and
+/// values `[B, Hkv, ·, D]` of which the first `len` positions are written, and the shared
+/// prefix `[P, Hkv, Lp, D]`.
+pub(crate) struct HostKv {
+    pub prefix: Option<(Array4, Array4)>,
+    pub keys: Array4,
+    pub values: Array4,
+    pub len: usize,
 }
 
 #[cfg(test)]

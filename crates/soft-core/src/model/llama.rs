@@ -341,7 +341,7 @@ impl Block {
     }
 
     /// The projections with their paths inside the block, in [`PROJECTIONS`] order.
-    fn projections(&self) -> impl Iterator<Item = (&'static str, &LoraLinear)> {
+    pub(crate) fn projections(&self) -> impl Iterator<Item = (&'static str, &LoraLinear)> {
         let (a, m) = (&self.self_attn, &self.mlp);
         PROJECTIONS.into_iter().zip([
             &a.q_proj,

@@ -24,6 +24,30 @@ pub fn greedy<S: AsRef<[u32]>>(
     max_new_tokens: usize,
     eos_token_id: u32,
 ) -> Result<Vec<Vec<u32>>> {
+    let prompts: Vec<&[u32]> = prompts.iter().map(AsRef::as_ref).collect();
+    on_pool(model, || greedy_here(model, &prompts, max_new_tokens, eos_token_id))
+}
+
+/// Runs `search` on a thread of the pool that runs the products when `model` is on the CPU
+/// backend: each step's ~200 parallel products (and attention) then share their work from
+/// inside the pool, rather than the caller waking a worker and sleeping for every one (the
+/// scheduler was ~15 % of a beam search's samples, 7 % of a greedy one's).
+fn on_pool<T: Send>(model: &Llama, search: impl FnOnce() -> T + Send) -> T {
+    #[cfg(not(target_arch = "wasm32"))]
+    if model.device() == Device::flex() {
+        return rayon::scope(|_| search());
+    }
+    let _ = model;
+    search()
+}
+
+/// [`greedy`] on the calling thread.
+fn greedy_here(
+    model: &Llama,
+    prompts: &[&[u32]],
+    max_new_tokens: usize,
+    eos_token_id: u32,
+) -> Result<Vec<Vec<u32>>> {
     let batch = PromptBatch::from_tokens(model, prompts)?;
     let mut cache = model.new_cache(batch.len() + max_new_tokens);
     let mut outputs = vec![Vec::new(); prompts.len()];
@@ -75,14 +99,7 @@ pub fn beam_search_embedded(model: &Llama, prompts: PromptBatch, config: &BeamCo
     // On the CPU backend the values are in memory already, and a partial selection on them
     // beats burn-flex's top-k, which sorts whole rows (BENCHMARKS.md: a profile of generation).
     let on_host = model.device() == Device::flex();
-    // There the whole search runs on a thread of the pool that runs the products: each step's
-    // ~200 parallel products then share their work from inside the pool, rather than the caller
-    // waking a worker and sleeping for every one (the scheduler was ~15 % of a search's samples).
-    #[cfg(not(target_arch = "wasm32"))]
-    if on_host {
-        return rayon::scope(|_| beam_search_ranked(model, prompts, config, true));
-    }
-    beam_search_ranked(model, prompts, config, on_host)
+    on_pool(model, || beam_search_ranked(model, prompts, config, on_host))
 }
 
 /// [`beam_search`] with each step's candidates ranked on the host (`on_host`) or by the
@@ -271,6 +288,9 @@ fn decode_step(model: &Llama, cache: &mut KvCache, rows: &[usize], tokens: &[u32
     // Reordering copies every row's keys since the shared prefix: skip it when every row stays.
     if n != cache.batch_size() || rows.iter().enumerate().any(|(i, &r)| i != r) {
         cache.reorder(rows);
+    }
+    if let Some(logits) = super::fused_step::step(model, cache, tokens) {
+        return logits;
     }
     let tokens = tokens.iter().map(|&t| t as i64).collect::<Vec<_>>();
     let tokens = Tensor::from_data(TensorData::new(tokens, [n, 1]), &device);

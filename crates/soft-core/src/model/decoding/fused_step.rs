@@ -1,0 +1,304 @@
+//! One decoding step on the CPU backend as a single pass over the model's buffers: for each row
+//! its new token's embedding, then per layer RMSNorm, the projections (with their biases and
+//! LoRA adapters) as few-row products over the weights where they lie (f32, f16 or bf16), the
+//! rotary embedding, the key/value append into the cache's own buffers, attention over the
+//! shared prefix and the row's own keys, and the SwiGLU MLP; then the final norm and the LM
+//! head. The same math as `Llama::forward` with a cache; what it saves is burn's per-op work:
+//! a step of SmolLM2 is ~1,000 small ops, each allocating its output and dispatching, which cost
+//! about as much as reading the weights (BENCHMARKS.md).
+//!
+//! Used for every model on the CPU backend off autodiff (decoding, validation, the page's
+//! CPU path); anywhere else, or for a tensor it cannot read where it lies, `step` returns
+//! `None` before touching the cache and the caller takes burn's path.
+
+use burn::tensor::{Int, Tensor};
+
+use crate::kernels::host::{self, Matrix};
+use crate::kernels::step::dispatch as kernels;
+use crate::model::kv_cache::{HostKv, KvCache};
+use crate::model::llama::Llama;
+use crate::model::lora::LoraLinear;
+use crate::model::rope::inverse_frequencies;
+use crate::model::weights::host_values;
+
+/// A projection read where it lies: the frozen weight, its bias, and the adapter's factors
+/// `(Aᵀ, Bᵀ, scale)`.
+struct Projection {
+    weight: Matrix,
+    bias: Option<Vec<f32>>,
+    adapter: Option<(Matrix, Matrix, f32)>,
+}
+
+impl Projection {
+    fn new(lin: &LoraLinear) -> Option<Self> {
+        let adapter = match &lin.adapter {
+            Some(a) => Some((Matrix::new(&a.a.val())?, Matrix::new(&a.b.val())?, a.scale as f32)),
+            None => None,
+        };
+        let bias = match &lin.bias {
+            Some(b) => Some(host::values(&b.val())?),
+            None => None,
+        };
+        Some(Self { weight: Matrix::new(&lin.weight.val())?, bias, adapter })
+    }
+
+    /// `x` `[m, in]` to `[m, out]`: `x·W + bias + scale·(x·Aᵀ)·Bᵀ`.
+    fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut out = self.weight.product(x, m);
+        if let Some(bias) = &self.bias {
+            out.chunks_exact_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(o, b)| *o += b));
+        }
+        if let Some((a, b, scale)) = &self.adapter {
+            let mut low = a.product(x, m);
+            low.iter_mut().for_each(|v| *v *= scale);
+            out.iter_mut().zip(b.product(&low, m)).for_each(|(o, u)| *o += u);
+        }
+        out
+    }
+}
+
+/// One block read where it lies: its two norms' gains and its projections.
+struct Block {
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    /// q, k, v, o, gate, up, down.
+    projections: Vec<Projection>,
+}
+
+/// The model read where it lies.
+struct Weights {
+    embed: Matrix,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    head: Matrix,
+}
+
+impl Weights {
+    fn new(model: &Llama) -> Option<Self> {
+        let blocks = model
+            .layers
+            .iter()
+            .map(|block| {
+                Some(Block {
+                    input_norm: host::values(&block.input_layernorm.gamma.val())?,
+                    post_norm: host::values(&block.post_attention_layernorm.gamma.val())?,
+                    projections: block.projections().map(|(_, lin)| Projection::new(lin)).collect::<Option<_>>()?,
+                })
+            })
+            .collect::<Option<_>>()?;
+        let embed = model.embed_tokens.val();
+        let head = match &model.lm_head {
+            Some(w) => Matrix::new(&w.val())?,
+            None => Matrix::new(&embed.clone().transpose())?,
+        };
+        Some(Self { embed: Matrix::new(&embed)?, blocks, norm: host::values(&model.norm.gamma.val())?, head })
+    }
+}
+
+/// Feeds each cache row its next token `tokens[r]` and returns the logits `[rows, vocab]` of
+/// the new position, appending its keys and values to `cache` — what `Llama::forward` with a
+/// cache does for one token per row. `None`, with the cache untouched, where the step cannot
+/// run (not the CPU backend off autodiff, a weight in a layout it cannot read).
+pub(crate) fn step(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Option<Tensor<2>> {
+    let weights = Weights::new(model)?;
+    if !cache.is_on_host() {
+        return None;
+    }
+    let c = model.config();
+    let (n, hidden, d) = (tokens.len(), c.hidden_size, c.head_dim);
+    let (h, hkv) = (c.n_heads, c.n_kv_heads);
+    let device = model.device();
+
+    // Positions and key biases as the burn path records them.
+    let mask = Tensor::<2, Int>::ones([n, 1], &device);
+    let (_, start, key_bias) = cache.advance(mask, Tensor::zeros([n, 1], &device));
+    let positions: Vec<i64> = host_values(start).ok()?;
+    let key_bias: Vec<f32> = host_values(key_bias).ok()?;
+    let keys_seen = key_bias.len() / n;
+    let group = cache.prefix_group().unwrap_or(1);
+
+    // Per row, the cosine and sine of its position's angles.
+    let inv_freq = inverse_frequencies(d, &c.rope());
+    let (cos, sin): (Vec<f32>, Vec<f32>) = positions
+        .iter()
+        .flat_map(|&p| inv_freq.iter().map(move |&f| (p.max(0) as f32) * f as f32))
+        .map(|angle| (angle.cos(), angle.sin()))
+        .unzip();
+    let half = d / 2;
+
+    let mut x = vec![0f32; n * hidden];
+    for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
+        weights.embed.row(token as usize, row);
+    }
+    let eps = c.rms_eps as f32;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut normed = vec![0f32; n * hidden];
+    for (i, block) in weights.blocks.iter().enumerate() {
+        let [q, k, v, o, gate, up, down] = &block.projections[..] else { unreachable!("seven projections") };
+        kernels::rms_norm(&x, &block.input_norm, eps, &mut normed);
+        let (mut queries, mut keys, values) = (q.forward(&normed, n), k.forward(&normed, n), v.forward(&normed, n));
+        for r in 0..n {
+            let (cos, sin) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            kernels::rotate(&mut queries[r * h * d..(r + 1) * h * d], cos, sin);
+            kernels::rotate(&mut keys[r * hkv * d..(r + 1) * hkv * d], cos, sin);
+        }
+        let kv = (cache.layer_mut(i).append_on_host(&keys, &values, [n, hkv, d], &device))
+            .expect("the cache's buffers were checked to be on the CPU backend");
+        let attended = attention(&queries, &kv, &key_bias, keys_seen, group, [n, h, hkv, d], scale);
+        add(&mut x, &o.forward(&attended, n));
+
+        kernels::rms_norm(&x, &block.post_norm, eps, &mut normed);
+        let mut gated = gate.forward(&normed, n);
+        kernels::swiglu(&mut gated, &up.forward(&normed, n));
+        add(&mut x, &down.forward(&gated, n));
+    }
+    kernels::rms_norm(&x, &weights.norm, eps, &mut normed);
+    Some(host::from_values(weights.head.product(&normed, n), [n, c.vocab_size]))
+}
+
+/// Attention of every row's query heads `[n, h·d]` over the shared prefix (prefix row `r /
+/// group`) and the row's own keys, under `key_bias` `[n, keys_seen]`: `[n, h·d]`.
+fn attention(
+    queries: &[f32],
+    kv: &HostKv,
+    key_bias: &[f32],
+    keys_seen: usize,
+    group: usize,
+    [n, h, hkv, d]: [usize; 4],
+    scale: f32,
+) -> Vec<f32> {
+    let g = h / hkv;
+    let prefix_len = keys_seen - kv.len;
+    let mut out = vec![0f32; n * h * d];
+    // One task per (row, key/value head): its query group's `g·d` outputs.
+    let task = |index: usize, out: &mut [f32]| {
+        let (r, j) = (index / hkv, index % hkv);
+        let bias = &key_bias[r * keys_seen..(r + 1) * keys_seen];
+        let prefix = match &kv.prefix {
+            Some((kp, vp)) => (kp.block(r / group, j, prefix_len), vp.block(r / group, j, prefix_len), &bias[..prefix_len]),
+            None => (&[][..], &[][..], &[][..]),
+        };
+        let own = (kv.keys.block(r, j, kv.len), kv.values.block(r, j, kv.len), &bias[prefix_len..]);
+        let mut scores = vec![0f32; keys_seen];
+        let q = &queries[(r * h + j * g) * d..(r * h + (j + 1) * g) * d];
+        kernels::attend(q, [prefix, own], d, scale, &mut scores, out);
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(g * d).enumerate().for_each(|(i, o)| task(i, o));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(g * d).enumerate().for_each(|(i, o)| task(i, o));
+    out
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{LlamaConfig, LoraConfig, RopeScaling};
+    use crate::model::llama::tests::{int_tensor, max_abs_diff, ones_mask, random_weights, small_config};
+    use crate::model::weights::FloatEncoding;
+    use burn::module::Param;
+    use burn::tensor::{Device, Distribution};
+
+    /// `config`'s model with LoRA on every projection, its B factors random (a fresh adapter's
+    /// are zero, which would hide the adapter's path).
+    fn adapted(config: &LlamaConfig, seed: u64) -> Llama {
+        let device = Device::flex();
+        let targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        let lora = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            target_modules: targets.iter().map(|t| t.to_string()).collect(),
+        };
+        let mut model =
+            Llama::from_weights(config, &random_weights(config, seed), &device).unwrap().with_lora(&lora, seed).unwrap();
+        for (_, lin) in model.projections_mut() {
+            let adapter = lin.adapter.as_mut().unwrap();
+            let dims = adapter.b.val().dims();
+            adapter.b = Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 0.3), &device));
+        }
+        model
+    }
+
+    /// Left-padded prompts, then the reorders beam search makes (expansion to beams, beams
+    /// changing parent, a prompt finishing, an order no run of beams explains), each followed by
+    /// one step: the fused step's logits equal `Llama::forward`'s with a cache, with and without
+    /// a shared prefix, and the two caches stay interchangeable (the fused one is read by the
+    /// other path's next step).
+    fn check(model: &Llama, tolerance: f32) {
+        let device = Device::flex();
+        let prompts = int_tensor(vec![0, 0, 5, 6, 7, 11, 12, 13, 14, 15, 0, 21, 22, 23, 24], [3, 5], &device);
+        let mask = int_tensor(vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1], [3, 5], &device);
+        let steps: [&[usize]; 6] = [&[0, 0, 1, 1, 2, 2], &[1, 0, 4, 5], &[2, 3, 2, 1], &[3, 2, 1], &[2, 2, 0], &[0, 1, 2]];
+        for shared in [false, true] {
+            // Capacity 2 after the prompt: the own buffers grow during the steps.
+            let (mut burn_cache, mut fused_cache) = (model.new_cache(6), model.new_cache(6));
+            for cache in [&mut burn_cache, &mut fused_cache] {
+                model.forward(prompts.clone(), mask.clone(), Some(cache));
+                if shared {
+                    cache.share_prefix(2);
+                }
+            }
+            for (i, rows) in steps.iter().enumerate() {
+                let tokens: Vec<u32> = (0..rows.len() as u32).map(|r| 30 + r + i as u32).collect();
+                let n = rows.len();
+                burn_cache.reorder(rows);
+                fused_cache.reorder(rows);
+                let ids = int_tensor(tokens.iter().map(|&t| t as i64).collect(), [n, 1], &device);
+                let expected = model.forward(ids.clone(), ones_mask(n, 1, &device), Some(&mut burn_cache));
+                let expected = expected.reshape([n, model.config().vocab_size]);
+                let got = step(model, &mut fused_cache, &tokens).expect("the CPU backend");
+                let scale = expected.clone().abs().max().into_scalar::<f32>();
+                let diff = max_abs_diff(got, expected);
+                assert!(diff < tolerance * scale, "shared prefix {shared}, step {i}: {diff} (logits up to {scale})");
+            }
+            // The burn path reads what the fused steps wrote.
+            let ids = int_tensor(vec![40, 41, 42], [3, 1], &device);
+            let a = model.forward(ids.clone(), ones_mask(3, 1, &device), Some(&mut burn_cache));
+            let b = model.forward(ids, ones_mask(3, 1, &device), Some(&mut fused_cache));
+            assert!(max_abs_diff(a, b) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn fused_steps_equal_the_models_forward_with_lora_grouped_query_and_a_shared_prefix() {
+        check(&adapted(&small_config(), 3), 1e-5);
+    }
+
+    #[test]
+    fn fused_steps_equal_the_models_forward_with_bias_an_untied_head_and_llama3_rope() {
+        let config = LlamaConfig {
+            tie_embeddings: false,
+            attention_bias: true,
+            rope_theta: 500_000.0,
+            rope_scaling: RopeScaling::llama32(),
+            ..small_config()
+        };
+        check(&adapted(&config, 5), 1e-5);
+    }
+
+    #[test]
+    fn fused_steps_equal_the_models_forward_over_half_precision_weights() {
+        for encoding in [FloatEncoding::F16, FloatEncoding::BF16] {
+            check(&adapted(&small_config(), 7).with_base_dtype(encoding).unwrap(), 1e-5);
+        }
+    }
+
+    #[test]
+    fn no_fused_step_on_autodiff() {
+        let model = adapted(&small_config(), 9);
+        let device = Device::flex().autodiff();
+        let model = Llama::from_weights(model.config(), &random_weights(model.config(), 9), &device).unwrap();
+        let mut cache = model.new_cache(4);
+        model.forward(int_tensor(vec![1, 2, 3], [1, 3], &device), ones_mask(1, 3, &device), Some(&mut cache));
+        assert!(step(&model, &mut cache, &[4]).is_none());
+        assert_eq!(cache.len(), 3, "the cache is left as it was");
+    }
+}

@@ -14,6 +14,7 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::kernels::host::{self, Matrix};
+use crate::kernels::{FEW_ROWS, FEW_ROWS_OUTPUT_MAJOR};
 use crate::kernels::step::dispatch as kernels;
 use crate::model::kv_cache::{HostKv, KvCache};
 use crate::model::llama::Llama;
@@ -21,10 +22,35 @@ use crate::model::lora::LoraLinear;
 use crate::model::rope::inverse_frequencies;
 use crate::model::weights::host_values;
 
+/// A weight read where it lies, and as the tensor it is: products of more rows than the
+/// few-row product pays for (a step of 8 prompts x 4 beams) go through burn's `gemm`.
+struct Weight {
+    matrix: Matrix,
+    tensor: Tensor<2>,
+    /// Rows up to which the few-row product is taken.
+    few_rows: usize,
+}
+
+impl Weight {
+    fn new(tensor: Tensor<2>, few_rows: usize) -> Option<Self> {
+        Some(Self { matrix: Matrix::new(&tensor)?, tensor, few_rows })
+    }
+
+    /// `x` `[m, in]` times the weight: `[m, out]`.
+    fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
+        if m <= self.few_rows {
+            return self.matrix.product(x, m);
+        }
+        let x = host::from_values(x.to_vec(), [m, self.matrix.d_in]);
+        let out = crate::kernels::product(x, self.tensor.clone(), None, 0);
+        host::values(&out.reshape([m * self.matrix.d_out])).expect("a product on the CPU backend")
+    }
+}
+
 /// A projection read where it lies: the frozen weight, its bias, and the adapter's factors
 /// `(Aᵀ, Bᵀ, scale)`.
 struct Projection {
-    weight: Matrix,
+    weight: Weight,
     bias: Option<Vec<f32>>,
     adapter: Option<(Matrix, Matrix, f32)>,
 }
@@ -39,7 +65,7 @@ impl Projection {
             Some(b) => Some(host::values(&b.val())?),
             None => None,
         };
-        Some(Self { weight: Matrix::new(&lin.weight.val())?, bias, adapter })
+        Some(Self { weight: Weight::new(lin.weight.val(), FEW_ROWS)?, bias, adapter })
     }
 
     /// `x` `[m, in]` to `[m, out]`: `x·W + bias + scale·(x·Aᵀ)·Bᵀ`.
@@ -70,7 +96,7 @@ struct Weights {
     embed: Matrix,
     blocks: Vec<Block>,
     norm: Vec<f32>,
-    head: Matrix,
+    head: Weight,
 }
 
 impl Weights {
@@ -88,8 +114,8 @@ impl Weights {
             .collect::<Option<_>>()?;
         let embed = model.embed_tokens.val();
         let head = match &model.lm_head {
-            Some(w) => Matrix::new(&w.val())?,
-            None => Matrix::new(&embed.clone().transpose())?,
+            Some(w) => Weight::new(w.val(), FEW_ROWS)?,
+            None => Weight::new(embed.clone().transpose(), FEW_ROWS_OUTPUT_MAJOR)?,
         };
         Some(Self { embed: Matrix::new(&embed)?, blocks, norm: host::values(&model.norm.gamma.val())?, head })
     }
@@ -179,7 +205,7 @@ fn attention(
             None => (&[][..], &[][..], &[][..]),
         };
         let own = (kv.keys.block(r, j, kv.len), kv.values.block(r, j, kv.len), &bias[prefix_len..]);
-        let mut scores = vec![0f32; keys_seen];
+        let mut scores = vec![0f32; g * keys_seen];
         let q = &queries[(r * h + j * g) * d..(r * h + (j + 1) * g) * d];
         kernels::attend(q, [prefix, own], d, scale, &mut scores, out);
     };
@@ -228,7 +254,8 @@ mod tests {
     }
 
     /// Left-padded prompts, then the reorders beam search makes (expansion to beams, beams
-    /// changing parent, a prompt finishing, an order no run of beams explains), each followed by
+    /// changing parent, a prompt finishing, an order no run of beams explains, more rows than
+    /// the few-row product takes), each followed by
     /// one step: the fused step's logits equal `Llama::forward`'s with a cache, with and without
     /// a shared prefix, and the two caches stay interchangeable (the fused one is read by the
     /// other path's next step).
@@ -236,7 +263,16 @@ mod tests {
         let device = Device::flex();
         let prompts = int_tensor(vec![0, 0, 5, 6, 7, 11, 12, 13, 14, 15, 0, 21, 22, 23, 24], [3, 5], &device);
         let mask = int_tensor(vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1], [3, 5], &device);
-        let steps: [&[usize]; 6] = [&[0, 0, 1, 1, 2, 2], &[1, 0, 4, 5], &[2, 3, 2, 1], &[3, 2, 1], &[2, 2, 0], &[0, 1, 2]];
+        // Ten rows, past the few-row product's 8: burn's product for those steps' projections.
+        let steps: [&[usize]; 7] = [
+            &[0, 0, 1, 1, 2, 2],
+            &[1, 0, 4, 5],
+            &[0, 0, 0, 1, 1, 1, 2, 2, 3, 3],
+            &[2, 3, 2, 1, 9],
+            &[3, 2, 1],
+            &[2, 2, 0],
+            &[0, 1, 2],
+        ];
         for shared in [false, true] {
             // Capacity 2 after the prompt: the own buffers grow during the steps.
             let (mut burn_cache, mut fused_cache) = (model.new_cache(6), model.new_cache(6));

@@ -85,7 +85,14 @@ fn attend_fixed<const D: usize>(
 
 /// [`attend`] for any head size.
 #[inline(always)]
-fn attend_any(q: &[f32], parts: [(&[f32], &[f32], &[f32]); 2], d: usize, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+fn attend_any(
+    q: &[f32],
+    parts: [(&[f32], &[f32], &[f32]); 2],
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     let n: usize = parts.iter().map(|p| p.2.len()).sum();
     let scores = &mut scores[..q.len() / d * n];
     for (q, row) in q.chunks_exact(d).zip(scores.chunks_exact_mut(n)) {

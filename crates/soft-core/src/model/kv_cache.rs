@@ -212,7 +212,9 @@ impl LayerCache {
         if end > self.capacity {
             let capacity = end.max(2 * self.capacity);
             for buf in [&mut self.keys, &mut self.values].into_iter().flatten() {
-                buf.inplace(|buf| Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], device)], 2));
+                buf.inplace(|buf| {
+                    Tensor::cat(vec![buf, Tensor::zeros([b, hkv, capacity - self.capacity, d], device)], 2)
+                });
             }
             self.capacity = capacity;
         }

@@ -14,13 +14,19 @@
 use burn::tensor::{Int, Tensor};
 
 use crate::kernels::host::{self, Matrix};
-use crate::kernels::{FEW_ROWS, FEW_ROWS_OUTPUT_MAJOR};
 use crate::kernels::step::dispatch as kernels;
+use crate::kernels::{FEW_ROWS, FEW_ROWS_OUTPUT_MAJOR};
 use crate::model::kv_cache::{HostKv, KvCache};
 use crate::model::llama::Llama;
 use crate::model::lora::LoraLinear;
 use crate::model::rope::inverse_frequencies;
 use crate::model::weights::host_values;
+
+/// Rows up to which a step's projections take the few-row product. Natively burn-flex's `gemm`
+/// wins past 8 (`benches/few_rows.rs`); in wasm (SIMD128, one thread) the few-row product is
+/// still ahead at the page's 10 beams (a step of the tiny model 7.5 -> 5.1 ms in Node's V8,
+/// BENCHMARKS.md), and gemm's packing does not pay below a prompt's rows.
+const STEP_FEW_ROWS: usize = if cfg!(target_arch = "wasm32") { 32 } else { FEW_ROWS };
 
 /// A weight read where it lies, and as the tensor it is: products of more rows than the
 /// few-row product pays for (a step of 8 prompts x 4 beams) go through burn's `gemm`.
@@ -65,7 +71,7 @@ impl Projection {
             Some(b) => Some(host::values(&b.val())?),
             None => None,
         };
-        Some(Self { weight: Weight::new(lin.weight.val(), FEW_ROWS)?, bias, adapter })
+        Some(Self { weight: Weight::new(lin.weight.val(), STEP_FEW_ROWS)?, bias, adapter })
     }
 
     /// `x` `[m, in]` to `[m, out]`: `x·W + bias + scale·(x·Aᵀ)·Bᵀ`.
@@ -201,7 +207,9 @@ fn attention(
         let (r, j) = (index / hkv, index % hkv);
         let bias = &key_bias[r * keys_seen..(r + 1) * keys_seen];
         let prefix = match &kv.prefix {
-            Some((kp, vp)) => (kp.block(r / group, j, prefix_len), vp.block(r / group, j, prefix_len), &bias[..prefix_len]),
+            Some((kp, vp)) => {
+                (kp.block(r / group, j, prefix_len), vp.block(r / group, j, prefix_len), &bias[..prefix_len])
+            }
             None => (&[][..], &[][..], &[][..]),
         };
         let own = (kv.keys.block(r, j, kv.len), kv.values.block(r, j, kv.len), &bias[prefix_len..]);
@@ -243,8 +251,10 @@ mod tests {
             dropout: 0.0,
             target_modules: targets.iter().map(|t| t.to_string()).collect(),
         };
-        let mut model =
-            Llama::from_weights(config, &random_weights(config, seed), &device).unwrap().with_lora(&lora, seed).unwrap();
+        let mut model = Llama::from_weights(config, &random_weights(config, seed), &device)
+            .unwrap()
+            .with_lora(&lora, seed)
+            .unwrap();
         for (_, lin) in model.projections_mut() {
             let adapter = lin.adapter.as_mut().unwrap();
             let dims = adapter.b.val().dims();

@@ -42,12 +42,7 @@ fn on_pool<T: Send>(model: &Llama, search: impl FnOnce() -> T + Send) -> T {
 }
 
 /// [`greedy`] on the calling thread.
-fn greedy_here(
-    model: &Llama,
-    prompts: &[&[u32]],
-    max_new_tokens: usize,
-    eos_token_id: u32,
-) -> Result<Vec<Vec<u32>>> {
+fn greedy_here(model: &Llama, prompts: &[&[u32]], max_new_tokens: usize, eos_token_id: u32) -> Result<Vec<Vec<u32>>> {
     let batch = PromptBatch::from_tokens(model, prompts)?;
     let mut cache = model.new_cache(batch.len() + max_new_tokens);
     let mut outputs = vec![Vec::new(); prompts.len()];

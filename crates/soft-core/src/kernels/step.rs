@@ -38,61 +38,9 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 /// over that head's keys and values in `parts` (each `[n, d]` row-major with its additive bias
 /// `[n]`: a shared prefix and the row's own positions): `softmax(q·kᵀ·scale + bias)·v` into
 /// `out` (`g · d`). `scores` is scratch of at least `g` times the parts' total length. Head
-/// sizes of 64 and 128 (every model here) get copies whose rows fit in registers.
+/// sizes of 64 and 128 (every model here) sum the values in registers.
 #[inline(always)]
 fn attend(q: &[f32], parts: [(&[f32], &[f32], &[f32]); 2], d: usize, scale: f32, scores: &mut [f32], out: &mut [f32]) {
-    match d {
-        64 => attend_fixed::<64>(q, parts, scale, scores, out),
-        128 => attend_fixed::<128>(q, parts, scale, scores, out),
-        _ => attend_any(q, parts, d, scale, scores, out),
-    }
-}
-
-/// [`attend`] for heads of `D` values: each output head accumulates in registers over the
-/// values.
-#[inline(always)]
-fn attend_fixed<const D: usize>(
-    q: &[f32],
-    parts: [(&[f32], &[f32], &[f32]); 2],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let n: usize = parts.iter().map(|p| p.2.len()).sum();
-    let scores = &mut scores[..q.len() / D * n];
-    for (q, row) in q.chunks_exact(D).zip(scores.chunks_exact_mut(n)) {
-        let (prefix, own) = row.split_at_mut(parts[0].2.len());
-        head_scores(q, parts[0].0, parts[0].2, scale, prefix);
-        head_scores(q, parts[1].0, parts[1].2, scale, own);
-        softmax_in_place(row);
-    }
-    for (out, row) in out.chunks_exact_mut(D).zip(scores.chunks_exact(n)) {
-        let mut acc = [0f32; D];
-        let mut s = 0;
-        for (_, values, bias) in parts {
-            for v in values.chunks_exact(D).take(bias.len()) {
-                let v: &[f32; D] = v.try_into().expect("D values");
-                let p = row[s];
-                for c in 0..D {
-                    acc[c] += p * v[c];
-                }
-                s += 1;
-            }
-        }
-        out.copy_from_slice(&acc);
-    }
-}
-
-/// [`attend`] for any head size.
-#[inline(always)]
-fn attend_any(
-    q: &[f32],
-    parts: [(&[f32], &[f32], &[f32]); 2],
-    d: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
     let n: usize = parts.iter().map(|p| p.2.len()).sum();
     let scores = &mut scores[..q.len() / d * n];
     for (q, row) in q.chunks_exact(d).zip(scores.chunks_exact_mut(n)) {
@@ -101,16 +49,41 @@ fn attend_any(
         head_scores(q, parts[1].0, parts[1].2, scale, own);
         softmax_in_place(row);
     }
+    match d {
+        64 => weigh_values_fixed::<64>(parts, scores, out),
+        128 => weigh_values_fixed::<128>(parts, scores, out),
+        _ => weigh_values(parts, d, scores, out),
+    }
+}
+
+/// `out` (`g · D`) = each head's probabilities `probs` (`g` rows over the parts' positions)
+/// times the parts' values, the head's sums in registers.
+#[inline(always)]
+fn weigh_values_fixed<const D: usize>(parts: [(&[f32], &[f32], &[f32]); 2], probs: &[f32], out: &mut [f32]) {
+    let n = probs.len() / (out.len() / D);
+    for (out, row) in out.chunks_exact_mut(D).zip(probs.chunks_exact(n)) {
+        let mut acc = [0f32; D];
+        let values = parts.iter().flat_map(|(_, values, bias)| values.chunks_exact(D).take(bias.len()));
+        for (v, &p) in values.zip(row) {
+            let v: &[f32; D] = v.try_into().expect("D values");
+            for c in 0..D {
+                acc[c] += p * v[c];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// [`weigh_values_fixed`] for any head size `d`.
+#[inline(always)]
+fn weigh_values(parts: [(&[f32], &[f32], &[f32]); 2], d: usize, probs: &[f32], out: &mut [f32]) {
+    let n = probs.len() / (out.len() / d);
     out.fill(0.0);
-    for (out, row) in out.chunks_exact_mut(d).zip(scores.chunks_exact(n)) {
-        let mut s = 0;
-        for (_, values, bias) in parts {
-            for v in values.chunks_exact(d).take(bias.len()) {
-                let p = row[s];
-                for (o, &v) in out.iter_mut().zip(v) {
-                    *o += p * v;
-                }
-                s += 1;
+    for (out, row) in out.chunks_exact_mut(d).zip(probs.chunks_exact(n)) {
+        let values = parts.iter().flat_map(|(_, values, bias)| values.chunks_exact(d).take(bias.len()));
+        for (v, &p) in values.zip(row) {
+            for (o, &v) in out.iter_mut().zip(v) {
+                *o += p * v;
             }
         }
     }

@@ -9,15 +9,8 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use soft_core::kernels::{product, FEW_ROWS, FEW_ROWS_OUTPUT_MAJOR};
 
-/// One block's projections `[in, out]`: q, k, v, o, gate, up, down.
-const SHAPES: [(usize, usize); 7] =
-    [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)];
-const ROUNDS: usize = 9;
-
-fn median_ms(mut t: Vec<f64>) -> f64 {
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2] * 1e3
-}
+mod smollm2_shapes;
+use smollm2_shapes::{median_ms, ROUNDS, SHAPES};
 
 fn main() {
     let device = Device::flex();

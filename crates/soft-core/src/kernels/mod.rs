@@ -6,6 +6,7 @@
 //! scores and a node with its own backward. On any other device (wgpu) the functions here are
 //! burn's own ops.
 
+pub mod blocks;
 mod few_rows;
 pub(crate) mod host;
 mod rows;
@@ -19,7 +20,7 @@ use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, DispatchDevice};
-use burn::tensor::{activation, Bytes, DType, FloatDType, Int, Tensor};
+use burn::tensor::{activation, Bytes, DType, FloatDType, Int, Tensor, TensorData};
 
 /// Operations with a fused CPU implementation. Only tensors on the CPU backend (with or without
 /// autodiff) are routed here: the public functions below check.
@@ -44,7 +45,12 @@ pub trait FusedOps: Backend {
 
 /// True when `x` runs on the CPU backend in f32: the tensors the fused kernels take.
 fn fused<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    x.dtype() == DType::F32 && is_cpu(&x.device())
+}
+
+/// True for the CPU backend's device, with or without autodiff.
+pub fn is_cpu(device: &burn::tensor::Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// Softmax over the last dimension of `x`.
@@ -109,6 +115,33 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tens
 /// table): [`linear`] for a weight stored output by output.
 pub fn linear_transposed<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
     product(x, weight.transpose(), None, FEW_ROWS_OUTPUT_MAJOR)
+}
+
+/// `x` `[..., in]` times a frozen weight kept in quantized blocks `[out, in]` ([`blocks`]),
+/// plus `bias`. On the CPU backend off autodiff, up to `few_rows` rows (a decoding step), the
+/// blocks are read as they lie; more rows (a prompt) multiply an f32 copy of the blocks made
+/// for this product only, through [`product`]. Anywhere else (training, another device) burn's
+/// `linear` over that f32 copy, which then lives until the backward pass.
+pub fn block_linear<const D: usize>(
+    x: Tensor<D>,
+    weight: &blocks::BlockMatrix,
+    bias: Option<Tensor<1>>,
+    few_rows: usize,
+) -> Tensor<D> {
+    let (d_out, d_in) = weight.dims();
+    let rows = x.dims()[..D - 1].iter().product::<usize>();
+    let inference = fused(&x) && !x.device().is_autodiff();
+    if inference && rows <= few_rows {
+        return by_rows(x, d_out, bias, |x| {
+            let values = host::values(&x.reshape([rows * d_in])).expect("an f32 tensor of the CPU backend");
+            host::from_values(weight.product(&values, rows), [rows, d_out])
+        });
+    }
+    let dense = Tensor::<2>::from_data(TensorData::new(weight.dequantize(), [d_out, d_in]), &x.device()).transpose();
+    match inference {
+        true => product(x, dense, bias, 0),
+        false => burn::tensor::module::linear(x, dense, bias),
+    }
 }
 
 /// A frozen `weight` stored in f16 or bf16 (`Llama::with_base_dtype`) in [`product`]: the

@@ -14,14 +14,15 @@ use burn::nn::RmsNorm;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
-use crate::kernels::{linear, linear_transposed, silu, softmax};
+use crate::kernels::blocks::BlockMatrix;
+use crate::kernels::{block_linear, linear, linear_transposed, silu, softmax, FEW_ROWS_OUTPUT_MAJOR};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
-use super::weights::{transpose, FloatEncoding, WeightMap};
+use super::weights::{transpose, BlockMap, FloatEncoding, WeightMap};
 use crate::{Error, Result};
 
 /// Added to the attention score of a key that must not be seen. Finite, so a query row whose
@@ -37,6 +38,10 @@ pub struct Llama {
     pub(crate) norm: RmsNorm,
     /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
     pub(crate) lm_head: Option<Param<Tensor<2>>>,
+    /// The token embedding as the quantized blocks its file stores, `[vocab, hidden]`, read as
+    /// they lie on the CPU backend; `embed_tokens` is then an empty `[0, 0]` tensor.
+    #[module(skip)]
+    pub(crate) embed_blocks: Option<BlockMatrix>,
     #[module(skip)]
     pub(crate) config: LlamaConfig,
     /// The adapters' settings, when LoRA is attached (see `peft.rs`).
@@ -96,6 +101,7 @@ impl Llama {
             config: config.clone(),
             lora: None,
             items: None,
+            embed_blocks: None,
         })
     }
 
@@ -114,12 +120,37 @@ impl Llama {
         device: &Device,
         encoding: FloatEncoding,
     ) -> Result<Self> {
+        Self::from_parts(config, weights, &BlockMap::new(), device, encoding)
+    }
+
+    /// [`Llama::from_weights_in`] for a model some of whose weights are kept in the quantized
+    /// blocks of their file (`blocks`: projections' weights, the token embedding; see
+    /// `formats::gguf::llama::load_llama_gguf_parts`); those are read as they lie by every
+    /// product on the CPU backend, so `device` must be the CPU when `blocks` is not empty.
+    pub fn from_parts(
+        config: &LlamaConfig,
+        weights: &WeightMap,
+        blocks: &BlockMap,
+        device: &Device,
+        encoding: FloatEncoding,
+    ) -> Result<Self> {
         config.validate()?;
         encoding.check_storable(device)?;
-        let loader = Loader { weights, device, encoding };
+        if !blocks.is_empty() && !crate::kernels::is_cpu(device) {
+            return Err(Error::config(
+                "weights dtype",
+                format!("quantized blocks are read on the CPU backend only, not on {device:?}"),
+            ));
+        }
+        let loader = Loader { weights, blocks, device, encoding };
         let d = config.hidden_size;
         let norm = |name: &str| -> Result<RmsNorm> { Ok(rms_norm(loader.tensor::<1>(name, [d])?, config.rms_eps)) };
-        let embed_tokens = frozen(loader.base_weight("model.embed_tokens.weight", [config.vocab_size, d])?);
+        const EMBED: &str = "model.embed_tokens.weight";
+        let embed_blocks = blocks.get(EMBED).cloned();
+        let embed_tokens = match &embed_blocks {
+            Some(_) => frozen(Tensor::zeros([0, 0], device)),
+            None => frozen(loader.base_weight(EMBED, [config.vocab_size, d])?),
+        };
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let layer = format!("model.layers.{i}");
@@ -138,7 +169,7 @@ impl Llama {
             false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
         };
         let norm = norm("model.norm.weight")?;
-        Ok(Self { embed_tokens, layers, norm, lm_head, config: config.clone(), lora: None, items: None })
+        Ok(Self { embed_tokens, layers, norm, lm_head, config: config.clone(), lora: None, items: None, embed_blocks })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -211,10 +242,47 @@ impl Llama {
         let cast = |p: Param<Tensor<2>>| p.map(|t| t.cast(dtype));
         self.embed_tokens = cast(self.embed_tokens);
         self.lm_head = self.lm_head.map(cast);
-        for (_, lin) in self.projections_mut() {
+        // Weights kept in blocks stay as they are (their placeholders are empty).
+        for (_, lin) in self.projections_mut().filter(|(_, lin)| lin.blocks.is_none()) {
             lin.weight = cast(lin.weight.clone());
         }
         Ok(self)
+    }
+
+    /// Whether weights are kept in quantized blocks (see [`Llama::from_parts`]).
+    pub fn has_blocks(&self) -> bool {
+        self.embed_blocks.is_some() || self.projections().any(|(_, lin)| lin.blocks.is_some())
+    }
+
+    /// Bytes of the base weights one decoding step reads, as they are held: every projection's
+    /// weight and the LM head (the embedding table when tied); norms, biases and adapters left
+    /// out (a few hundred kB).
+    pub fn step_weight_bytes(&self) -> u64 {
+        let dense = |t: &Tensor<2>| (t.shape().num_elements() * t.dtype().size()) as u64;
+        let projections: u64 = self
+            .projections()
+            .map(|(_, lin)| match &lin.blocks {
+                Some(blocks) => blocks.size() as u64,
+                None => dense(&lin.weight.val()),
+            })
+            .sum();
+        let head = match (&self.lm_head, &self.embed_blocks) {
+            (Some(head), _) => dense(&head.val()),
+            (None, Some(blocks)) => blocks.size() as u64,
+            (None, None) => dense(&self.embed_tokens.val()),
+        };
+        projections + head
+    }
+
+    /// The token embedding `[vocab, hidden]` in f32 (widened, or dequantized from blocks).
+    pub fn embed_weight(&self) -> Tensor<2> {
+        match &self.embed_blocks {
+            Some(blocks) => {
+                let data = TensorData::new(blocks.dequantize(), [blocks.dims().0, blocks.dims().1]);
+                Tensor::from_data(data, &self.device())
+            }
+            None => self.embed_tokens.val().cast(FloatDType::F32),
+        }
     }
 
     /// The dtype the base weights are kept in (see [`Llama::with_base_dtype`]).
@@ -278,6 +346,9 @@ impl Llama {
     /// itself writes (decoding steps, training responses): [`Llama::embed`] without the
     /// projector's work, which would be thrown away there.
     pub fn embed_text(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        if let Some(blocks) = &self.embed_blocks {
+            return embed_from_blocks(blocks, tokens);
+        }
         // A table stored in half precision gives half-precision rows: widened here.
         embedding(self.embed_tokens.val(), tokens).cast(FloatDType::F32)
     }
@@ -302,7 +373,10 @@ impl Llama {
         match &self.lm_head {
             Some(w) => linear(hidden, w.val(), None),
             // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
-            None => linear_transposed(hidden, self.embed_tokens.val()),
+            None => match &self.embed_blocks {
+                Some(blocks) => block_linear(hidden, blocks, None, FEW_ROWS_OUTPUT_MAJOR),
+                None => linear_transposed(hidden, self.embed_tokens.val()),
+            },
         }
     }
 
@@ -488,6 +562,20 @@ impl StepContext {
     }
 }
 
+/// The rows of an embedding table kept in blocks for `tokens` `[B, T]`: `[B, T, hidden]`.
+fn embed_from_blocks(blocks: &BlockMatrix, tokens: Tensor<2, Int>) -> Tensor<3> {
+    let [b, t] = tokens.dims();
+    let (vocab, hidden) = blocks.dims();
+    let ids = tokens.to_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor data");
+    let mut values = vec![0f32; b * t * hidden];
+    for (&id, row) in ids.iter().zip(values.chunks_exact_mut(hidden)) {
+        // Ids are checked against the vocabulary where prompts are built (`check_input_ids`).
+        assert!((0..vocab as i64).contains(&id), "token id {id} outside the embedding table of {vocab} rows");
+        blocks.row(id as usize, row);
+    }
+    Tensor::from_data(TensorData::new(values, [b, t, hidden]), &tokens.device())
+}
+
 fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
     RmsNorm { gamma: frozen(weight), epsilon: eps }
 }
@@ -495,6 +583,8 @@ fn rms_norm(weight: Tensor<1>, eps: f64) -> RmsNorm {
 /// Looks up Hugging Face-named tensors, checking shapes, for `from_weights`.
 struct Loader<'a> {
     weights: &'a WeightMap,
+    /// Weights kept in quantized blocks, by the same names.
+    blocks: &'a BlockMap,
     device: &'a Device,
     /// The dtype of the base weights (embedding, LM head, projections).
     encoding: FloatEncoding,
@@ -543,12 +633,18 @@ impl Loader<'_> {
 
     /// `{prefix}.weight` and, with `bias`, `{prefix}.bias`.
     fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<LoraLinear> {
-        let weight = self.linear_weight(&format!("{prefix}.weight"), d_in, d_out)?;
         let bias = match bias {
             true => Some(self.tensor(&format!("{prefix}.bias"), [d_out])?),
             false => None,
         };
-        Ok(LoraLinear::new(weight, bias))
+        let name = format!("{prefix}.weight");
+        if let Some(blocks) = self.blocks.get(&name) {
+            if blocks.dims() != (d_out, d_in) {
+                return Err(Error::tensor("weights", name, format!("{blocks:?}, expected [{d_out}, {d_in}]")));
+            }
+            return Ok(LoraLinear::from_blocks(blocks.clone(), bias, self.device));
+        }
+        Ok(LoraLinear::new(self.linear_weight(&name, d_in, d_out)?, bias))
     }
 }
 

@@ -2,7 +2,8 @@
 //! update `scale · B·A`, with A `[r, in]` and B `[out, r]` (`scale` = alpha / r). Which
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
-use crate::kernels::linear;
+use crate::kernels::blocks::BlockMatrix;
+use crate::kernels::{block_linear, linear, FEW_ROWS};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
@@ -14,8 +15,13 @@ use super::dropout::dropout;
 /// A projection: frozen weight and bias, and optionally a LoRA adapter.
 #[derive(Module, Debug)]
 pub struct LoraLinear {
-    /// `[in, out]` (burn's `linear` layout; Hugging Face stores `[out, in]`).
+    /// `[in, out]` (burn's `linear` layout; Hugging Face stores `[out, in]`); an empty `[0, 0]`
+    /// tensor when the weight is kept in `blocks`.
     pub(crate) weight: Param<Tensor<2>>,
+    /// The weight as the quantized blocks its file stores, `[out, in]`, read as they lie on the
+    /// CPU backend (`kernels::block_linear`); `None` for a weight held in `weight`.
+    #[module(skip)]
+    pub(crate) blocks: Option<BlockMatrix>,
     pub(crate) bias: Option<Param<Tensor<1>>>,
     pub(crate) adapter: Option<LoraAdapter>,
 }
@@ -41,11 +47,22 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { weight: frozen(weight), bias: bias.map(frozen), adapter: None }
+        Self { weight: frozen(weight), bias: bias.map(frozen), blocks: None, adapter: None }
+    }
+
+    /// A projection whose frozen weight is kept in quantized `blocks` `[out, in]`, with `bias`
+    /// `[out]`, no adapter; `device` is where the bias and any adapter live.
+    pub fn from_blocks(blocks: BlockMatrix, bias: Option<Tensor<1>>, device: &Device) -> Self {
+        let weight = frozen(Tensor::zeros([0, 0], device));
+        Self { weight, bias: bias.map(frozen), blocks: Some(blocks), adapter: None }
     }
 
     /// `(in, out)`.
     pub fn dims(&self) -> (usize, usize) {
+        if let Some(blocks) = &self.blocks {
+            let (d_out, d_in) = blocks.dims();
+            return (d_in, d_out);
+        }
         let [d_in, d_out] = self.weight.shape().dims();
         (d_in, d_out)
     }
@@ -53,16 +70,33 @@ impl LoraLinear {
     /// `x` `[..., in]` to `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
-        match &self.adapter {
+        let base = |x| match &self.blocks {
+            Some(blocks) => block_linear(x, blocks, bias, FEW_ROWS),
             None => linear(x, self.weight.val(), bias),
-            Some(adapter) => linear(x.clone(), self.weight.val(), bias) + adapter.forward(x),
+        };
+        match &self.adapter {
+            None => base(x),
+            Some(adapter) => base(x.clone()) + adapter.forward(x),
         }
     }
 
-    /// The effective weight `[in, out]` in f32: base (widened when stored in half precision) +
-    /// (alpha/r)·(B·A)ᵀ.
+    /// The frozen weight `[in, out]` in f32 (widened from half precision, or dequantized from
+    /// blocks).
+    pub fn base_weight(&self) -> Tensor<2> {
+        match &self.blocks {
+            Some(blocks) => {
+                let (d_out, d_in) = blocks.dims();
+                let data = TensorData::new(blocks.dequantize(), [d_out, d_in]);
+                Tensor::<2>::from_data(data, &self.weight.val().device()).transpose()
+            }
+            None => self.weight.val().cast(FloatDType::F32),
+        }
+    }
+
+    /// The effective weight `[in, out]` in f32: base (widened when stored in half precision,
+    /// dequantized when kept in blocks) + (alpha/r)·(B·A)ᵀ.
     pub fn merged_weight(&self) -> Tensor<2> {
-        let weight = self.weight.val().cast(FloatDType::F32);
+        let weight = self.base_weight();
         match &self.adapter {
             None => weight,
             Some(adapter) => weight + adapter.delta(),
@@ -74,6 +108,7 @@ impl LoraLinear {
     pub fn merge(&mut self) {
         if self.adapter.is_some() {
             self.weight = frozen(self.merged_weight().detach());
+            self.blocks = None;
             self.adapter = None;
         }
     }

@@ -12,6 +12,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::blocks::BlockMatrix;
 use crate::model::config::LlamaConfig;
 use crate::{Error, Result};
 
@@ -60,13 +61,27 @@ pub fn expected_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     shapes
 }
 
+/// Weights kept in the quantized blocks their file stores (`kernels/blocks.rs`), by Hugging
+/// Face name: a projection's `[out, in]` weight or the `[vocab, hidden]` token embedding.
+pub type BlockMap = BTreeMap<String, BlockMatrix>;
+
 /// Checks that `weights`, read from `path`, hold every tensor `config` calls for with its shape.
 pub fn check_weights(config: &LlamaConfig, weights: &WeightMap, path: &Path) -> Result<()> {
+    check_weight_parts(config, weights, &BlockMap::new(), path)
+}
+
+/// [`check_weights`] for a model whose tensors are in `weights` or, kept as blocks, in `blocks`.
+pub fn check_weight_parts(config: &LlamaConfig, weights: &WeightMap, blocks: &BlockMap, path: &Path) -> Result<()> {
     for (name, shape) in expected_shapes(config) {
-        match weights.get(&name) {
+        let found = match (weights.get(&name), blocks.get(&name)) {
+            (Some(t), _) => Some(t.shape.clone()),
+            (None, Some(b)) => Some(vec![b.dims().0, b.dims().1]),
+            (None, None) => None,
+        };
+        match found {
             None => return Err(Error::tensor(path, name, "missing")),
-            Some(t) if t.shape != shape => {
-                return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", t.shape, shape)))
+            Some(found) if found != shape => {
+                return Err(Error::tensor(path, name, format!("shape {:?}, expected {:?}", found, shape)))
             }
             Some(_) => {}
         }
@@ -94,6 +109,46 @@ impl std::str::FromStr for FloatEncoding {
             "f16" => Ok(Self::F16),
             "bf16" => Ok(Self::BF16),
             other => Err(format!("`{other}` is not a weight dtype: f32, f16 or bf16")),
+        }
+    }
+}
+
+/// How a model's frozen base weights are held: converted to one float encoding, or as their
+/// file stores them (a GGUF's Q4_0 / Q4_1 / Q8_0 blocks, read as they lie on the CPU backend:
+/// `Llama::from_parts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseWeights {
+    Float(FloatEncoding),
+    Stored,
+}
+
+impl Default for BaseWeights {
+    fn default() -> Self {
+        Self::Float(FloatEncoding::F32)
+    }
+}
+
+impl std::str::FromStr for BaseWeights {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "stored" => Ok(Self::Stored),
+            other => other
+                .parse()
+                .map(Self::Float)
+                .map_err(|_| format!("`{other}` is not a weight dtype: f32, f16, bf16 or stored")),
+        }
+    }
+}
+
+impl BaseWeights {
+    /// The name options and reports use (`f32`, `f16`, `bf16`, `stored`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float(e) => e.name(),
+            Self::Stored => "stored",
         }
     }
 }

@@ -16,8 +16,8 @@ use burn::tensor::Device;
 use serde::Serialize;
 use serde_json::json;
 use soft_core::model::decoding::generate::greedy;
-use soft_core::model::formats::pretrained::{load_path_in, smollm2_path, Pretrained};
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::formats::pretrained::{load_path_as, smollm2_path, Pretrained};
+use soft_core::model::weights::BaseWeights;
 
 use super::{measure_pairs, median};
 
@@ -69,14 +69,14 @@ pub struct Side {
 /// the difference is the decode time of the other `new_tokens - 1` tokens.
 pub fn project(
     device: &Device,
-    dtype: FloatEncoding,
+    dtype: BaseWeights,
     prompt_tokens: usize,
     new_tokens: usize,
     warmup: usize,
     runs: usize,
 ) -> Result<(Vec<u32>, Side)> {
     let path = gguf()?;
-    let p = load_path_in(&path, device, dtype).with_context(|| format!("loading {}", path.display()))?;
+    let p = load_path_as(&path, device, dtype).with_context(|| format!("loading {}", path.display()))?;
     let prompt = prompt_ids(&p, prompt_tokens)?;
     let prompt = prompt.as_slice();
     // An EOS id outside the vocabulary: greedy writes exactly `new_tokens` tokens.

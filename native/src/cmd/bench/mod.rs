@@ -27,7 +27,8 @@ use soft_core::eval::llm::decoding_model;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
 use soft_core::model::decoding::generate::{beam_search, BeamConfig};
 use soft_core::model::llama::Llama;
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::formats::pretrained::load_path_as;
+use soft_core::model::weights::BaseWeights;
 use soft_core::train::lm::{shared_prompt_losses, LmExample};
 use soft_core::train::soft::mixed_loss;
 use soft_core::train::trainer::{LmTrainer, TrainConfig};
@@ -107,10 +108,12 @@ pub struct Args {
     #[arg(long)]
     pub unmerged_lora: bool,
     /// Decode (beam search, and SmolLM2's prompt and greedy rows) from weights kept in f32,
-    /// f16 or bf16: the few-row product reads half-precision weights as they lie, widening
-    /// them in registers (half the bytes of f32).
+    /// f16 or bf16 (the few-row product reads half-precision weights as they lie, widening
+    /// them in registers: half the bytes of f32), or `stored`: SmolLM2's real GGUF with its
+    /// Q4_1 projections and Q8_0 embedding read as the file's blocks (beam search then decodes
+    /// SmolLM2's own weights with a fresh adapter kept apart, not random weights; SmolLM2 only).
     #[arg(long, default_value = "f32")]
-    pub weights_dtype: FloatEncoding,
+    pub weights_dtype: BaseWeights,
 }
 
 /// The fixed shapes of every measurement; the Python side receives them as they are.
@@ -269,6 +272,16 @@ fn bandwidth_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
     Ok(rates)
 }
 
+/// SmolLM2 from its GGUF with the file's blocks kept (`--weights-dtype stored`).
+fn stored_smollm2(model: BenchModel, device: &Device) -> Result<Llama> {
+    if model != BenchModel::Smollm2 {
+        bail!("--weights-dtype stored decodes SmolLM2's GGUF; {model:?} has no file of blocks (use --models smollm2)");
+    }
+    let path = llamacpp::gguf()?;
+    let p = load_path_as(&path, device, BaseWeights::Stored).with_context(|| format!("loading {}", path.display()))?;
+    Ok(p.model)
+}
+
 fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batch: usize) -> Result<Vec<f64>> {
     let s = Shapes::reference();
     let c = model_config(model);
@@ -323,11 +336,17 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
             })
         }
         Work::Generate => {
-            // A tuned model, decoded as eval and distillation decode it.
-            let tuned = Llama::init(&c, device)?.with_lora(&s.lora, seed)?;
-            let model = if args.unmerged_lora { tuned } else { decoding_model(&tuned) };
-            // The merged weights in the dtype asked for (merging writes f32).
-            let model = model.with_base_dtype(args.weights_dtype)?;
+            let model = match args.weights_dtype {
+                BaseWeights::Float(encoding) => {
+                    // A tuned model, decoded as eval and distillation decode it.
+                    let tuned = Llama::init(&c, device)?.with_lora(&s.lora, seed)?;
+                    let model = if args.unmerged_lora { tuned } else { decoding_model(&tuned) };
+                    // The merged weights in the dtype asked for (merging writes f32).
+                    model.with_base_dtype(encoding)?
+                }
+                // The file's blocks, with the adapter kept apart: merging would write f32.
+                BaseWeights::Stored => stored_smollm2(model, device)?.with_lora(&s.lora, seed)?,
+            };
             let prompts: Vec<&[u32]> = examples.iter().map(|e| e.0.as_slice()).collect();
             // An EOS id outside the vocabulary: every beam writes exactly `new_tokens` tokens.
             let config = BeamConfig {
@@ -608,24 +627,28 @@ fn floors(
     rows: &[Row],
     plan: &[(BenchModel, Work, usize, String)],
     s: &Shapes,
-    dtype: FloatEncoding,
-) -> Vec<serde_json::Value> {
+    weights: BaseWeights,
+    device: &Device,
+) -> Result<Vec<serde_json::Value>> {
     let Some(bw) = rows.iter().find(|r| r.work == Work::Bandwidth).map(|r| median(&r.project)) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     rows.iter()
         .zip(plan)
         .filter(|(r, _)| r.work == Work::Generate)
         .map(|(r, (model, _, batch, _))| {
-            let bytes = bandwidth::step_bytes(&model_config(*model), dtype.bytes());
+            let bytes = match weights {
+                BaseWeights::Float(encoding) => bandwidth::step_bytes(&model_config(*model), encoding.bytes()),
+                BaseWeights::Stored => stored_smollm2(*model, device)?.step_weight_bytes() as f64,
+            };
             let floor_s = bytes / (bw * 1e9);
             // rate = batch · new_tokens / run time, so one step = batch / rate.
             let step_s = *batch as f64 / median(&r.project);
-            json!({
+            Ok(json!({
                 "model": r.model, "variant": r.variant, "bytes_per_step": bytes, "bandwidth_gb_s": bw,
                 "floor_ms": 1e3 * floor_s, "step_ms": 1e3 * step_s, "ratio": step_s / floor_s,
                 "target": 1.3, "met": step_s / floor_s <= 1.3, "new_tokens": s.new_tokens,
-            })
+            }))
         })
         .collect()
 }
@@ -717,7 +740,7 @@ pub fn execute(args: &Args) -> Result<()> {
         None => {}
     }
     print_table(&rows, &cpu);
-    let floors = floors(&rows, &plan, &s, args.weights_dtype);
+    let floors = floors(&rows, &plan, &s, args.weights_dtype, &backend.device)?;
     for f in &floors {
         println!(
             "beam-search step floor, {} {}: {:.1} MB read per step / {:.2} GB/s = {:.1} ms floor; step {:.1} ms = {:.2}x the floor",

@@ -11,6 +11,7 @@ pub mod writer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::kernels::blocks::{BlockMatrix, BlockType};
 use crate::model::weights::RawTensor;
 use crate::{Error, Result};
 use dequant::{dequantize, GgmlType};
@@ -234,6 +235,27 @@ impl GgufFile {
 
     /// The named tensor dequantized to f32, shape in HF order (outermost first).
     pub fn tensor(&self, name: &str) -> Result<RawTensor> {
+        let (ty, shape, data) = self.stored(name)?;
+        Ok(RawTensor::new(shape, dequantize(ty, data)))
+    }
+
+    /// The named tensor as the quantized blocks it is stored in, when it is a matrix of Q4_0,
+    /// Q4_1 or Q8_0 blocks (`[rows, columns]`, HF order); `None` for any other type.
+    pub fn blocks(&self, name: &str) -> Result<Option<BlockMatrix>> {
+        let (ty, shape, data) = self.stored(name)?;
+        let ty = match ty {
+            GgmlType::Q4_0 => BlockType::Q4_0,
+            GgmlType::Q4_1 => BlockType::Q4_1,
+            GgmlType::Q8_0 => BlockType::Q8_0,
+            _ => return Ok(None),
+        };
+        let &[rows, columns] = shape.as_slice() else { return Ok(None) };
+        let matrix = BlockMatrix::new(ty, rows, columns, data.to_vec());
+        matrix.map(Some).ok_or_else(|| Error::tensor(self.path(), name, format!("{shape:?} is not whole {} blocks", ty.name())))
+    }
+
+    /// The named tensor's type, shape (HF order) and bytes, checked against the file.
+    fn stored(&self, name: &str) -> Result<(GgmlType, Vec<usize>, &[u8])> {
         let err = |msg: String| Error::tensor(self.path(), name, msg);
         let info = self.tensors.get(name).ok_or_else(|| err("missing".into()))?;
         let (block_elems, block_bytes) = info.ggml_type.block_layout().ok_or_else(|| {
@@ -262,7 +284,7 @@ impl GgufFile {
         let data = start
             .and_then(|s| self.bytes.get(s..s.checked_add(n_bytes)?))
             .ok_or_else(|| err(format!("data ({n_bytes} bytes at offset {}) past the end of the file", info.offset)))?;
-        Ok(RawTensor::new(shape, dequantize(info.ggml_type, data)))
+        Ok((info.ggml_type, shape, data))
     }
 }
 

@@ -25,7 +25,7 @@ impl Llama {
             map.insert(name, RawTensor::new(vec![rows, cols], host_values(t)?));
             Ok(())
         };
-        put("model.embed_tokens.weight".into(), self.embed_tokens.val())?;
+        put("model.embed_tokens.weight".into(), self.embed_weight())?;
         if let Some(head) = &self.lm_head {
             // Stored `[hidden, vocab]` here, `[vocab, hidden]` by HF.
             put("lm_head.weight".into(), head.val().transpose())?;
@@ -43,7 +43,7 @@ impl Llama {
         }
         for (path, lin) in self.projections() {
             let (d_in, d_out) = lin.dims();
-            let weight = host_values(lin.weight.val())?;
+            let weight = host_values(lin.base_weight())?;
             map.insert(format!("{path}.weight"), RawTensor::new(vec![d_out, d_in], transpose(&weight, d_in, d_out)));
             if let Some(bias) = &lin.bias {
                 map.insert(format!("{path}.bias"), RawTensor::new(vec![d_out], host_values(bias.val())?));

@@ -16,11 +16,11 @@ use crate::{Error, Result};
 #[cfg(feature = "native")]
 use {
     crate::model::config::LlamaConfig,
-    crate::model::formats::gguf::llama::load_llama_gguf,
+    crate::model::formats::gguf::llama::load_llama_gguf_parts,
     crate::model::formats::gguf::tokenizer::{special_ids_from_gguf, tokenizer_from_gguf},
     crate::model::formats::hf::{load_hf_checkpoint, read_special_ids},
     crate::model::formats::tokenizer::{check_vocab_fits, load_tokenizer, save_tokenizer},
-    crate::model::weights::FloatEncoding,
+    crate::model::weights::{BaseWeights, FloatEncoding},
     burn::module::Module,
 };
 
@@ -71,12 +71,16 @@ fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
 }
 
 #[cfg(feature = "native")]
-fn load_gguf(path: &Path, device: &Device, encoding: FloatEncoding) -> Result<Pretrained> {
-    let (config, meta, weights) = load_llama_gguf(path)?;
+fn load_gguf(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
+    let (config, meta, dense, blocks) = load_llama_gguf_parts(path, weights == BaseWeights::Stored)?;
     let tokenizer = tokenizer_from_gguf(&meta)?;
     check_vocab_fits(&tokenizer, config.vocab_size, path)?;
     let special = special_ids_from_gguf(&meta)?;
-    let model = Llama::from_weights_in(&config, &weights, device, encoding).map_err(|e| rename_path(e, path))?;
+    let encoding = match weights {
+        BaseWeights::Float(encoding) => encoding,
+        BaseWeights::Stored => FloatEncoding::F32,
+    };
+    let model = Llama::from_parts(&config, &dense, &blocks, device, encoding).map_err(|e| rename_path(e, path))?;
     Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
 }
 
@@ -126,7 +130,7 @@ pub fn load_path(path: &Path, device: &Device) -> Result<Pretrained> {
 /// project directory is loaded, then converted: its models are small).
 pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Result<Pretrained> {
     if path.is_file() {
-        return load_gguf(path, device, encoding);
+        return load_gguf(path, device, BaseWeights::Float(encoding));
     }
     if path.join(CONFIG_FILE).exists() {
         let mut pre = load_project_dir(path, device)?;
@@ -140,6 +144,23 @@ pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Re
         "{}: no model here (expected a .gguf file, a directory with {CONFIG_FILE} from `soft-train pretrain`, or a Hugging Face checkpoint with config.json)",
         path.display()
     )))
+}
+
+#[cfg(feature = "native")]
+/// [`load_path_in`], or for [`BaseWeights::Stored`] a GGUF file with its quantized projections
+/// and token embedding kept as the file's blocks (`Llama::from_parts`; on the CPU backend
+/// only). Another kind of file with `Stored` is refused: only GGUF stores blocks read here.
+pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
+    let BaseWeights::Float(encoding) = weights else {
+        if !path.is_file() {
+            return Err(Error::config(
+                "weights dtype",
+                format!("`stored` keeps a GGUF file's quantized blocks; {} is not a GGUF file (use f32, f16 or bf16)", path.display()),
+            ));
+        }
+        return load_gguf(path, device, BaseWeights::Stored);
+    };
+    load_path_in(path, device, encoding)
 }
 
 #[cfg(feature = "native")]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{GgufFile, MetaValue, Metadata};
 use crate::model::config::{implied_head_dim, LlamaConfig, PROJECTIONS};
-use crate::model::weights::{check_weights, RawTensor, WeightMap};
+use crate::model::weights::{check_weight_parts, BlockMap, RawTensor, WeightMap};
 use crate::{Error, Result};
 
 /// llama.cpp's names of a block's projections, in [`PROJECTIONS`] order.
@@ -34,22 +34,29 @@ fn hf_name(gguf: &str) -> Option<String> {
 
 /// llama.cpp's converter reorders each head's Q/K rows from HF's two halves to interleaved
 /// pairs (row 2i+j of a head holds HF row j*half+i) so that its RoPE rotates adjacent pairs.
-/// The model uses HF's rotate-half RoPE, so this puts the rows back.
-fn unpermute_rows(t: &RawTensor, n_heads: usize) -> Option<RawTensor> {
-    let rows = *t.shape.first()?;
+/// The model uses HF's rotate-half RoPE: HF row `r` is the file's row `order[r]`.
+fn unpermuted_order(rows: usize, n_heads: usize) -> Option<Vec<usize>> {
     let head_dim = rows / n_heads;
     if rows == 0 || head_dim * n_heads != rows || !head_dim.is_multiple_of(2) {
         return None;
     }
     let half = head_dim / 2;
-    let cols = t.numel() / rows;
-    let src: Vec<&[f32]> = t.data.chunks_exact(cols).collect();
-    let mut data = Vec::with_capacity(t.numel());
-    for r in 0..rows {
-        let (head, k) = (r / head_dim, r % head_dim);
-        let (j, i) = (k / half, k % half);
-        data.extend_from_slice(src[head * head_dim + 2 * i + j]);
-    }
+    Some(
+        (0..rows)
+            .map(|r| {
+                let (head, k) = (r / head_dim, r % head_dim);
+                let (j, i) = (k / half, k % half);
+                head * head_dim + 2 * i + j
+            })
+            .collect(),
+    )
+}
+
+/// `t` with its Q/K rows in HF order (see [`unpermuted_order`]).
+fn unpermute_rows(t: &RawTensor, n_heads: usize) -> Option<RawTensor> {
+    let order = unpermuted_order(*t.shape.first()?, n_heads)?;
+    let cols = t.numel() / order.len();
+    let data = order.iter().flat_map(|&i| &t.data[i * cols..(i + 1) * cols]).copied().collect();
     Some(RawTensor::new(t.shape.clone(), data))
 }
 
@@ -123,6 +130,14 @@ pub fn llama_config(file: &GgufFile) -> Result<LlamaConfig> {
 /// dequantized to f32 under HF names, with Q/K rows in HF order. With tied embeddings there is
 /// no `lm_head.weight`.
 pub fn load_llama_gguf(path: &Path) -> Result<(LlamaConfig, Metadata, WeightMap)> {
+    let (config, meta, weights, _) = load_llama_gguf_parts(path, false)?;
+    Ok((config, meta, weights))
+}
+
+/// [`load_llama_gguf`], with `keep_blocks` the projections' weights and the token embedding
+/// that the file stores in Q4_0, Q4_1 or Q8_0 blocks kept as those blocks (rows in HF order)
+/// instead of dequantized; every other tensor (norms, an untied LM head, other types) as f32.
+pub fn load_llama_gguf_parts(path: &Path, keep_blocks: bool) -> Result<(LlamaConfig, Metadata, WeightMap, BlockMap)> {
     let file = GgufFile::open(path)?;
     let config = llama_config(&file)?;
     // Name a missing tensor by its GGUF name, before spending time on the others.
@@ -134,10 +149,9 @@ pub fn load_llama_gguf(path: &Path) -> Result<(LlamaConfig, Metadata, WeightMap)
             return Err(Error::tensor(path, name, "missing"));
         }
     }
-    let mut weights = WeightMap::new();
+    let (mut weights, mut blocks) = (WeightMap::new(), BlockMap::new());
     for gguf_name in file.tensors.keys() {
         let Some(name) = hf_name(gguf_name) else { continue };
-        let mut tensor = file.tensor(gguf_name)?;
         let heads = if gguf_name.contains(".attn_q.") {
             Some(config.n_heads)
         } else if gguf_name.contains(".attn_k.") {
@@ -145,15 +159,30 @@ pub fn load_llama_gguf(path: &Path) -> Result<(LlamaConfig, Metadata, WeightMap)
         } else {
             None
         };
+        let rows_err = |shape: &[usize]| {
+            Error::tensor(path, gguf_name, format!("shape {shape:?} does not split into {} heads", heads.unwrap_or(0)))
+        };
+        let blockable = gguf_name == "token_embd.weight"
+            || (gguf_name.starts_with("blk.") && gguf_name.ends_with(".weight") && !gguf_name.contains("_norm."));
+        if keep_blocks && blockable {
+            if let Some(mut matrix) = file.blocks(gguf_name)? {
+                if let Some(heads) = heads {
+                    let (rows, cols) = matrix.dims();
+                    let order = unpermuted_order(rows, heads).ok_or_else(|| rows_err(&[rows, cols]))?;
+                    matrix = matrix.rows_in_order(&order);
+                }
+                blocks.insert(name, matrix);
+                continue;
+            }
+        }
+        let mut tensor = file.tensor(gguf_name)?;
         if let Some(heads) = heads {
-            tensor = unpermute_rows(&tensor, heads).ok_or_else(|| {
-                Error::tensor(path, gguf_name, format!("shape {:?} does not split into {heads} heads", tensor.shape))
-            })?;
+            tensor = unpermute_rows(&tensor, heads).ok_or_else(|| rows_err(&tensor.shape))?;
         }
         weights.insert(name, tensor);
     }
-    check_weights(&config, &weights, path)?;
-    Ok((config, file.metadata, weights))
+    check_weight_parts(&config, &weights, &blocks, path)?;
+    Ok((config, file.metadata, weights, blocks))
 }
 
 #[cfg(test)]
@@ -161,7 +190,7 @@ mod tests {
     use super::super::writer::{q8_0_bytes, temp_path, write_gguf, Out};
     use super::super::MetaValue;
     use super::*;
-    use crate::model::weights::{expected_shapes, FloatEncoding};
+    use crate::model::weights::{check_weight_parts, expected_shapes, FloatEncoding};
     use std::path::PathBuf;
 
     /// The inverse of `unpermute_rows`: what llama.cpp's converter does to Q and K.
@@ -292,6 +321,26 @@ mod tests {
         assert_eq!(got, weights);
     }
 
+    #[test]
+    fn kept_blocks_hold_the_values_the_f32_load_gives_with_q_and_k_rows_in_hf_order() {
+        let (_, tensors) = tiny_model();
+        let path = temp_path("blocks");
+        std::fs::write(&path, write_gguf(&tiny_meta(), &tensors, 64)).unwrap();
+        let (_, _, all) = load_llama_gguf(&path).unwrap();
+        let (config, _, dense, blocks) = load_llama_gguf_parts(&path, true).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        // The Q8_0 tensors of the file, and only those, are kept as blocks.
+        let q8: Vec<&str> = tensors.iter().filter(|t| t.type_id == 8).map(|t| t.name.as_str()).collect();
+        assert_eq!(blocks.len(), q8.len());
+        assert!(blocks.keys().any(|n| n.contains("q_proj") || n.contains("k_proj")), "{:?}", blocks.keys());
+        for (name, matrix) in &blocks {
+            assert_eq!(matrix.dequantize(), all[name].data, "{name}");
+            assert!(!dense.contains_key(name));
+        }
+        assert_eq!(dense.len() + blocks.len(), all.len());
+        assert!(check_weight_parts(&config, &dense, &blocks, &path).is_ok());
+    }
+
     fn load_err(name: &str, bytes: &[u8]) -> String {
         let path = temp_path(name);
         std::fs::write(&path, bytes).unwrap();
@@ -392,5 +441,34 @@ mod tests {
         assert_eq!(digits.get_tokens(), &["2", "0", "2", "4"]);
         let chat = tok.encode("<|im_start|>user", false).unwrap();
         assert_eq!(chat.get_ids()[0], 1);
+
+        // The file's blocks kept (`--weights-dtype stored`): the logits of a prompt and of
+        // decoding steps equal the f32 model's up to the order of the sums.
+        use crate::model::llama::Llama;
+        use crate::model::weights::FloatEncoding;
+        use burn::tensor::{Device, Int, Tensor, TensorData};
+        let device = Device::flex();
+        let f32_model = Llama::from_weights(&config, &weights, &device).unwrap();
+        let (_, _, dense, blocks) = load_llama_gguf_parts(&path, true).unwrap();
+        let stored = Llama::from_parts(&config, &dense, &blocks, &device, FloatEncoding::F32).unwrap();
+        assert_eq!(blocks.len(), 30 * 7 + 1, "every projection and the embedding");
+        assert!(stored.step_weight_bytes() < f32_model.step_weight_bytes() / 5);
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&t| i64::from(t)).collect();
+        let n = ids.len();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+        let mask = Tensor::<2, Int>::ones([1, n], &device);
+        let (mut a_cache, mut b_cache) = (f32_model.new_cache(n + 3), stored.new_cache(n + 3));
+        let mut a = f32_model.forward(tokens.clone(), mask.clone(), Some(&mut a_cache));
+        let mut b = stored.forward(tokens, mask, Some(&mut b_cache));
+        for step in 0..4 {
+            let scale = a.clone().abs().max().into_scalar::<f32>();
+            let diff = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-4 * scale, "step {step}: logits differ by {diff} (up to {scale})");
+            eprintln!("stored blocks vs f32, step {step}: logits differ by at most {diff} (up to {scale})");
+            let next = a.clone().narrow(1, a.dims()[1] - 1, 1).argmax(2).reshape([1, 1]);
+            let one = Tensor::<2, Int>::ones([1, 1], &device);
+            a = f32_model.forward(next.clone(), one.clone(), Some(&mut a_cache));
+            b = stored.forward(next, one, Some(&mut b_cache));
+        }
     }
 }

@@ -1,0 +1,86 @@
+//! The few-row product over quantized blocks against the same product over f16 and f32
+//! weights: every projection of SmolLM2's 30 layers (as its GGUF stores them, Q4_1) and its
+//! tied LM head (Q8_0), at 1, 4 and 8 rows, each weight read from memory as a decoding step
+//! reads it. Medians of 9 alternating rounds, with the bytes each pass reads per second.
+//! `cargo bench -p soft-core --bench block_rows` (`taskset -c 0` for one core).
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+use soft_core::kernels::blocks::{BlockMatrix, BlockType};
+use soft_core::kernels::product;
+
+mod smollm2_shapes;
+use smollm2_shapes::{median_ms, ROUNDS, SHAPES};
+
+/// Blocks of `ty` with small scales and varied values (speed does not depend on them).
+fn blocks(ty: BlockType, d_out: usize, d_in: usize, seed: u8) -> BlockMatrix {
+    let mut bytes = Vec::with_capacity(d_out * d_in / 32 * ty.bytes());
+    let scales = if ty == BlockType::Q4_1 { 2 } else { 1 };
+    for b in 0..d_out * d_in / 32 {
+        for _ in 0..scales {
+            bytes.extend(half::f16::from_f32(0.01).to_le_bytes());
+        }
+        bytes.extend((0..ty.bytes() - 2 * scales).map(|i| (b as u8).wrapping_mul(31).wrapping_add(i as u8 ^ seed)));
+    }
+    BlockMatrix::new(ty, d_out, d_in, bytes).expect("whole blocks")
+}
+
+fn main() {
+    let device = Device::flex();
+    let quantized: Vec<Vec<BlockMatrix>> = (0..30)
+        .map(|l| SHAPES.iter().map(|&(i, o)| blocks(BlockType::Q4_1, o, i, l as u8)).collect())
+        .collect();
+    let head_q = blocks(BlockType::Q8_0, 49_152, 576, 7);
+    let dense = |dtype: FloatDType| -> Vec<Vec<Tensor<2>>> {
+        (0..30)
+            .map(|_| SHAPES.iter().map(|&(i, o)| Tensor::<2>::full([i, o], 0.01, &device).cast(dtype)).collect())
+            .collect()
+    };
+    let (f16, f32) = (dense(FloatDType::F16), dense(FloatDType::F32));
+    let bytes = |b: f64| b * 30.0 * SHAPES.iter().map(|&(i, o)| (i * o) as f64).sum::<f64>();
+    let layer_bytes = [bytes(0.625), bytes(2.0), bytes(4.0)];
+    println!("rows | 30 layers: q4_1 / f16 / f32 (ms, GB/s) | head: q8_0 (ms, GB/s)");
+    for rows in [1, 4, 8] {
+        let x: Vec<Vec<f32>> = [576, 1536]
+            .map(|d| {
+                let t = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device);
+                t.into_data().convert::<f32>().try_to_vec().expect("f32")
+            })
+            .to_vec();
+        let xt: Vec<Tensor<2>> = [576, 1536]
+            .map(|d| Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device))
+            .to_vec();
+        let mut times = [vec![], vec![], vec![], vec![]];
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            for layer in &quantized {
+                for w in layer {
+                    let _ = w.product(&x[usize::from(w.dims().1 != 576)], rows);
+                }
+            }
+            times[0].push(start.elapsed().as_secs_f64());
+            for (k, layers) in [&f16, &f32].into_iter().enumerate() {
+                let start = Instant::now();
+                for layer in layers {
+                    for w in layer {
+                        let _ = product(xt[usize::from(w.dims()[0] != 576)].clone(), w.clone(), None, usize::MAX);
+                    }
+                }
+                times[1 + k].push(start.elapsed().as_secs_f64());
+            }
+            let start = Instant::now();
+            let _ = head_q.product(&x[0], rows);
+            times[3].push(start.elapsed().as_secs_f64());
+        }
+        let [q, h, f, head] = times.map(median_ms);
+        let rate = |b: f64, ms: f64| b / ms / 1e6;
+        println!(
+            "{rows:4} | {q:6.2} ({:5.1}) / {h:6.2} ({:5.1}) / {f:6.2} ({:5.1}) | {head:5.2} ({:5.1})",
+            rate(layer_bytes[0], q),
+            rate(layer_bytes[1], h),
+            rate(layer_bytes[2], f),
+            rate(49_152.0 * 576.0 * 34.0 / 32.0, head)
+        );
+    }
+}

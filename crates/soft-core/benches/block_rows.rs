@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use soft_core::kernels::blocks::{BlockMatrix, BlockType};
-use soft_core::kernels::product;
+use soft_core::kernels::{block_linear, product};
 
 mod smollm2_shapes;
 use smollm2_shapes::{median_ms, ROUNDS, SHAPES};
@@ -40,8 +40,8 @@ fn main() {
     let (f16, f32) = (dense(FloatDType::F16), dense(FloatDType::F32));
     let bytes = |b: f64| b * 30.0 * SHAPES.iter().map(|&(i, o)| (i * o) as f64).sum::<f64>();
     let layer_bytes = [bytes(0.625), bytes(2.0), bytes(4.0)];
-    println!("rows | 30 layers: q4_1 / f16 / f32 (ms, GB/s) | head: q8_0 (ms, GB/s)");
-    for rows in [1, 4, 8] {
+    println!("rows | 30 layers: q4_1 / f16 / f32 (ms, GB/s), q4_1 through an f32 copy and gemm (ms) | head: q8_0 (ms, GB/s)");
+    for rows in [1, 4, 8, 16, 32, 64, 180] {
         let x: Vec<Vec<f32>> = [576, 1536]
             .map(|d| {
                 let t = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device);
@@ -51,7 +51,7 @@ fn main() {
         let xt: Vec<Tensor<2>> = [576, 1536]
             .map(|d| Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), &device))
             .to_vec();
-        let mut times = [vec![], vec![], vec![], vec![]];
+        let mut times = [vec![], vec![], vec![], vec![], vec![]];
         for _ in 0..ROUNDS {
             let start = Instant::now();
             for layer in &quantized {
@@ -72,11 +72,18 @@ fn main() {
             let start = Instant::now();
             let _ = head_q.product(&x[0], rows);
             times[3].push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            for layer in &quantized {
+                for w in layer {
+                    let _ = block_linear(xt[usize::from(w.dims().1 != 576)].clone(), w, None, 0);
+                }
+            }
+            times[4].push(start.elapsed().as_secs_f64());
         }
-        let [q, h, f, head] = times.map(median_ms);
+        let [q, h, f, head, copied] = times.map(median_ms);
         let rate = |b: f64, ms: f64| b / ms / 1e6;
         println!(
-            "{rows:4} | {q:6.2} ({:5.1}) / {h:6.2} ({:5.1}) / {f:6.2} ({:5.1}) | {head:5.2} ({:5.1})",
+            "{rows:4} | {q:6.2} ({:5.1}) / {h:6.2} ({:5.1}) / {f:6.2} ({:5.1}), {copied:6.2} | {head:5.2} ({:5.1})",
             rate(layer_bytes[0], q),
             rate(layer_bytes[1], h),
             rate(layer_bytes[2], f),

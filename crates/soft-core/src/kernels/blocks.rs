@@ -16,6 +16,11 @@ use super::few_rows::Weight;
 /// Values in one block.
 pub const BLOCK: usize = 32;
 
+/// Rows up to which a product reads the blocks as they lie; past it an f32 copy of the weight
+/// and `gemm` win (a 180-token prompt). Measured on SmolLM2's shapes by `benches/block_rows.rs`
+/// (Zen 5, 2 threads: at 64 rows 53 ms against 79 ms for the copy, at 180 rows 166 against 131).
+pub const FEW_ROWS: usize = 64;
+
 /// A quantized block type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockType {
@@ -102,6 +107,21 @@ impl BlockMatrix {
         assert!(i < self.d_out && out.len() == self.d_in, "row {i} of a [{}, {}] block matrix", self.d_out, self.d_in);
         let rb = self.row_bytes();
         let row = &self.bytes[i * rb..(i + 1) * rb];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU has the features; `row` holds `d_in / 32` whole blocks.
+            unsafe {
+                match self.ty {
+                    BlockType::Q4_0 => avx512::row::<Q4_0>(row.as_ptr(), out),
+                    BlockType::Q4_1 => avx512::row::<Q4_1>(row.as_ptr(), out),
+                    BlockType::Q8_0 => avx512::row::<Q8_0>(row.as_ptr(), out),
+                }
+            }
+            return;
+        }
         let per = self.ty.bytes();
         for (block, values) in row.chunks_exact(per).zip(out.chunks_exact_mut(BLOCK)) {
             let values: &mut [f32; BLOCK] = values.try_into().expect("a whole block");
@@ -249,24 +269,24 @@ const GROUP: usize = 4;
 /// `out` `[m, n]` = `x` times the part's output rows: each block dequantized once per group of
 /// input rows, 32 lanes of partial sums per input row, summed across lanes at the row's end.
 #[inline(always)]
-fn rows<B: Block, const FMA: bool>(p: Rows, out: &mut [f32]) {
+fn rows<B: Block>(p: Rows, out: &mut [f32]) {
     let Rows { x, m, d_in, w, n } = p;
     let row_bytes = d_in / BLOCK * B::BYTES;
     let mut r0 = 0;
     while r0 < m {
         let g = GROUP.min(m - r0);
         match g {
-            4 => group::<B, 4, FMA>(x, r0, d_in, w, row_bytes, n, out),
-            3 => group::<B, 3, FMA>(x, r0, d_in, w, row_bytes, n, out),
-            2 => group::<B, 2, FMA>(x, r0, d_in, w, row_bytes, n, out),
-            _ => group::<B, 1, FMA>(x, r0, d_in, w, row_bytes, n, out),
+            4 => group::<B, 4>(x, r0, d_in, w, row_bytes, n, out),
+            3 => group::<B, 3>(x, r0, d_in, w, row_bytes, n, out),
+            2 => group::<B, 2>(x, r0, d_in, w, row_bytes, n, out),
+            _ => group::<B, 1>(x, r0, d_in, w, row_bytes, n, out),
         }
         r0 += g;
     }
 }
 
 #[inline(always)]
-fn group<B: Block, const G: usize, const FMA: bool>(
+fn group<B: Block, const G: usize>(
     x: &[f32],
     r0: usize,
     d_in: usize,
@@ -284,7 +304,7 @@ fn group<B: Block, const G: usize, const FMA: bool>(
             for r in 0..G {
                 let xb: &[f32; BLOCK] = xs[r][b * BLOCK..(b + 1) * BLOCK].try_into().expect("a whole block");
                 for i in 0..BLOCK {
-                    acc[r][i] = if FMA { v[i].mul_add(xb[i], acc[r][i]) } else { acc[r][i] + v[i] * xb[i] };
+                    acc[r][i] += v[i] * xb[i];
                 }
             }
         }
@@ -304,9 +324,9 @@ fn group<B: Block, const G: usize, const FMA: bool>(
     }
 }
 
-/// The kernels for this CPU: an AVX-512 copy with intrinsics where the CPU has it (LLVM does
-/// not vectorise the nibble unpacking across a block: the portable loop runs ~10x slower than
-/// memory), else the portable loop, compiled for AVX2 + FMA where the CPU has them.
+/// The kernels for this CPU: AVX-512 or AVX2 copies with intrinsics where the CPU has them
+/// (LLVM does not vectorise the nibble unpacking across a block: the portable loop runs ~10x
+/// slower than memory), else the portable loop.
 mod dispatch {
     use super::*;
 
@@ -322,17 +342,15 @@ mod dispatch {
                         // SAFETY: the CPU has the features the copy is compiled for.
                         return unsafe { avx512::rows::<$block>(p, out) };
                     }
-                    #[target_feature(enable = "avx2,fma,f16c")]
-                    unsafe fn avx2(p: Rows, out: &mut [f32]) { rows::<$block, true>(p, out) }
                     if std::arch::is_x86_feature_detected!("avx2")
                         && std::arch::is_x86_feature_detected!("fma")
                         && std::arch::is_x86_feature_detected!("f16c")
                     {
                         // SAFETY: as above.
-                        return unsafe { avx2(p, out) };
+                        return unsafe { avx2::rows::<$block>(p, out) };
                     }
                 }
-                rows::<$block, false>(p, out)
+                rows::<$block>(p, out)
             }
         )*};
     }
@@ -406,7 +424,9 @@ mod avx512 {
         }
     }
 
-    /// [`super::rows`] with intrinsics.
+    /// [`super::rows`] with intrinsics. (Dequantizing each output's weights once into an L1
+    /// buffer that every row then reads was ~1.8x slower at 8-64 rows than unpacking each block
+    /// again per group of 4 rows, `benches/block_rows.rs`.)
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub(super) unsafe fn rows<B: Simd>(p: Rows, out: &mut [f32]) {
         let mut r0 = 0;
@@ -418,6 +438,22 @@ mod avx512 {
                 _ => group::<B, 1>(p, r0, out),
             }
             r0 += GROUP.min(p.m - r0);
+        }
+    }
+
+    /// [`dequantize_row`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub(super) unsafe fn row<B: Simd>(row: *const u8, buf: &mut [f32]) {
+        dequantize_row::<B>(row, buf)
+    }
+
+    /// Output `j`'s `d_in` weights into `buf`.
+    #[inline(always)]
+    pub(super) unsafe fn dequantize_row<B: Simd>(row: *const u8, buf: &mut [f32]) {
+        for b in 0..buf.len() / BLOCK {
+            let (lo, hi) = B::vectors(row.add(b * B::BYTES));
+            _mm512_storeu_ps(buf.as_mut_ptr().add(b * BLOCK), lo);
+            _mm512_storeu_ps(buf.as_mut_ptr().add(b * BLOCK + 16), hi);
         }
     }
 
@@ -456,6 +492,106 @@ mod avx512 {
             for (r, a) in acc.iter().enumerate() {
                 let sum = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
                 out[(r0 + r) * n + j] = _mm512_reduce_add_ps(sum);
+            }
+        }
+    }
+}
+
+/// The AVX2 copy: a block's 32 values as four vectors of 8, with the same two roundings as
+/// the scalar definition; two input rows at a time (their sums fill half of the 16 registers).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// A block type's values in four vectors.
+    pub(super) trait Simd: Block {
+        /// # Safety
+        /// `block` holds `Self::BYTES` bytes; the CPU has AVX2, FMA and F16C.
+        unsafe fn vectors(block: *const u8) -> [__m256; 4];
+    }
+
+    #[inline(always)]
+    unsafe fn scale(p: *const u8) -> __m256 {
+        let bits = i32::from(u16::from_le_bytes([*p, *p.add(1)]));
+        _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+    }
+
+    /// The nibbles of a Q4 block as integers, in element order (0..8, 8..16, 16..24, 24..32):
+    /// low nibbles of bytes 0..16, then high nibbles.
+    #[inline(always)]
+    unsafe fn nibbles(qs: *const u8) -> [__m256i; 4] {
+        let q = _mm_loadu_si128(qs.cast());
+        let (a, b) = (_mm256_cvtepu8_epi32(q), _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(q, q)));
+        let low = _mm256_set1_epi32(0x0F);
+        [_mm256_and_si256(a, low), _mm256_and_si256(b, low), _mm256_srli_epi32::<4>(a), _mm256_srli_epi32::<4>(b)]
+    }
+
+    impl Simd for Q4_0 {
+        #[inline(always)]
+        unsafe fn vectors(b: *const u8) -> [__m256; 4] {
+            let (d, eight) = (scale(b), _mm256_set1_ps(8.0));
+            nibbles(b.add(2)).map(|q| _mm256_mul_ps(d, _mm256_sub_ps(_mm256_cvtepi32_ps(q), eight)))
+        }
+    }
+
+    impl Simd for Q4_1 {
+        #[inline(always)]
+        unsafe fn vectors(b: *const u8) -> [__m256; 4] {
+            let (d, m) = (scale(b), scale(b.add(2)));
+            nibbles(b.add(4)).map(|q| _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(q)), m))
+        }
+    }
+
+    impl Simd for Q8_0 {
+        #[inline(always)]
+        unsafe fn vectors(b: *const u8) -> [__m256; 4] {
+            let d = scale(b);
+            let value = |k: usize| {
+                let q = _mm_loadl_epi64(b.add(2 + 8 * k).cast());
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)))
+            };
+            [value(0), value(1), value(2), value(3)]
+        }
+    }
+
+    /// [`super::rows`] with intrinsics.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows<B: Simd>(p: Rows, out: &mut [f32]) {
+        let mut r0 = 0;
+        while r0 < p.m {
+            match 2.min(p.m - r0) {
+                2 => group::<B, 2>(p, r0, out),
+                _ => group::<B, 1>(p, r0, out),
+            }
+            r0 += 2.min(p.m - r0);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn group<B: Simd, const G: usize>(p: Rows, r0: usize, out: &mut [f32]) {
+        let Rows { x, d_in, w, n, .. } = p;
+        let blocks = d_in / BLOCK;
+        let row_bytes = blocks * B::BYTES;
+        debug_assert!(x.len() >= (r0 + G) * d_in && w.len() >= n * row_bytes);
+        let xs: [*const f32; G] = std::array::from_fn(|r| x.as_ptr().add((r0 + r) * d_in));
+        for j in 0..n {
+            let row = w.as_ptr().add(j * row_bytes);
+            let mut acc = [[_mm256_setzero_ps(); 4]; G];
+            for b in 0..blocks {
+                let v = B::vectors(row.add(b * B::BYTES));
+                for r in 0..G {
+                    let xb = xs[r].add(b * BLOCK);
+                    for k in 0..4 {
+                        acc[r][k] = _mm256_fmadd_ps(v[k], _mm256_loadu_ps(xb.add(8 * k)), acc[r][k]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+                let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
+                let quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+                out[(r0 + r) * n + j] = _mm_cvtss_f32(_mm_add_ss(quarter, _mm_movehdup_ps(quarter)));
             }
         }
     }
@@ -527,6 +663,75 @@ mod tests {
                         let norm: f64 = (0..d_in).map(|k| (f64::from(x[r * d_in + k]) * f64::from(w[j * d_in + k])).abs()).sum();
                         let diff = (f64::from(got[r * d_out + j]) - dot).abs();
                         assert!(diff <= 1e-6 * norm + 1e-30, "{ty:?} m {m} [{r}, {j}]: {} vs {dot}", got[r * d_out + j]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `x` `[m, d_in]` times the blocks through every copy of the kernel this CPU runs.
+    fn every_copy(matrix: &BlockMatrix, x: &[f32], m: usize) -> Vec<(&'static str, Vec<f32>)> {
+        let (d_out, d_in) = matrix.dims();
+        let p = Rows { x, m, d_in, w: &matrix.bytes, n: d_out };
+        let run = |copy: &dyn Fn(Rows, &mut [f32])| {
+            let mut out = vec![0f32; m * d_out];
+            copy(p, &mut out);
+            out
+        };
+        macro_rules! copies {
+            ($block:ty) => {{
+                let mut got = vec![("portable", run(&|p, o| rows::<$block>(p, o)))];
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let has = |f: &str| match f {
+                        "avx512" => {
+                            std::arch::is_x86_feature_detected!("avx512f")
+                                && std::arch::is_x86_feature_detected!("avx512bw")
+                                && std::arch::is_x86_feature_detected!("f16c")
+                        }
+                        _ => {
+                            std::arch::is_x86_feature_detected!("avx2")
+                                && std::arch::is_x86_feature_detected!("fma")
+                                && std::arch::is_x86_feature_detected!("f16c")
+                        }
+                    };
+                    if has("avx2") {
+                        // SAFETY: the CPU has the features.
+                        got.push(("avx2", run(&|p, o| unsafe { avx2::rows::<$block>(p, o) })));
+                    }
+                    if has("avx512") {
+                        // SAFETY: as above.
+                        got.push(("avx512", run(&|p, o| unsafe { avx512::rows::<$block>(p, o) })));
+                    }
+                }
+                got
+            }};
+        }
+        match matrix.block_type() {
+            BlockType::Q4_0 => copies!(Q4_0),
+            BlockType::Q4_1 => copies!(Q4_1),
+            BlockType::Q8_0 => copies!(Q8_0),
+        }
+    }
+
+    #[test]
+    fn every_cpu_copy_equals_the_f64_product() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for ty in TYPES {
+            let (d_out, d_in) = (9, 128);
+            let bytes = random_blocks(ty, d_out * d_in / BLOCK, 6);
+            let w = dequantize(ggml(ty), &bytes);
+            let matrix = BlockMatrix::new(ty, d_out, d_in, bytes).unwrap();
+            for m in [1, 2, 3, 4, 7] {
+                let x: Vec<f32> = (0..m * d_in).map(|_| rng.random_range(-2.0..2.0)).collect();
+                for (copy, got) in every_copy(&matrix, &x, m) {
+                    for r in 0..m {
+                        for j in 0..d_out {
+                            let terms = (0..d_in).map(|k| f64::from(x[r * d_in + k]) * f64::from(w[j * d_in + k]));
+                            let (dot, norm) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                            let diff = (f64::from(got[r * d_out + j]) - dot).abs();
+                            assert!(diff <= 1e-6 * norm, "{ty:?} {copy} m {m} [{r}, {j}]: {} vs {dot}", got[r * d_out + j]);
+                        }
                     }
                 }
             }

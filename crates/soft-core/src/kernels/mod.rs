@@ -639,6 +639,41 @@ mod tests {
     /// `linear` over a weight stored in f16 equals burn's product on the widened weight, in value
     /// and in the input's gradient, for a 3-d input with a bias.
     #[test]
+    fn linear_over_blocks_equals_burns_on_their_f32_copy_on_each_path_in_value_and_gradient() {
+        use blocks::{random_blocks, BlockMatrix, BlockType};
+        let (d_out, d_in) = (40, 64);
+        let w = BlockMatrix::new(BlockType::Q4_1, d_out, d_in, random_blocks(BlockType::Q4_1, d_out * d_in / 32, 8)).unwrap();
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let dense = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), &device).transpose();
+            let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 0.1), &device);
+            let raw = Tensor::<3>::random([2, 5, d_in], Distribution::Normal(0.0, 1.0), &device.clone().inner());
+            let upstream = Tensor::<3>::random([2, 5, d_out], Distribution::Normal(0.0, 1.0), &device);
+            // The blocks as they lie (10 rows <= 64), through the f32 copy (0), and burn's.
+            let run = |few_rows: Option<usize>| {
+                let x = Tensor::<3>::from_data(raw.to_data(), &device);
+                let x = if device.is_autodiff() { x.require_grad() } else { x };
+                let y = match few_rows {
+                    Some(few) => block_linear(x.clone(), &w, Some(bias.clone()), few),
+                    None => burn::tensor::module::linear(x.clone(), dense.clone(), Some(bias.clone())),
+                };
+                let grad = device.is_autodiff().then(|| {
+                    let grads = (y.clone() * upstream.clone()).sum().backward();
+                    x.grad(&grads).unwrap()
+                });
+                (y.detach(), grad)
+            };
+            let (y_burn, g_burn) = run(None);
+            for few in [64, 0] {
+                let (y, g) = run(Some(few));
+                assert!(max_diff(y, y_burn.clone()) < 1e-4, "{device:?}, few rows {few}");
+                if let (Some(g), Some(g_burn)) = (g, g_burn.clone()) {
+                    assert!(max_diff(g, g_burn) < 1e-4, "{device:?}, few rows {few}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn linear_over_a_half_weight_equals_burns_on_the_widened_weight_in_value_and_gradient() {
         let device = Device::flex().autodiff();
         let plain = device.clone().inner();

@@ -15,7 +15,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
 use crate::kernels::blocks::BlockMatrix;
-use crate::kernels::{block_linear, linear, linear_transposed, silu, softmax, FEW_ROWS_OUTPUT_MAJOR};
+use crate::kernels::{block_linear, linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
@@ -374,7 +374,7 @@ impl Llama {
             Some(w) => linear(hidden, w.val(), None),
             // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
             None => match &self.embed_blocks {
-                Some(blocks) => block_linear(hidden, blocks, None, FEW_ROWS_OUTPUT_MAJOR),
+                Some(blocks) => block_linear(hidden, blocks, None, crate::kernels::blocks::FEW_ROWS),
                 None => linear_transposed(hidden, self.embed_tokens.val()),
             },
         }

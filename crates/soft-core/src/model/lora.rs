@@ -3,7 +3,7 @@
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
 use crate::kernels::blocks::BlockMatrix;
-use crate::kernels::{block_linear, linear, FEW_ROWS};
+use crate::kernels::{block_linear, blocks, linear};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
@@ -71,7 +71,7 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         let base = |x| match &self.blocks {
-            Some(blocks) => block_linear(x, blocks, bias, FEW_ROWS),
+            Some(weight) => block_linear(x, weight, bias, blocks::FEW_ROWS),
             None => linear(x, self.weight.val(), bias),
         };
         match &self.adapter {

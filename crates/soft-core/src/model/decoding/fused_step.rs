@@ -49,12 +49,17 @@ impl Weight {
         Some(Self::Dense { matrix: Matrix::new(&tensor)?, tensor, few_rows })
     }
 
-    /// The frozen weight of `lin`, from its blocks or its tensor.
+    /// The frozen weight of `lin`, from its blocks or its tensor (the few-row product up to
+    /// `few_rows` rows).
     fn of(lin: &LoraLinear, few_rows: usize) -> Option<Self> {
         match &lin.blocks {
-            Some(blocks) => Some(Self::Blocks { blocks: blocks.clone(), few_rows }),
+            Some(blocks) => Some(Self::blocks(blocks)),
             None => Self::new(lin.weight.val(), few_rows),
         }
+    }
+
+    fn blocks(blocks: &BlockMatrix) -> Self {
+        Self::Blocks { blocks: blocks.clone(), few_rows: crate::kernels::blocks::FEW_ROWS }
     }
 
     /// `x` `[m, in]` times the weight: `[m, out]`.
@@ -159,7 +164,7 @@ impl Weights {
         let embed = model.embed_tokens.val();
         let head = match (&model.lm_head, &model.embed_blocks) {
             (Some(w), _) => Weight::new(w.val(), FEW_ROWS)?,
-            (None, Some(blocks)) => Weight::Blocks { blocks: blocks.clone(), few_rows: FEW_ROWS_OUTPUT_MAJOR },
+            (None, Some(blocks)) => Weight::blocks(blocks),
             (None, None) => Weight::new(embed.clone().transpose(), FEW_ROWS_OUTPUT_MAJOR)?,
         };
         let embed = match &model.embed_blocks {

@@ -274,9 +274,14 @@ impl Grounder {
 
 /// The model as decoding runs it: off the autodiff graph, LoRA adapters folded into the base
 /// weights (`soft-train bench`: beam search on SmolLM2 with q/v adapters kept apart was slower,
-/// BENCHMARKS.md). Merging a copy leaves `model` and its trainable adapters as they are.
+/// BENCHMARKS.md) — except over weights kept in quantized blocks, which merging would turn into
+/// f32 weights ~6x the bytes per step: their adapters stay apart. Merging a copy leaves `model`
+/// and its trainable adapters as they are.
 pub fn decoding_model(model: &Llama) -> Llama {
-    model.valid().merge_lora()
+    match model.has_blocks() {
+        true => model.valid(),
+        false => model.valid().merge_lora(),
+    }
 }
 
 /// The top beam's text for every prompt.

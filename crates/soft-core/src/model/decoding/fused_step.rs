@@ -444,6 +444,9 @@ mod tests {
         let config = small_config();
         let device = Device::flex().autodiff();
         let (quantized, dense) = quantized_pair(&config, 13, &device);
+        // Off the graph (as decoding takes it) the blocks stay, and adapters stay apart.
+        let decoding = crate::eval::llm::decoding_model(&quantized.clone().with_lora(&LoraConfig::default(), 1).unwrap());
+        assert!(decoding.has_blocks() && decoding.projections().any(|(_, lin)| lin.adapter.is_some()));
         let lora = LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, target_modules: vec!["q_proj".into(), "down_proj".into()] };
         let grads = |model: Llama| {
             let model = model.with_lora(&lora, 13).unwrap();

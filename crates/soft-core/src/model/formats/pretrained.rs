@@ -178,3 +178,19 @@ pub fn smollm2_path() -> PathBuf {
 pub fn tiny_dir() -> PathBuf {
     models_dir().join("tiny")
 }
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_weights_are_refused_for_anything_but_a_gguf_file() {
+        let dir = std::env::temp_dir();
+        let Err(err) = load_path_as(&dir, &Device::flex(), BaseWeights::Stored) else { panic!("loaded {dir:?}") };
+        let err = err.to_string();
+        assert!(err.contains("stored") && err.contains("not a GGUF file") && err.contains(&dir.display().to_string()), "{err}");
+        assert!("q4".parse::<BaseWeights>().unwrap_err().contains("stored"));
+        assert_eq!("stored".parse::<BaseWeights>(), Ok(BaseWeights::Stored));
+        assert_eq!("bf16".parse::<BaseWeights>(), Ok(BaseWeights::Float(FloatEncoding::BF16)));
+    }
+}

@@ -601,13 +601,20 @@ mod avx2 {
 /// Random blocks of `ty`: scales of either sign and magnitude around 0.01-1, every nibble
 /// and byte value.
 pub(crate) fn random_blocks(ty: BlockType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    random_blocks_scaled(ty, n_blocks, seed, 1.0)
+}
+
+#[cfg(test)]
+/// [`random_blocks`] with every scale (and Q4_1 minimum) multiplied by `scale`.
+pub(crate) fn random_blocks_scaled(ty: BlockType, n_blocks: usize, seed: u64, scale: f32) -> Vec<u8> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut bytes = Vec::with_capacity(n_blocks * ty.bytes());
     for _ in 0..n_blocks {
         let scales = if ty == BlockType::Q4_1 { 2 } else { 1 };
         for _ in 0..scales {
-            let s = half::f16::from_f32(rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-2..1)));
+            let s = rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-2..1)) * scale;
+            let s = half::f16::from_f32(s);
             bytes.extend(s.to_le_bytes());
         }
         let qs = ty.bytes() - 2 * scales;

@@ -663,11 +663,13 @@ mod tests {
                 (y.detach(), grad)
             };
             let (y_burn, g_burn) = run(None);
+            // Relative to the largest value: the sums differ in order only.
+            let tolerance = |t: &Tensor<3>| 1e-5 * t.clone().abs().max().into_scalar::<f32>();
             for few in [64, 0] {
                 let (y, g) = run(Some(few));
-                assert!(max_diff(y, y_burn.clone()) < 1e-4, "{device:?}, few rows {few}");
+                assert!(max_diff(y, y_burn.clone()) <= tolerance(&y_burn), "{device:?}, few rows {few}");
                 if let (Some(g), Some(g_burn)) = (g, g_burn.clone()) {
-                    assert!(max_diff(g, g_burn) < 1e-4, "{device:?}, few rows {few}");
+                    assert!(max_diff(g, g_burn.clone()) <= tolerance(&g_burn), "{device:?}, few rows {few}");
                 }
             }
         }

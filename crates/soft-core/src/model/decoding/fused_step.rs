@@ -392,7 +392,7 @@ mod tests {
     /// embedding in Q8_0 ([`Llama::from_parts`]), and the same model from those blocks
     /// dequantized to f32, on `device`.
     pub(crate) fn quantized_pair(config: &LlamaConfig, seed: u64, device: &Device) -> (Llama, Llama) {
-        use crate::kernels::blocks::{random_blocks, BlockType, BLOCK};
+        use crate::kernels::blocks::{random_blocks_scaled, BlockType, BLOCK};
         let mut weights = random_weights(config, seed);
         let mut blocks = BlockMap::new();
         let mut names: Vec<(String, usize, usize)> = config
@@ -403,7 +403,9 @@ mod tests {
         names.push(("model.embed_tokens.weight".into(), config.vocab_size, config.hidden_size));
         for (i, (name, d_out, d_in)) in names.into_iter().enumerate() {
             let ty = [BlockType::Q4_1, BlockType::Q4_0, BlockType::Q8_0][if name.contains("embed") { 2 } else { i % 3 }];
-            let bytes = random_blocks(ty, d_out * d_in / BLOCK, seed + i as u64);
+            // Values up to ~0.15, as a trained model's: random blocks at full scale reach ~15
+            // and make logits in the thousands, where f32 sums in another order differ by 1e-5.
+            let bytes = random_blocks_scaled(ty, d_out * d_in / BLOCK, seed + i as u64, 0.01);
             let matrix = BlockMatrix::new(ty, d_out, d_in, bytes).unwrap();
             weights.insert(name.clone(), RawTensor::new(vec![d_out, d_in], matrix.dequantize()));
             blocks.insert(name.clone(), matrix);

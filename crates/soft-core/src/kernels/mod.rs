@@ -120,8 +120,10 @@ pub fn linear_transposed<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Ten
 /// `x` `[..., in]` times a frozen weight kept in quantized blocks `[out, in]` ([`blocks`]),
 /// plus `bias`. On the CPU backend off autodiff, up to `few_rows` rows (a decoding step), the
 /// blocks are read as they lie; more rows (a prompt) multiply an f32 copy of the blocks made
-/// for this product only, through [`product`]. Anywhere else (training, another device) burn's
-/// `linear` over that f32 copy, which then lives until the backward pass.
+/// for this product only, through [`product`]. On the CPU backend with autodiff (training) the
+/// same, and the backward pass dequantizes again: no f32 copy outlives a product, as over
+/// half-precision weights. On another device burn's `linear` over an f32 copy (which autodiff
+/// would keep until the backward pass; the model refuses blocks off the CPU backend).
 pub fn block_linear<const D: usize>(
     x: Tensor<D>,
     weight: &blocks::BlockMatrix,
@@ -137,10 +139,85 @@ pub fn block_linear<const D: usize>(
             host::from_values(weight.product(&values, rows), [rows, d_out])
         });
     }
+    if !inference && fused(&x) {
+        // Training on the CPU backend: a product that dequantizes for the forward pass and
+        // again for the backward one.
+        return by_rows(x, d_out, bias, |x| block_matmul_autodiff(x, weight));
+    }
     let dense = Tensor::<2>::from_data(TensorData::new(weight.dequantize(), [d_out, d_in]), &x.device()).transpose();
     match inference {
         true => product(x, dense, bias, 0),
         false => burn::tensor::module::linear(x, dense, bias),
+    }
+}
+
+/// `x` `[m, in]` (on the CPU backend) times the blocks `[out, in]` transposed, with an f32 copy
+/// of the weight made for this product only.
+fn block_matmul_flex(x: FloatTensor<Flex>, weight: &blocks::BlockMatrix) -> FloatTensor<Flex> {
+    let (d_out, d_in) = weight.dims();
+    let (x, _) = contiguous(&x);
+    let m = x.layout().num_elements() / d_in;
+    if m <= blocks::FEW_ROWS {
+        let out = weight.product(elements(&x), m);
+        return FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, d_out].into()), DType::F32);
+    }
+    Flex::float_matmul(x, Flex::float_transpose(dense_blocks(weight)))
+}
+
+/// The blocks dequantized, `[out, in]` row-major.
+fn dense_blocks(weight: &blocks::BlockMatrix) -> FloatTensor<Flex> {
+    let (d_out, d_in) = weight.dims();
+    FlexTensor::new(Bytes::from_elems(weight.dequantize()), Layout::contiguous([d_out, d_in].into()), DType::F32)
+}
+
+/// [`block_linear`]'s product on an autodiff device over the CPU backend: the weight is frozen,
+/// so only `x` is a parent, and the node keeps the blocks, not an f32 copy
+/// ([`BlockWeightBackward`]).
+fn block_matmul_autodiff(x: Tensor<2>, weight: &blocks::BlockMatrix) -> Tensor<2> {
+    use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
+    use burn::backend::{BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind};
+    let dispatch = x.into_dispatch();
+    let (DispatchTensorKind::Autodiff(kind), DispatchAutodiffContext::Enabled(strategy)) =
+        (dispatch.kind, dispatch.autodiff)
+    else {
+        unreachable!("block_matmul_autodiff takes an autodiff tensor of the CPU backend")
+    };
+    let DispatchTensorKind::Flex(BackendTensor::Autodiff(x)) = *kind else {
+        unreachable!("block_matmul_autodiff takes an autodiff tensor of the CPU backend")
+    };
+    fn tracked<C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<Flex>>,
+        weight: &blocks::BlockMatrix,
+    ) -> FloatTensor<Autodiff<Flex>> {
+        match BlockWeightBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(weight.clone(), block_matmul_flex(x.into_primitive(), weight)),
+            OpsKind::UnTracked(prep) => prep.finish(block_matmul_flex(x.into_primitive(), weight)),
+        }
+    }
+    let y = match strategy {
+        burn::backend::GradientCheckpointingStrategy::Balanced => tracked::<BalancedCheckpointing>(x, weight),
+        burn::backend::GradientCheckpointingStrategy::Disabled => tracked::<NoCheckpointing>(x, weight),
+    };
+    Tensor::from_dispatch(DispatchTensor {
+        kind: DispatchTensorKind::Autodiff(Box::new(DispatchTensorKind::Flex(BackendTensor::Autodiff(y)))),
+        autodiff: DispatchAutodiffContext::Enabled(strategy),
+    })
+}
+
+/// Backward of [`block_matmul_autodiff`]: the input's gradient `grad · W` (`W` `[out, in]`),
+/// the blocks dequantized again here.
+#[derive(Debug)]
+struct BlockWeightBackward;
+
+impl Backward<Flex, 1> for BlockWeightBackward {
+    /// The frozen weight's blocks.
+    type State = blocks::BlockMatrix;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = &ops.parents[0] {
+            grads.register::<Flex>(parent.id, Flex::float_matmul(grad, dense_blocks(&ops.state)));
+        }
     }
 }
 

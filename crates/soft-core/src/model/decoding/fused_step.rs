@@ -443,8 +443,15 @@ mod tests {
 
     #[test]
     fn training_over_quantized_blocks_equals_training_over_their_f32_copy() {
+        // With and without activation checkpointing (the op is built for either strategy).
+        for device in [Device::flex().autodiff(), Device::flex().autodiff().gradient_checkpointing()] {
+            training_over_blocks_on(&device);
+        }
+    }
+
+    fn training_over_blocks_on(device: &Device) {
         let config = small_config();
-        let device = Device::flex().autodiff();
+        let device = device.clone();
         let (quantized, dense) = quantized_pair(&config, 13, &device);
         // Off the graph (as decoding takes it) the blocks stay, and adapters stay apart.
         let decoding = crate::eval::llm::decoding_model(&quantized.clone().with_lora(&LoraConfig::default(), 1).unwrap());

@@ -111,7 +111,8 @@ pub struct Args {
     /// f16 or bf16 (the few-row product reads half-precision weights as they lie, widening
     /// them in registers: half the bytes of f32), or `stored`: SmolLM2's real GGUF with its
     /// Q4_1 projections and Q8_0 embedding read as the file's blocks (beam search then decodes
-    /// SmolLM2's own weights with a fresh adapter kept apart, not random weights; SmolLM2 only).
+    /// SmolLM2's own weights with a fresh adapter kept apart, not random weights, and `train` /
+    /// `soft` train an adapter over them; SmolLM2 only).
     #[arg(long, default_value = "f32")]
     pub weights_dtype: BaseWeights,
 }
@@ -308,8 +309,13 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         devices: 1,
     };
     let trainer = || -> Result<LmTrainer> {
-        let model = Llama::init(&c, &device.clone().autodiff())?.with_lora(&s.lora, seed)?;
-        Ok(LmTrainer::new(model, train_config.clone(), 0))
+        let training = device.clone().autodiff();
+        let base = match args.weights_dtype {
+            // SmolLM2's own blocks as the frozen base (read as they lie forward and backward).
+            BaseWeights::Stored => stored_smollm2(model, &training)?,
+            BaseWeights::Float(_) => Llama::init(&c, &training)?,
+        };
+        Ok(LmTrainer::new(base.with_lora(&s.lora, seed)?, train_config.clone(), 0))
     };
     match work {
         Work::Train => {

@@ -16,7 +16,12 @@ use soft_core::model::formats::pretrained::Pretrained;
 /// weights are kept in (half precision gives another table) and every title.
 pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Result<Grounder> {
     let ids = catalog.grounding_ids();
-    let cache = cache_path(model_path, pre.model.base_dtype(), catalog, &ids);
+    // A model over quantized blocks computes its own table (its sums run in another order).
+    let held = match pre.model.has_blocks() {
+        true => "stored".to_string(),
+        false => format!("{:?}", pre.model.base_dtype()),
+    };
+    let cache = cache_path(model_path, &held, catalog, &ids);
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
         return Ok(Grounder::from_table(ids, table)?);
     }
@@ -29,7 +34,9 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     Ok(grounder)
 }
 
-fn cache_path(model_path: &Path, dtype: DType, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
+/// `held`: how the base weights are held (`F32`, `F16`, `BF16` as burn names the dtype, or
+/// `stored`).
+fn cache_path(model_path: &Path, held: &str, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
     let (dir, weights) = if model_path.is_dir() {
         (model_path.to_path_buf(), model_path.join(soft_core::model::formats::pretrained::WEIGHTS_FILE))
     } else {
@@ -41,8 +48,8 @@ fn cache_path(model_path: &Path, dtype: DType, catalog: &Catalog, ids: &[u32]) -
     h = fnv1a(h, &meta.len().to_le_bytes());
     h = fnv1a(h, &mtime.to_le_bytes());
     // f32 tables keep the keys they had before half precision existed.
-    if dtype != DType::F32 {
-        h = fnv1a(h, format!("{dtype:?}").as_bytes());
+    if held != format!("{:?}", DType::F32) {
+        h = fnv1a(h, held.as_bytes());
     }
     for &id in ids {
         h = fnv1a(h, &id.to_le_bytes());

@@ -10,7 +10,7 @@ use soft_core::data::{Catalog, Domain};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::eval::llm::{Grounder, LlmRecommender};
 use soft_core::model::decoding::generate::BeamConfig;
-use soft_core::model::formats::pretrained::{load_path_in, Pretrained};
+use soft_core::model::formats::pretrained::{load_path_as, Pretrained};
 use soft_core::model::llama::Llama;
 use soft_core::train::sft::{check_backbone, SftConfig};
 
@@ -62,7 +62,7 @@ impl LoadedRun {
         };
         let path = resolve(&base_model)?;
         // In the precision the run trained in: a half-precision run is evaluated in it too.
-        let base = load_path_in(&path, device, config.train.base_dtype)?;
+        let base = load_path_as(&path, device, config.train.base_dtype)?;
         // Guidance-Only answers with the base model itself: it has no adapter (LLaRA's has its
         // untrained projector in the run directory). A trained LLaRA adapter brings its own.
         let tuned = if header.method == GuidanceOnlyDetails::METHOD {

@@ -319,7 +319,8 @@ pub fn check_fits(model: &Path, t: &Training, memory: u64, device: &str) -> Resu
     let trained = t.examples.iter().map(|e| e.trained.iter().filter(|&&x| x).count()).max().unwrap_or(1).max(1);
     let c = t.config;
     let setting = Setting {
-        weights: c.train.base_dtype,
+        // `stored` planned as f32: an upper bound (the plan knows the config, not the file).
+        weights: c.train.base_dtype.encoding(),
         lora: c.lora.clone(),
         micro_batch: c.train.micro_batch.min(t.examples.len().max(1)),
         seq_len: longest,

@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::formats::pretrained::{load_path_in, Pretrained};
+use soft_core::model::formats::pretrained::{load_path_as, Pretrained};
 use soft_core::train::epoch_loop::Trainable;
 use soft_core::train::sft::{examples, sft, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::weights::BaseWeights;
 
 use super::data_args::{DataArgs, DataOptions};
 use super::plan::{check_fits, Training};
@@ -60,10 +60,11 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; the adapter, optimizer state and loss stay f32), for the whole run: distillation,
-    /// SOFT and evaluation load the base in it too (README, "Memory plan").
+    /// f32; the adapter, optimizer state and loss stay f32), or `stored`: a GGUF's Q4_0/Q4_1/
+    /// Q8_0 blocks as the file has them (CPU backend), for the whole run: distillation, SOFT
+    /// and evaluation load the base in it too (README, "Memory plan").
     #[arg(long, default_value = "f32")]
-    pub weights_dtype: FloatEncoding,
+    pub weights_dtype: BaseWeights,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]
     pub seed: u64,
     /// Stop after this many optimizer steps in all (smoke tests of big models on a CPU).
@@ -133,7 +134,7 @@ pub struct SftSettings {
     pub activation_checkpointing: bool,
     /// Missing in runs started before the option existed: f32.
     #[serde(default)]
-    pub weights_dtype: FloatEncoding,
+    pub weights_dtype: BaseWeights,
     pub max_new_tokens: usize,
     pub decoding: Decoding,
     /// Missing in runs started before the options existed: the paper's prompt and targets.
@@ -237,7 +238,7 @@ pub fn execute(o: &Options) -> Result<()> {
     // LLaRA: the base model (d0, Guidance-Only) and the trained one start from the same
     // projector, drawn from the run's seed, over the SASRec run's frozen item table.
     let table = o.sasrec.as_deref().map(|dir| sasrec_item_table(dir, &backend.device)).transpose()?;
-    let loaded = load_path_in(&path, &o.config.train.training_device(&backend.device), o.config.train.base_dtype)?;
+    let loaded = load_path_as(&path, &o.config.train.training_device(&backend.device), o.config.train.base_dtype)?;
     // The frozen model that grounds and validates reads the trained model's base tensors
     // (frozen, never updated) without autodiff: one copy of the base weights, not two, in the
     // run's precision (a half-precision run grounds and evaluates in it too).

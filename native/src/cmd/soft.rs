@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use serde::Serialize;
-use soft_core::model::formats::pretrained::load_path_in;
+use soft_core::model::formats::pretrained::load_path_as;
 use soft_core::train::distill::load_jsonl;
 use soft_core::train::epoch_loop::Trainable;
 use soft_core::train::scheduler::{validate_alpha, Schedule, DEFAULT_ALPHA};
@@ -116,7 +116,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let trainable = if !train.activation_checkpointing {
         sft_run.base.model.clone().train()
     } else {
-        load_path_in(&resolve(&base_name)?, &train.training_device(&backend.device), train.base_dtype)?.model
+        load_path_as(&resolve(&base_name)?, &train.training_device(&backend.device), train.base_dtype)?.model
     };
     // LLaRA: a fresh projector over the SFT run's item table, for the trained model and for the
     // base model d0 is measured with (the same draw: d0 is the untrained model's).

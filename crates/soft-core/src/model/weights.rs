@@ -115,9 +115,10 @@ impl std::str::FromStr for FloatEncoding {
 
 /// How a model's frozen base weights are held: converted to one float encoding, or as their
 /// file stores them (a GGUF's Q4_0 / Q4_1 / Q8_0 blocks, read as they lie on the CPU backend:
-/// `Llama::from_parts`).
+/// `Llama::from_parts`). Written as its name (`"f32"`, `"stored"`), so a configuration that
+/// held a [`FloatEncoding`] reads as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum BaseWeights {
     Float(FloatEncoding),
     Stored,
@@ -143,12 +144,49 @@ impl std::str::FromStr for BaseWeights {
     }
 }
 
+impl TryFrom<String> for BaseWeights {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<BaseWeights> for String {
+    fn from(w: BaseWeights) -> String {
+        w.name().to_string()
+    }
+}
+
 impl BaseWeights {
     /// The name options and reports use (`f32`, `f16`, `bf16`, `stored`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Float(e) => e.name(),
             Self::Stored => "stored",
+        }
+    }
+
+    /// The encoding of the weights not kept as blocks: all of them for a float encoding, f32
+    /// for `stored` (norms, and any tensor the file does not store in blocks). Also the upper
+    /// bound memory plans use for `stored`, which know the config, not the file.
+    pub fn encoding(self) -> FloatEncoding {
+        match self {
+            Self::Float(e) => e,
+            Self::Stored => FloatEncoding::F32,
+        }
+    }
+
+    /// Refuses what `device` cannot hold: a float encoding it cannot store, or blocks off the
+    /// CPU backend.
+    pub fn check_device(self, device: &Device) -> Result<()> {
+        match self {
+            Self::Float(e) => e.check_storable(device),
+            Self::Stored if crate::kernels::is_cpu(device) => Ok(()),
+            Self::Stored => Err(Error::config(
+                "weights dtype",
+                "`stored` (a GGUF's quantized blocks) is read on the CPU backend only; use f32 or f16 on a GPU",
+            )),
         }
     }
 }

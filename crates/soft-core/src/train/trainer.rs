@@ -8,6 +8,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::llama::Llama;
+use crate::model::weights::BaseWeights;
+#[cfg(test)]
 use crate::model::weights::FloatEncoding;
 #[cfg(feature = "native")]
 use crate::progress::{Event, Progress};
@@ -36,11 +38,11 @@ pub struct TrainConfig {
     /// memory, more compute, the same gradients. Missing in runs from before the option: off.
     #[serde(default)]
     pub activation_checkpointing: bool,
-    /// The dtype the trained model's frozen base weights are kept in on the device (products
-    /// still compute in f32; see `Llama::with_base_dtype`). Missing in runs from before the
-    /// option: f32.
+    /// How the trained model's frozen base weights are kept on the device: a float encoding
+    /// (products still compute in f32; see `Llama::with_base_dtype`) or a GGUF's own blocks
+    /// (`stored`, CPU backend). Missing in runs from before the option: f32.
     #[serde(default)]
-    pub base_dtype: FloatEncoding,
+    pub base_dtype: BaseWeights,
     /// Devices training runs on at once, data-parallel (see `train::data_parallel`): one
     /// micro-batch each, gradients summed on the first. Missing in runs from before the
     /// option: one.
@@ -277,7 +279,7 @@ mod tests {
             seed: 3,
             max_steps: None,
             activation_checkpointing,
-            base_dtype: FloatEncoding::F32,
+            base_dtype: BaseWeights::default(),
             devices: 1,
         }
     }

@@ -9,7 +9,7 @@ use soft_core::baselines::SasRecConfig;
 use soft_core::data::prompt::Backbone;
 use soft_core::data::SplitConfig;
 use soft_core::eval::decoding::{Decoding, Ranking};
-use soft_core::model::weights::FloatEncoding;
+use soft_core::model::weights::BaseWeights;
 use soft_core::train::scheduler::Schedule;
 use soft_core::train::scheduler::{validate_alpha, DEFAULT_ALPHA};
 use soft_core::train::sft::SftConfig;
@@ -165,10 +165,11 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained models' frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; adapters, optimizer state and losses stay f32), for every stage (README, "Memory
-    /// plan").
+    /// f32; adapters, optimizer state and losses stay f32), or `stored`: a GGUF base model's
+    /// Q4_0/Q4_1/Q8_0 blocks as the file has them (CPU backend), for every stage (README,
+    /// "Memory plan").
     #[arg(long, default_value = "f32")]
-    pub weights_dtype: FloatEncoding,
+    pub weights_dtype: BaseWeights,
     #[command(flatten)]
     pub prompt: PromptArgs,
     /// The LLM-based recommenders SOFT is applied to, comma-separated: `bigrec` (titles only),
@@ -430,6 +431,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use soft_core::model::weights::FloatEncoding;
 
     /// A `run-config.json` written before `--sasrec-train-on` existed still resumes, with the
     /// settings it names, and is written back under the same field names.
@@ -568,7 +570,7 @@ mod tests {
     fn batch_and_checkpointing_reach_the_training_config_and_zero_is_refused() {
         let d = config_of(&[]).unwrap().sft_config(1, Backbone::Bigrec).train;
         assert_eq!((d.micro_batch, d.grad_accum, d.activation_checkpointing), (8, 1, false));
-        assert_eq!(d.base_dtype, FloatEncoding::F32);
+        assert_eq!(d.base_dtype, BaseWeights::Float(FloatEncoding::F32));
         let c = config_of(&[
             "--micro-batch",
             "2",
@@ -583,10 +585,10 @@ mod tests {
         .train;
         assert_eq!(
             (c.micro_batch, c.grad_accum, c.activation_checkpointing, c.base_dtype),
-            (2, 16, true, FloatEncoding::BF16)
+            (2, 16, true, BaseWeights::Float(FloatEncoding::BF16))
         );
         let err = config_of(&["--weights-dtype", "f8"]).unwrap_err().to_string();
-        assert!(err.contains("f32, f16 or bf16"), "{err}");
+        assert!(err.contains("f32, f16, bf16 or stored"), "{err}");
         for flag in ["--micro-batch", "--grad-accum"] {
             let err = config_of(&[flag, "0"]).unwrap_err().to_string();
             assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");

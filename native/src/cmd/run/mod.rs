@@ -280,14 +280,14 @@ pub fn read_config(dir: &Path) -> Result<RunConfig> {
 /// What the chosen backend cannot do is refused before any stage, and before a new run's
 /// configuration is written: half-precision base weights it cannot store, devices it lacks.
 fn check_backend(config: &RunConfig, backend: BackendChoice) -> Result<()> {
-    let (encoding, devices) = (config.sft.weights_dtype, config.sft.devices);
-    if encoding == soft_core::model::weights::FloatEncoding::F32 && devices == 1 {
+    let (weights, devices) = (config.sft.weights_dtype, config.sft.devices);
+    if weights == soft_core::model::weights::BaseWeights::default() && devices == 1 {
         return Ok(());
     }
     let chosen = crate::backend::choose(backend)?;
-    encoding
-        .check_storable(&chosen.device)
-        .with_context(|| format!("--weights-dtype {} on {}", encoding.name(), chosen.name))?;
+    weights
+        .check_device(&chosen.device)
+        .with_context(|| format!("--weights-dtype {} on {}", weights.name(), chosen.name))?;
     crate::backend::replicas(&chosen, devices).map(|_| ())
 }
 

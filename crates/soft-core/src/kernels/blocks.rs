@@ -3,8 +3,9 @@
 //! SmolLM2's file holds its projections in Q4_1 (0.625 bytes a value) and its embedding in Q8_0
 //! (1.0625): a decoding step that reads them as they lie reads ~6x fewer bytes than from the
 //! f32 copy the model otherwise holds. Each block is dequantized in registers with exactly the
-//! arithmetic of `formats::gguf::dequant` (the same f32 values), then multiplied in f32 with f32
-//! sums: the product equals the f32 path's up to the order of the sums.
+//! arithmetic of [`block_values`], the definition the GGUF reader dequantizes with too (the same
+//! f32 values), then multiplied in f32 with f32 sums: the product equals the f32 path's up to
+//! the order of the sums.
 //!
 //! The matrix lies as the file has it, `[d_out, d_in]`, each output's weights a row of
 //! `d_in / 32` blocks: a product reads each row once per group of input rows.
@@ -108,10 +109,7 @@ impl BlockMatrix {
         let rb = self.row_bytes();
         let row = &self.bytes[i * rb..(i + 1) * rb];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
+        if has_avx512() {
             // SAFETY: the CPU has the features; `row` holds `d_in / 32` whole blocks.
             unsafe {
                 match self.ty {
@@ -122,15 +120,16 @@ impl BlockMatrix {
             }
             return;
         }
-        let per = self.ty.bytes();
-        for (block, values) in row.chunks_exact(per).zip(out.chunks_exact_mut(BLOCK)) {
-            let values: &mut [f32; BLOCK] = values.try_into().expect("a whole block");
-            match self.ty {
-                BlockType::Q4_0 => *values = Q4_0::values(block),
-                BlockType::Q4_1 => *values = Q4_1::values(block),
-                BlockType::Q8_0 => *values = Q8_0::values(block),
-            }
+        for (block, values) in row.chunks_exact(self.ty.bytes()).zip(out.chunks_exact_mut(BLOCK)) {
+            values.copy_from_slice(&block_values(self.ty, block));
         }
+    }
+
+    /// The matrix as an f32 tensor `[d_out, d_in]` on `device`: a copy for one product, or for
+    /// writing the weights out.
+    pub fn to_tensor(&self, device: &burn::tensor::Device) -> burn::tensor::Tensor<2> {
+        let data = burn::tensor::TensorData::new(self.dequantize(), [self.d_out, self.d_in]);
+        burn::tensor::Tensor::from_data(data, device)
     }
 
     /// The whole matrix as f32, `[d_out, d_in]` row-major.
@@ -204,7 +203,33 @@ struct Rows<'a> {
     n: usize,
 }
 
-/// A block type's values, computed as `formats::gguf::dequant` computes them.
+/// One block's 32 values: the definition of each type, which the GGUF reader
+/// (`formats::gguf::dequant`) and every copy of the product compute alike.
+pub fn block_values(ty: BlockType, block: &[u8]) -> [f32; BLOCK] {
+    match ty {
+        BlockType::Q4_0 => Q4_0::values(block),
+        BlockType::Q4_1 => Q4_1::values(block),
+        BlockType::Q8_0 => Q8_0::values(block),
+    }
+}
+
+/// The CPU has what the AVX-512 copies are compiled for.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The CPU has what the AVX2 copies are compiled for.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// A block type's values (see [`block_values`]).
 trait Block {
     const BYTES: usize;
     fn values(block: &[u8]) -> [f32; BLOCK];
@@ -335,17 +360,11 @@ mod dispatch {
             pub(super) fn $name(p: Rows, out: &mut [f32]) {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    if std::arch::is_x86_feature_detected!("avx512f")
-                        && std::arch::is_x86_feature_detected!("avx512bw")
-                        && std::arch::is_x86_feature_detected!("f16c")
-                    {
+                    if has_avx512() {
                         // SAFETY: the CPU has the features the copy is compiled for.
                         return unsafe { avx512::rows::<$block>(p, out) };
                     }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                        && std::arch::is_x86_feature_detected!("f16c")
-                    {
+                    if has_avx2() {
                         // SAFETY: as above.
                         return unsafe { avx2::rows::<$block>(p, out) };
                     }
@@ -431,25 +450,20 @@ mod avx512 {
     pub(super) unsafe fn rows<B: Simd>(p: Rows, out: &mut [f32]) {
         let mut r0 = 0;
         while r0 < p.m {
-            match GROUP.min(p.m - r0) {
+            let g = GROUP.min(p.m - r0);
+            match g {
                 4 => group::<B, 4>(p, r0, out),
                 3 => group::<B, 3>(p, r0, out),
                 2 => group::<B, 2>(p, r0, out),
                 _ => group::<B, 1>(p, r0, out),
             }
-            r0 += GROUP.min(p.m - r0);
+            r0 += g;
         }
     }
 
-    /// [`dequantize_row`] compiled for AVX-512.
+    /// The `buf.len() / 32` blocks at `row` dequantized into `buf`.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub(super) unsafe fn row<B: Simd>(row: *const u8, buf: &mut [f32]) {
-        dequantize_row::<B>(row, buf)
-    }
-
-    /// Output `j`'s `d_in` weights into `buf`.
-    #[inline(always)]
-    pub(super) unsafe fn dequantize_row<B: Simd>(row: *const u8, buf: &mut [f32]) {
         for b in 0..buf.len() / BLOCK {
             let (lo, hi) = B::vectors(row.add(b * B::BYTES));
             _mm512_storeu_ps(buf.as_mut_ptr().add(b * BLOCK), lo);
@@ -466,13 +480,12 @@ mod avx512 {
         let xs: [*const f32; G] = std::array::from_fn(|r| x.as_ptr().add((r0 + r) * d_in));
         for j in 0..n {
             let row = w.as_ptr().add(j * row_bytes);
-            // Even and odd blocks in separate sums: two chains of fused multiply-adds per row
-            // would wait on each other's latency.
+            // Even and odd blocks in separate pairs of sums (measured no faster than one pair,
+            // BENCHMARKS.md, and kept as measured); unrolled, since an index computed at run
+            // time would keep the sums in memory.
             let mut acc = [[_mm512_setzero_ps(); 4]; G];
             let mut b = 0;
             while b < blocks {
-                // The next block's sums go to the other pair, unrolled (an index computed at
-                // run time would keep the sums in memory).
                 let (lo, hi) = B::vectors(row.add(b * B::BYTES));
                 for r in 0..G {
                     let xb = xs[r].add(b * BLOCK);
@@ -560,11 +573,12 @@ mod avx2 {
     pub(super) unsafe fn rows<B: Simd>(p: Rows, out: &mut [f32]) {
         let mut r0 = 0;
         while r0 < p.m {
-            match 2.min(p.m - r0) {
+            let g = 2.min(p.m - r0);
+            match g {
                 2 => group::<B, 2>(p, r0, out),
                 _ => group::<B, 1>(p, r0, out),
             }
-            r0 += 2.min(p.m - r0);
+            r0 += g;
         }
     }
 
@@ -690,23 +704,11 @@ mod tests {
                 let mut got = vec![("portable", run(&|p, o| rows::<$block>(p, o)))];
                 #[cfg(target_arch = "x86_64")]
                 {
-                    let has = |f: &str| match f {
-                        "avx512" => {
-                            std::arch::is_x86_feature_detected!("avx512f")
-                                && std::arch::is_x86_feature_detected!("avx512bw")
-                                && std::arch::is_x86_feature_detected!("f16c")
-                        }
-                        _ => {
-                            std::arch::is_x86_feature_detected!("avx2")
-                                && std::arch::is_x86_feature_detected!("fma")
-                                && std::arch::is_x86_feature_detected!("f16c")
-                        }
-                    };
-                    if has("avx2") {
+                    if has_avx2() {
                         // SAFETY: the CPU has the features.
                         got.push(("avx2", run(&|p, o| unsafe { avx2::rows::<$block>(p, o) })));
                     }
-                    if has("avx512") {
+                    if has_avx512() {
                         // SAFETY: as above.
                         got.push(("avx512", run(&|p, o| unsafe { avx512::rows::<$block>(p, o) })));
                     }

@@ -20,7 +20,7 @@ use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, DispatchDevice};
-use burn::tensor::{activation, Bytes, DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{activation, Bytes, DType, FloatDType, Int, Tensor};
 
 /// Operations with a fused CPU implementation. Only tensors on the CPU backend (with or without
 /// autodiff) are routed here: the public functions below check.
@@ -130,34 +130,24 @@ pub fn block_linear<const D: usize>(
     bias: Option<Tensor<1>>,
     few_rows: usize,
 ) -> Tensor<D> {
-    let (d_out, d_in) = weight.dims();
-    let rows = x.dims()[..D - 1].iter().product::<usize>();
-    let inference = fused(&x) && !x.device().is_autodiff();
-    if inference && rows <= few_rows {
-        return by_rows(x, d_out, bias, |x| {
-            let values = host::values(&x.reshape([rows * d_in])).expect("an f32 tensor of the CPU backend");
-            host::from_values(weight.product(&values, rows), [rows, d_out])
-        });
+    if !fused(&x) {
+        return burn::tensor::module::linear(x.clone(), weight.to_tensor(&x.device()).transpose(), bias);
     }
-    if !inference && fused(&x) {
-        // Training on the CPU backend: a product that dequantizes for the forward pass and
-        // again for the backward one.
-        return by_rows(x, d_out, bias, |x| block_matmul_autodiff(x, weight));
-    }
-    let dense = Tensor::<2>::from_data(TensorData::new(weight.dequantize(), [d_out, d_in]), &x.device()).transpose();
-    match inference {
-        true => product(x, dense, bias, 0),
-        false => burn::tensor::module::linear(x, dense, bias),
-    }
+    by_rows(x, weight.dims().0, bias, |x| match x.device().is_autodiff() {
+        // Training: the forward pass here, and a backward one that dequantizes again.
+        true => block_matmul_autodiff(x, weight, few_rows),
+        false => host::tensor(block_matmul_flex(host::flex(&x).expect("a CPU-backend tensor"), weight, few_rows)),
+    })
 }
 
-/// `x` `[m, in]` (on the CPU backend) times the blocks `[out, in]` transposed, with an f32 copy
-/// of the weight made for this product only.
-fn block_matmul_flex(x: FloatTensor<Flex>, weight: &blocks::BlockMatrix) -> FloatTensor<Flex> {
+/// `x` `[m, in]` (on the CPU backend) times the blocks `[out, in]` transposed: up to
+/// `few_rows` rows from the blocks as they lie, more through an f32 copy of the weight made for
+/// this product only.
+fn block_matmul_flex(x: FloatTensor<Flex>, weight: &blocks::BlockMatrix, few_rows: usize) -> FloatTensor<Flex> {
     let (d_out, d_in) = weight.dims();
     let (x, _) = contiguous(&x);
     let m = x.layout().num_elements() / d_in;
-    if m <= blocks::FEW_ROWS {
+    if m <= few_rows {
         let out = weight.product(elements(&x), m);
         return FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, d_out].into()), DType::F32);
     }
@@ -173,7 +163,7 @@ fn dense_blocks(weight: &blocks::BlockMatrix) -> FloatTensor<Flex> {
 /// [`block_linear`]'s product on an autodiff device over the CPU backend: the weight is frozen,
 /// so only `x` is a parent, and the node keeps the blocks, not an f32 copy
 /// ([`BlockWeightBackward`]).
-fn block_matmul_autodiff(x: Tensor<2>, weight: &blocks::BlockMatrix) -> Tensor<2> {
+fn block_matmul_autodiff(x: Tensor<2>, weight: &blocks::BlockMatrix, few_rows: usize) -> Tensor<2> {
     use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
     use burn::backend::{BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind};
     let dispatch = x.into_dispatch();
@@ -188,15 +178,17 @@ fn block_matmul_autodiff(x: Tensor<2>, weight: &blocks::BlockMatrix) -> Tensor<2
     fn tracked<C: CheckpointStrategy>(
         x: FloatTensor<Autodiff<Flex>>,
         weight: &blocks::BlockMatrix,
+        few_rows: usize,
     ) -> FloatTensor<Autodiff<Flex>> {
+        let forward = |x: FloatTensor<Autodiff<Flex>>| block_matmul_flex(x.into_primitive(), weight, few_rows);
         match BlockWeightBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(weight.clone(), block_matmul_flex(x.into_primitive(), weight)),
-            OpsKind::UnTracked(prep) => prep.finish(block_matmul_flex(x.into_primitive(), weight)),
+            OpsKind::Tracked(prep) => prep.finish(weight.clone(), forward(x)),
+            OpsKind::UnTracked(prep) => prep.finish(forward(x)),
         }
     }
     let y = match strategy {
-        burn::backend::GradientCheckpointingStrategy::Balanced => tracked::<BalancedCheckpointing>(x, weight),
-        burn::backend::GradientCheckpointingStrategy::Disabled => tracked::<NoCheckpointing>(x, weight),
+        burn::backend::GradientCheckpointingStrategy::Balanced => tracked::<BalancedCheckpointing>(x, weight, few_rows),
+        burn::backend::GradientCheckpointingStrategy::Disabled => tracked::<NoCheckpointing>(x, weight, few_rows),
     };
     Tensor::from_dispatch(DispatchTensor {
         kind: DispatchTensorKind::Autodiff(Box::new(DispatchTensorKind::Flex(BackendTensor::Autodiff(y)))),
@@ -713,15 +705,15 @@ mod tests {
         }
     }
 
-    /// `linear` over a weight stored in f16 equals burn's product on the widened weight, in value
-    /// and in the input's gradient, for a 3-d input with a bias.
+    /// `block_linear` equals burn's product on the blocks' f32 copy on each of its paths (the
+    /// blocks as they lie, the copy), in value and, on autodiff, in the input's gradient.
     #[test]
     fn linear_over_blocks_equals_burns_on_their_f32_copy_on_each_path_in_value_and_gradient() {
         use blocks::{random_blocks, BlockMatrix, BlockType};
         let (d_out, d_in) = (40, 64);
         let w = BlockMatrix::new(BlockType::Q4_1, d_out, d_in, random_blocks(BlockType::Q4_1, d_out * d_in / 32, 8)).unwrap();
         for device in [Device::flex(), Device::flex().autodiff()] {
-            let dense = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), &device).transpose();
+            let dense = w.to_tensor(&device).transpose();
             let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 0.1), &device);
             let raw = Tensor::<3>::random([2, 5, d_in], Distribution::Normal(0.0, 1.0), &device.clone().inner());
             let upstream = Tensor::<3>::random([2, 5, d_out], Distribution::Normal(0.0, 1.0), &device);
@@ -752,6 +744,8 @@ mod tests {
         }
     }
 
+    /// `linear` over a weight stored in f16 equals burn's product on the widened weight, in value
+    /// and in the input's gradient, for a 3-d input with a bias.
     #[test]
     fn linear_over_a_half_weight_equals_burns_on_the_widened_weight_in_value_and_gradient() {
         let device = Device::flex().autodiff();

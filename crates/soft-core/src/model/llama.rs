@@ -277,10 +277,7 @@ impl Llama {
     /// The token embedding `[vocab, hidden]` in f32 (widened, or dequantized from blocks).
     pub fn embed_weight(&self) -> Tensor<2> {
         match &self.embed_blocks {
-            Some(blocks) => {
-                let data = TensorData::new(blocks.dequantize(), [blocks.dims().0, blocks.dims().1]);
-                Tensor::from_data(data, &self.device())
-            }
+            Some(blocks) => blocks.to_tensor(&self.device()),
             None => self.embed_tokens.val().cast(FloatDType::F32),
         }
     }

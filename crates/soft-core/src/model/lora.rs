@@ -84,11 +84,7 @@ impl LoraLinear {
     /// blocks).
     pub fn base_weight(&self) -> Tensor<2> {
         match &self.blocks {
-            Some(blocks) => {
-                let (d_out, d_in) = blocks.dims();
-                let data = TensorData::new(blocks.dequantize(), [d_out, d_in]);
-                Tensor::<2>::from_data(data, &self.weight.val().device()).transpose()
-            }
+            Some(blocks) => blocks.to_tensor(&self.weight.val().device()).transpose(),
             None => self.weight.val().cast(FloatDType::F32),
         }
     }

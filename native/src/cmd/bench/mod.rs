@@ -639,13 +639,19 @@ fn floors(
     let Some(bw) = rows.iter().find(|r| r.work == Work::Bandwidth).map(|r| median(&r.project)) else {
         return Ok(Vec::new());
     };
+    // `stored` reads SmolLM2's file (the only model it takes) for its bytes, once.
+    let mut stored_bytes = None;
     rows.iter()
         .zip(plan)
         .filter(|(r, _)| r.work == Work::Generate)
         .map(|(r, (model, _, batch, _))| {
-            let bytes = match weights {
-                BaseWeights::Float(encoding) => bandwidth::step_bytes(&model_config(*model), encoding.bytes()),
-                BaseWeights::Stored => stored_smollm2(*model, device)?.step_weight_bytes() as f64,
+            let bytes = match (weights, stored_bytes) {
+                (BaseWeights::Float(encoding), _) => bandwidth::step_bytes(&model_config(*model), encoding.bytes()),
+                (BaseWeights::Stored, Some(bytes)) => bytes,
+                (BaseWeights::Stored, None) => {
+                    let bytes = stored_smollm2(*model, device)?.step_weight_bytes() as f64;
+                    *stored_bytes.insert(bytes)
+                }
             };
             let floor_s = bytes / (bw * 1e9);
             // rate = batch · new_tokens / run time, so one step = batch / rate.

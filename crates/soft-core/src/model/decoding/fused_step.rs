@@ -39,9 +39,8 @@ enum Weight {
         /// Rows up to which the few-row product is taken.
         few_rows: usize,
     },
-    /// Quantized blocks `[out, in]` (`kernels::block_linear` decides how many rows read them
-    /// as they lie).
-    Blocks { blocks: BlockMatrix, few_rows: usize },
+    /// Quantized blocks `[out, in]`, read as they lie up to `kernels::blocks::FEW_ROWS` rows.
+    Blocks(BlockMatrix),
 }
 
 impl Weight {
@@ -53,13 +52,9 @@ impl Weight {
     /// `few_rows` rows).
     fn of(lin: &LoraLinear, few_rows: usize) -> Option<Self> {
         match &lin.blocks {
-            Some(blocks) => Some(Self::blocks(blocks)),
+            Some(blocks) => Some(Self::Blocks(blocks.clone())),
             None => Self::new(lin.weight.val(), few_rows),
         }
-    }
-
-    fn blocks(blocks: &BlockMatrix) -> Self {
-        Self::Blocks { blocks: blocks.clone(), few_rows: crate::kernels::blocks::FEW_ROWS }
     }
 
     /// `x` `[m, in]` times the weight: `[m, out]`.
@@ -70,11 +65,11 @@ impl Weight {
         };
         match self {
             Self::Dense { matrix, few_rows, .. } if m <= *few_rows => matrix.product(x, m),
-            Self::Blocks { blocks, few_rows } if m <= *few_rows => blocks.product(x, m),
+            Self::Blocks(blocks) if m <= crate::kernels::blocks::FEW_ROWS => blocks.product(x, m),
             Self::Dense { matrix, tensor, .. } => {
                 many(matrix.d_in, matrix.d_out, &|x| crate::kernels::product(x, tensor.clone(), None, 0))
             }
-            Self::Blocks { blocks, .. } => {
+            Self::Blocks(blocks) => {
                 many(blocks.dims().1, blocks.dims().0, &|x| crate::kernels::block_linear(x, blocks, None, 0))
             }
         }
@@ -164,7 +159,7 @@ impl Weights {
         let embed = model.embed_tokens.val();
         let head = match (&model.lm_head, &model.embed_blocks) {
             (Some(w), _) => Weight::new(w.val(), FEW_ROWS)?,
-            (None, Some(blocks)) => Weight::blocks(blocks),
+            (None, Some(blocks)) => Weight::Blocks(blocks.clone()),
             (None, None) => Weight::new(embed.clone().transpose(), FEW_ROWS_OUTPUT_MAJOR)?,
         };
         let embed = match &model.embed_blocks {

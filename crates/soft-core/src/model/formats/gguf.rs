@@ -11,7 +11,7 @@ pub mod writer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::kernels::blocks::{BlockMatrix, BlockType};
+use crate::kernels::blocks::BlockMatrix;
 use crate::model::weights::RawTensor;
 use crate::{Error, Result};
 use dequant::{dequantize, GgmlType};
@@ -243,12 +243,7 @@ impl GgufFile {
     /// Q4_1 or Q8_0 blocks (`[rows, columns]`, HF order); `None` for any other type.
     pub fn blocks(&self, name: &str) -> Result<Option<BlockMatrix>> {
         let (ty, shape, data) = self.stored(name)?;
-        let ty = match ty {
-            GgmlType::Q4_0 => BlockType::Q4_0,
-            GgmlType::Q4_1 => BlockType::Q4_1,
-            GgmlType::Q8_0 => BlockType::Q8_0,
-            _ => return Ok(None),
-        };
+        let Some(ty) = ty.block_type() else { return Ok(None) };
         let &[rows, columns] = shape.as_slice() else { return Ok(None) };
         let matrix = BlockMatrix::new(ty, rows, columns, data.to_vec());
         matrix.map(Some).ok_or_else(|| Error::tensor(self.path(), name, format!("{shape:?} is not whole {} blocks", ty.name())))

@@ -76,11 +76,8 @@ fn load_gguf(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretr
     let tokenizer = tokenizer_from_gguf(&meta)?;
     check_vocab_fits(&tokenizer, config.vocab_size, path)?;
     let special = special_ids_from_gguf(&meta)?;
-    let encoding = match weights {
-        BaseWeights::Float(encoding) => encoding,
-        BaseWeights::Stored => FloatEncoding::F32,
-    };
-    let model = Llama::from_parts(&config, &dense, &blocks, device, encoding).map_err(|e| rename_path(e, path))?;
+    let model =
+        Llama::from_parts(&config, &dense, &blocks, device, weights.encoding()).map_err(|e| rename_path(e, path))?;
     Ok(Pretrained { model, tokenizer, special, source: path.display().to_string() })
 }
 

@@ -1,12 +1,11 @@
 //! The ggml tensor types small quantized Llamas use (F32, F16, BF16, Q4_0, Q4_1, Q8_0), and
 //! their dequantization to f32.
 
-use half::f16;
-
+use crate::kernels::blocks::{block_values, BlockType, BLOCK};
 use crate::model::weights::FloatEncoding;
 
 /// Elements in one block of every quantized type read here.
-pub(crate) const QK: usize = 32;
+pub(crate) const QK: usize = BLOCK;
 
 /// A ggml tensor type. `Other` keeps the id of a type this reader cannot dequantize, so that
 /// the file still opens and the error comes only when such a tensor is read.
@@ -34,60 +33,40 @@ impl GgmlType {
         }
     }
 
+    /// The block type of a quantized type (`kernels/blocks.rs` defines their values).
+    pub(crate) fn block_type(self) -> Option<BlockType> {
+        match self {
+            GgmlType::Q4_0 => Some(BlockType::Q4_0),
+            GgmlType::Q4_1 => Some(BlockType::Q4_1),
+            GgmlType::Q8_0 => Some(BlockType::Q8_0),
+            _ => None,
+        }
+    }
+
     /// (elements, bytes) of one block; plain types are blocks of one element.
     pub(super) fn block_layout(self) -> Option<(usize, usize)> {
+        if let Some(block) = self.block_type() {
+            return Some((QK, block.bytes()));
+        }
         match self {
             GgmlType::F32 => Some((1, 4)),
             GgmlType::F16 | GgmlType::BF16 => Some((1, 2)),
-            GgmlType::Q4_0 => Some((QK, 2 + QK / 2)),
-            GgmlType::Q4_1 => Some((QK, 4 + QK / 2)),
-            GgmlType::Q8_0 => Some((QK, 2 + QK)),
-            GgmlType::Other(_) => None,
+            _ => None,
         }
     }
 }
 
 /// `data` as f32. Its length is a whole number of blocks of `ty` (checked by the caller).
 pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
-    let half_f32 = |lo: u8, hi: u8| f16::from_le_bytes([lo, hi]).to_f32();
     match ty {
         GgmlType::F32 => FloatEncoding::F32.decode(data),
         GgmlType::F16 => FloatEncoding::F16.decode(data),
         GgmlType::BF16 => FloatEncoding::BF16.decode(data),
-        // Scale d, then 32 signed bytes: x = d * q.
-        GgmlType::Q8_0 => data
-            .as_chunks::<{ 2 + QK }>()
-            .0
-            .iter()
-            .flat_map(|[d0, d1, qs @ ..]| {
-                let d = half_f32(*d0, *d1);
-                qs.map(|q| d * f32::from(q as i8))
-            })
-            .collect(),
-        // Scale d, then 16 bytes of nibbles: low nibbles are elements 0..16, high ones 16..32;
-        // x = d * (q - 8).
-        GgmlType::Q4_0 => data
-            .as_chunks::<{ 2 + QK / 2 }>()
-            .0
-            .iter()
-            .flat_map(|[d0, d1, qs @ ..]| {
-                let d = half_f32(*d0, *d1);
-                let nibble = move |q: u8| d * (f32::from(q) - 8.0);
-                qs.map(|q| nibble(q & 0x0F)).into_iter().chain(qs.map(|q| nibble(q >> 4)))
-            })
-            .collect(),
-        // Scale d and minimum m, then nibbles laid out as in Q4_0; x = d * q + m.
-        GgmlType::Q4_1 => data
-            .as_chunks::<{ 4 + QK / 2 }>()
-            .0
-            .iter()
-            .flat_map(|[d0, d1, m0, m1, qs @ ..]| {
-                let (d, m) = (half_f32(*d0, *d1), half_f32(*m0, *m1));
-                let nibble = move |q: u8| d * f32::from(q) + m;
-                qs.map(|q| nibble(q & 0x0F)).into_iter().chain(qs.map(|q| nibble(q >> 4)))
-            })
-            .collect(),
         GgmlType::Other(_) => unreachable!("checked by GgufFile::tensor"),
+        quantized => {
+            let block = quantized.block_type().expect("a quantized type");
+            data.chunks_exact(block.bytes()).flat_map(|b| block_values(block, b)).collect()
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser app needs on a fresh Debian machine; safe to run again (each step is
 # skipped when already done). Needs only the package registries: crates.io, npm and Debian.
-#   - the wasm32 target, trunk 0.21.14 (0.22 needs a newer rustc), wasm-bindgen-cli at exactly
+#   - the wasm32 targets (the page's; wasm32-wasip1 for the kernels' tests in Node), trunk 0.21.14 (0.22 needs a newer rustc), wasm-bindgen-cli at exactly
 #     the wasm-bindgen version of Cargo.lock (trunk, offline, accepts no other);
 #   - Debian's chromium (the end-to-end test drives it; never a downloaded browser), node and npm;
 #   - tests/browser's npm packages (playwright-core only, from package-lock.json).
@@ -12,9 +12,11 @@ cd "$repo_root"
 
 TRUNK_VERSION=0.21.14
 
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-    rustup target add wasm32-unknown-unknown
-fi
+for target in wasm32-unknown-unknown wasm32-wasip1; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+        rustup target add "$target"
+    fi
+done
 
 if [[ "$(trunk --version 2>/dev/null || true)" != "trunk $TRUNK_VERSION" ]]; then
     cargo install trunk --locked --version "=$TRUNK_VERSION"

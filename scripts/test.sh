@@ -12,4 +12,9 @@ scripts/build-web.sh
 # test that finds one missing fails instead of skipping (crates/soft-core/src/test_assets.rs).
 export SOFT_REQUIRE_MODELS=1
 cargo test --release --workspace "$@"
+# The CPU kernels and decoding as the page runs them: soft-core's tests built for wasm32 with SIMD128
+# (.cargo/config.toml) and run in V8, Chromium's engine, through Node's WASI; the tests that read
+# files stay native (no file system is handed to the wasm).
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node $repo_root/bench/run-wasi.mjs" cargo test --release -p soft-core --no-default-features \
+    --lib --target wasm32-wasip1 -- kernels:: model::decoding:: model::llama:: model::lora
 scripts/test-web.sh --built

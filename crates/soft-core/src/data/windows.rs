@@ -132,7 +132,7 @@ pub fn sequences_csv(windows: &[Window]) -> String {
 /// Windows walking a ring of `n_items` items: window `s` holds the `len(s)` items from item
 /// `s % n_items + 1` on, so every item is always followed by the next one (a pattern any
 /// sequence model can learn).
-#[cfg(test)]
+#[cfg(all(test, feature = "native"))]
 pub(crate) fn ring_windows(count: usize, n_items: usize, len: impl Fn(usize) -> usize) -> Vec<Window> {
     (0..count)
         .map(|s| Window {

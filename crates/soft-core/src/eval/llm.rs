@@ -399,7 +399,7 @@ fn beam_items(catalog: &Catalog, grounder: &Grounder, beams: &[String]) -> Vec<O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Device;
 
     /// Under constrained decoding every beam is a title: ranking a later beam as its own item,
     /// unembedded, gives the ranking that embedding every beam gives.
@@ -451,11 +451,12 @@ mod tests {
     /// The WGSL kernel (through wgpu; lavapipe without a GPU) ranks a catalog-sized table like
     /// the tensor ops: the same items in the same order (near-ties aside) at the same distances,
     /// for random queries and for the probes the page checks at load.
+    #[cfg(feature = "native")]
     #[test]
     fn the_wgsl_kernel_ranks_like_the_tensor_ops() {
         let device = Device::flex();
         let (n, d) = (6344, 64);
-        let table = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
+        let table = Tensor::<2>::random([n, d], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let ids: Vec<u32> = (0..n as u32).map(|i| 3 * i + 1).collect();
         let plain = Grounder::from_table(ids, table).unwrap();
         let started = plain.clone().with_kernel_blocking().map_err(|e| eprintln!("{e}")).ok();
@@ -464,7 +465,7 @@ mod tests {
         };
         assert!(with_kernel.kernel_adapter().is_some() && plain.kernel_adapter().is_none());
 
-        let queries = Tensor::<2>::random([40, d], Distribution::Normal(0.0, 1.0), &device);
+        let queries = Tensor::<2>::random([40, d], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let kernel = with_kernel.kernel.as_deref().unwrap();
         let by_kernel = crate::block_on(with_kernel.kernel_rank(kernel, queries.clone(), 50)).unwrap();
         let by_tensors = crate::block_on(plain.tensor_rank(queries, 50)).unwrap();

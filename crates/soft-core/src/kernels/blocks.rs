@@ -637,7 +637,8 @@ pub(crate) fn random_blocks_scaled(ty: BlockType, n_blocks: usize, seed: u64, sc
     bytes
 }
 
-#[cfg(test)]
+// The tests check against the GGUF reader (native only).
+#[cfg(all(test, feature = "native"))]
 mod tests {
     use super::*;
     use crate::model::formats::gguf::dequant::{dequantize, GgmlType};

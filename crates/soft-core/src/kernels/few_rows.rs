@@ -13,13 +13,13 @@
 /// An element of the weight: f32, or half precision widened as it is read.
 pub(crate) trait Weight: Copy + Send + Sync + 'static {
     /// Which one (the SIMD copies load each differently).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "wasm32")), allow(dead_code))]
     const KIND: WeightKind;
     fn widen(self) -> f32;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "wasm32")), allow(dead_code))]
 pub(crate) enum WeightKind {
     F32,
     F16,
@@ -158,13 +158,16 @@ pub(crate) fn widen<W: Weight>(src: &[W], dst: &mut [f32]) {
 }
 
 /// Column ranges to spread over the cores: a few per core, so that a slow core does not hold
-/// up the rest, each at least 64 columns wide.
+/// up the rest, each at least 64 columns wide (in wasm, one thread, one range).
 fn parts(d_out: usize) -> usize {
     #[cfg(not(target_arch = "wasm32"))]
-    let cores = rayon::current_num_threads();
+    return (4 * rayon::current_num_threads()).min(d_out / 64).max(1);
+    // One thread: one part.
     #[cfg(target_arch = "wasm32")]
-    let cores = 1;
-    (4 * cores).min(d_out / 64).max(1)
+    return {
+        let _ = d_out;
+        1
+    };
 }
 
 /// `out` `[m, c1 - c0]` = `x` times the weight's columns `c0..c1`. `N` is the columns of one
@@ -286,22 +289,40 @@ fn tile<W: Weight, const M: usize, const N: usize, const FMA: bool>(
         if N == 64 && FMA {
             return unsafe {
                 match W::KIND {
-                    WeightKind::F32 => simd::tile_avx512_f32(xt, simd::row(w), d_out, c, ks, acc),
-                    WeightKind::F16 => simd::tile_avx512_f16(xt, simd::row(w), d_out, c, ks, acc),
-                    WeightKind::BF16 => simd::tile_avx512_bf16(xt, simd::row(w), d_out, c, ks, acc),
+                    WeightKind::F32 => simd::tile_avx512_f32(xt, row_as(w), d_out, c, ks, acc),
+                    WeightKind::F16 => simd::tile_avx512_f16(xt, row_as(w), d_out, c, ks, acc),
+                    WeightKind::BF16 => simd::tile_avx512_bf16(xt, row_as(w), d_out, c, ks, acc),
                 }
             };
         }
         if N == 32 && FMA {
             return unsafe {
                 match W::KIND {
-                    WeightKind::F32 => simd::tile_avx2_f32(xt, simd::row(w), d_out, c, ks, acc),
-                    WeightKind::F16 => simd::tile_avx2_f16(xt, simd::row(w), d_out, c, ks, acc),
-                    WeightKind::BF16 => simd::tile_avx2_bf16(xt, simd::row(w), d_out, c, ks, acc),
+                    WeightKind::F32 => simd::tile_avx2_f32(xt, row_as(w), d_out, c, ks, acc),
+                    WeightKind::F16 => simd::tile_avx2_f16(xt, row_as(w), d_out, c, ks, acc),
+                    WeightKind::BF16 => simd::tile_avx2_bf16(xt, row_as(w), d_out, c, ks, acc),
                 }
             };
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if W::KIND == WeightKind::F32 && N == 8 {
+        // SAFETY: `W` is f32; the lengths are checked above.
+        return unsafe { wasm::tile_f32::<M, N, 2>(xt, row_as(w), d_out, c, ks, acc) };
+    }
+    tile_portable::<W, M, N, FMA>(xt, w, d_out, c, ks, acc)
+}
+
+/// [`tile`] in plain Rust.
+#[inline(always)]
+fn tile_portable<W: Weight, const M: usize, const N: usize, const FMA: bool>(
+    xt: &[f32],
+    w: &[W],
+    d_out: usize,
+    c: usize,
+    ks: std::ops::Range<usize>,
+    acc: &mut [[f32; N]; M],
+) {
     for k in ks {
         let xk: &[f32; M] = xt[k * M..][..M].try_into().expect("M rows");
         let wk: &[W; N] = w[k * d_out + c..][..N].try_into().expect("N columns");
@@ -381,7 +402,6 @@ fn dot_block<W: Weight, const M: usize, const L: usize, const FMA: bool>(
     ws: &[&[W]; J],
     d_in: usize,
 ) -> [[f32; J]; M] {
-    let lane_blocks = d_in / L;
     assert!(x.len() >= M * d_in && ws.iter().all(|w| w.len() >= d_in), "dot_block: short rows");
     #[cfg(target_arch = "x86_64")]
     {
@@ -391,22 +411,38 @@ fn dot_block<W: Weight, const M: usize, const L: usize, const FMA: bool>(
         if L == 16 && FMA {
             return unsafe {
                 match W::KIND {
-                    WeightKind::F32 => simd::dot_block_avx512_f32::<M>(x, &simd::rows(ws), d_in),
-                    WeightKind::F16 => simd::dot_block_avx512_f16::<M>(x, &simd::rows(ws), d_in),
-                    WeightKind::BF16 => simd::dot_block_avx512_bf16::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::F32 => simd::dot_block_avx512_f32::<M>(x, &rows_as(ws), d_in),
+                    WeightKind::F16 => simd::dot_block_avx512_f16::<M>(x, &rows_as(ws), d_in),
+                    WeightKind::BF16 => simd::dot_block_avx512_bf16::<M>(x, &rows_as(ws), d_in),
                 }
             };
         }
         if L == 8 && FMA {
             return unsafe {
                 match W::KIND {
-                    WeightKind::F32 => simd::dot_block_avx2_f32::<M>(x, &simd::rows(ws), d_in),
-                    WeightKind::F16 => simd::dot_block_avx2_f16::<M>(x, &simd::rows(ws), d_in),
-                    WeightKind::BF16 => simd::dot_block_avx2_bf16::<M>(x, &simd::rows(ws), d_in),
+                    WeightKind::F32 => simd::dot_block_avx2_f32::<M>(x, &rows_as(ws), d_in),
+                    WeightKind::F16 => simd::dot_block_avx2_f16::<M>(x, &rows_as(ws), d_in),
+                    WeightKind::BF16 => simd::dot_block_avx2_bf16::<M>(x, &rows_as(ws), d_in),
                 }
             };
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if W::KIND == WeightKind::F32 && L == 4 {
+        // SAFETY: `W` is f32; the lengths are checked above.
+        return unsafe { wasm::dot_block_f32::<M>(x, &rows_as(ws), d_in) };
+    }
+    dot_block_portable::<W, M, L, FMA>(x, ws, d_in)
+}
+
+/// [`dot_block`] in plain Rust.
+#[inline(always)]
+fn dot_block_portable<W: Weight, const M: usize, const L: usize, const FMA: bool>(
+    x: &[f32],
+    ws: &[&[W]; J],
+    d_in: usize,
+) -> [[f32; J]; M] {
+    let lane_blocks = d_in / L;
     let mut acc = [[[0f32; L]; J]; M];
     for b in 0..lane_blocks {
         for (j, w) in ws.iter().enumerate() {
@@ -441,30 +477,115 @@ fn finish<W: Weight, const M: usize, const FMA: bool>(
     sums
 }
 
+/// The weight rows as rows of `T`, the type `W` is (the caller matched `W::KIND`).
+///
+/// # Safety
+/// `T` must be `W`.
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+unsafe fn rows_as<'a, W, T>(ws: &[&'a [W]; J]) -> [&'a [T]; J] {
+    debug_assert_eq!(std::any::type_name::<W>(), std::any::type_name::<T>());
+    // SAFETY: the same type, per the caller.
+    ws.map(|w| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) })
+}
+
+/// The weight as a slice of `T`, the type `W` is (the caller matched `W::KIND`).
+///
+/// # Safety
+/// `T` must be `W`.
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+unsafe fn row_as<W, T>(w: &[W]) -> &[T] {
+    debug_assert_eq!(std::any::type_name::<W>(), std::any::type_name::<T>());
+    // SAFETY: the same type, per the caller.
+    unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) }
+}
+
+/// WebAssembly SIMD128 copies of [`tile`] and [`dot_block`] for f32 weights (the page's CPU
+/// path): SIMD128 has no fused multiply-add, so each lane adds `x * w` to its sum in the
+/// portable loop's order and rounding — the same sums bit for bit, in a quarter of the
+/// instructions. (LLVM left the portable loops' `M x N` sums in memory.)
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::needless_range_loop)] // indices over registers, as in the x86-64 copies
+mod wasm {
+    use super::{finish, J};
+    use std::arch::wasm32::*;
+
+    /// [`super::tile`] over f32 weights: `M x V` vectors of 4 partial sums (`N = 4 V`
+    /// columns), in registers while the tile's weight rows stream.
+    ///
+    /// # Safety
+    /// `xt` must hold `M` inputs for every row of `ks`, and each row `k` of `ks` must have `N`
+    /// weights from `k * d_out + c` (the caller checked both).
+    #[inline(always)]
+    pub(super) unsafe fn tile_f32<const M: usize, const N: usize, const V: usize>(
+        xt: &[f32],
+        w: &[f32],
+        d_out: usize,
+        c: usize,
+        ks: std::ops::Range<usize>,
+        acc: &mut [[f32; N]; M],
+    ) {
+        debug_assert_eq!(N, 4 * V);
+        // SAFETY (all loads and stores): `acc` rows hold N = 4 V floats; the rest per the caller.
+        let mut sums: [[v128; V]; M] =
+            std::array::from_fn(|r| std::array::from_fn(|v| unsafe { v128_load(acc[r].as_ptr().add(4 * v).cast()) }));
+        let (wp, xp) = (w.as_ptr(), xt.as_ptr());
+        for k in ks {
+            let row = unsafe { wp.add(k * d_out + c) };
+            let wv: [v128; V] = std::array::from_fn(|v| unsafe { v128_load(row.add(4 * v).cast()) });
+            for r in 0..M {
+                let xv = f32x4_splat(unsafe { *xp.add(k * M + r) });
+                for v in 0..V {
+                    sums[r][v] = f32x4_add(sums[r][v], f32x4_mul(xv, wv[v]));
+                }
+            }
+        }
+        for r in 0..M {
+            for v in 0..V {
+                unsafe { v128_store(acc[r].as_mut_ptr().add(4 * v).cast(), sums[r][v]) };
+            }
+        }
+    }
+
+    /// [`super::dot_block`] over f32 weights with 4-lane partial sums, two weight rows at a
+    /// time (`M x 2` vectors: `M x J` would not fit the 16 registers V8 allocates).
+    ///
+    /// # Safety
+    /// `x` must hold `M x d_in` inputs and each weight row `d_in` weights (the caller checked).
+    #[inline(always)]
+    pub(super) unsafe fn dot_block_f32<const M: usize>(x: &[f32], ws: &[&[f32]; J], d_in: usize) -> [[f32; J]; M] {
+        const L: usize = 4;
+        let lane_blocks = d_in / L;
+        let xp = x.as_ptr();
+        let mut sums = [[0f32; J]; M];
+        for j0 in (0..J).step_by(2) {
+            let wp = [ws[j0].as_ptr(), ws[j0 + 1].as_ptr()];
+            let mut acc = [[f32x4_splat(0.0); 2]; M];
+            for b in 0..lane_blocks {
+                // SAFETY (all loads): b < d_in / L; the lengths per the caller.
+                let w: [v128; 2] = std::array::from_fn(|j| unsafe { v128_load(wp[j].add(b * L).cast()) });
+                for r in 0..M {
+                    let xv = unsafe { v128_load(xp.add((b * M + r) * L).cast()) };
+                    for j in 0..2 {
+                        acc[r][j] = f32x4_add(acc[r][j], f32x4_mul(xv, w[j]));
+                    }
+                }
+            }
+            for r in 0..M {
+                for j in 0..2 {
+                    let v = acc[r][j];
+                    let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
+                    sums[r][j0 + j] = lanes.iter().sum();
+                }
+            }
+        }
+        finish::<f32, M, false>(sums, x, ws, lane_blocks * L, d_in)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::{finish, J};
     use std::arch::x86_64::*;
-
-    /// The weight rows as rows of `T`, the type `W` is (the caller matched `W::KIND`).
-    ///
-    /// # Safety
-    /// `T` must be `W`.
-    pub(super) unsafe fn rows<'a, W, T>(ws: &[&'a [W]; J]) -> [&'a [T]; J] {
-        debug_assert_eq!(std::any::type_name::<W>(), std::any::type_name::<T>());
-        // SAFETY: the same type, per the caller.
-        ws.map(|w| unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) })
-    }
-
-    /// The weight as a slice of `T`, the type `W` is (the caller matched `W::KIND`).
-    ///
-    /// # Safety
-    /// `T` must be `W`.
-    pub(super) unsafe fn row<W, T>(w: &[W]) -> &[T] {
-        debug_assert_eq!(std::any::type_name::<W>(), std::any::type_name::<T>());
-        // SAFETY: the same type, per the caller.
-        unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len()) }
-    }
 
     // Loads of `L` weights widened to f32 lanes, one per element type and instruction set.
     #[target_feature(enable = "avx512f")]
@@ -629,6 +750,10 @@ mod dispatch {
                 return unsafe { avx2(part, out) };
             }
         }
+        // SIMD128's 16 registers (as V8 allocates them) hold 4 rows x 2 vectors of sums.
+        #[cfg(target_arch = "wasm32")]
+        return super::columns::<W, 8, 4, false>(part, out);
+        #[cfg(not(target_arch = "wasm32"))]
         super::columns::<W, 16, 4, false>(part, out)
     }
 }
@@ -671,6 +796,7 @@ mod tests {
     /// The copies of [`columns`] this CPU can run for weights of type `W`: (name, function).
     #[allow(clippy::type_complexity)]
     fn copies<W: Weight>() -> Vec<(&'static str, fn(Part<W>, &mut [f32]))> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut copies: Vec<(&'static str, fn(Part<W>, &mut [f32]))> =
             vec![("baseline", columns::<W, 16, 4, false>), ("dispatched", dispatch::columns::<W>)];
         #[cfg(target_arch = "x86_64")]
@@ -737,6 +863,40 @@ mod tests {
         let brains: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
         widen(&brains, &mut out);
         assert!(out.iter().zip(&brains).all(|(o, h)| o.to_bits() == h.to_f32().to_bits()));
+    }
+
+    /// The SIMD128 copies add each product in the portable loop's order and rounding: the same
+    /// sums bit for bit, for every row count of a group, ragged inputs included.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[test]
+    fn in_wasm_the_simd128_copies_equal_the_portable_loops_bit_for_bit() {
+        fn rows<const M: usize>() {
+            let (d_in, d_out) = (37, 24);
+            let x = values(M * d_in, M as u32);
+            let w = values(d_in * d_out, 7);
+            let mut xt = vec![0f32; d_in * M];
+            (0..M).for_each(|r| (0..d_in).for_each(|k| xt[k * M + r] = x[r * d_in + k]));
+            let start = values(M * 8, 9);
+            let mut simd: [[f32; 8]; M] = std::array::from_fn(|r| start[r * 8..][..8].try_into().unwrap());
+            let mut portable = simd;
+            // SAFETY: xt holds M inputs for each of the d_in rows; each row has 8 weights from column 16.
+            unsafe { wasm::tile_f32::<M, 8, 2>(&xt, &w, d_out, 16, 3..d_in, &mut simd) };
+            tile_portable::<f32, M, 8, false>(&xt, &w, d_out, 16, 3..d_in, &mut portable);
+            assert_eq!(simd.map(|r| r.map(f32::to_bits)), portable.map(|r| r.map(f32::to_bits)), "tile, {M} rows");
+            // The dot products read x interleaved by lane blocks of 4, as `out_in` lays it out.
+            let ws: [&[f32]; J] = std::array::from_fn(|j| &w[j * d_in..][..d_in]);
+            let mut xs = Vec::new();
+            (0..d_in / 4).for_each(|b| (0..M).for_each(|r| xs.extend_from_slice(&x[r * d_in + b * 4..][..4])));
+            (0..M).for_each(|r| xs.extend_from_slice(&x[r * d_in + d_in / 4 * 4..(r + 1) * d_in]));
+            // SAFETY: xs holds M x d_in inputs and each weight row d_in weights.
+            let simd = unsafe { wasm::dot_block_f32::<M>(&xs, &ws, d_in) };
+            let portable = dot_block_portable::<f32, M, 4, false>(&xs, &ws, d_in);
+            assert_eq!(simd.map(|r| r.map(f32::to_bits)), portable.map(|r| r.map(f32::to_bits)), "dot, {M} rows");
+        }
+        rows::<1>();
+        rows::<2>();
+        rows::<3>();
+        rows::<4>();
     }
 
     fn agrees_with_the_definition<W: Weight>(narrow: fn(f32) -> W) {

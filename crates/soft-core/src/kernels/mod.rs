@@ -258,8 +258,12 @@ pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Ten
     let rows = x.dims()[..D - 1].iter().product::<usize>();
     // The CPU backend off autodiff: decoding and evaluation, where the fused products apply.
     let inference = fused(&x) && !x.device().is_autodiff();
-    // Below 64k weights the product is no longer bound by reading them.
-    let few = inference && rows <= few_rows && d_in * d_out >= 1 << 16;
+    // Below 64k weights the product is no longer bound by reading them. In wasm every f32
+    // product takes it: its SIMD128 tiles beat `gemm`, which multiplies scalar there (the gemm
+    // crate has no SIMD128 kernel), at any size.
+    let few = inference
+        && ((rows <= few_rows && d_in * d_out >= 1 << 16)
+            || (cfg!(target_arch = "wasm32") && weight.dtype() == DType::F32));
     if weight.dtype() != DType::F32 && !few {
         return half_weight_product(x, weight, bias);
     }
@@ -291,6 +295,49 @@ pub fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Ten
         }
     }
     burn::tensor::module::linear(x, weight, bias)
+}
+
+/// `a` `[B, H, M, K]` times `b` `[B, H, K, N]` (attention's scores and weighted values): burn's
+/// `matmul`, except in wasm on the CPU backend off autodiff, where each of the `B·H` products
+/// goes through the few-row product over `b` where it lies (row-major, or the keys transposed):
+/// burn-flex's `gemm` multiplies scalar in wasm (a page's prompt).
+pub fn matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    if !cfg!(target_arch = "wasm32") || !fused(&a) || a.device().is_autodiff() || b.dtype() != DType::F32 {
+        return a.matmul(b);
+    }
+    let ([bs, h, m, k], n) = (a.dims(), b.dims()[3]);
+    let (Some(fa), Some(fb)) = (host::flex(&a), host::flex(&b)) else { return a.matmul(b) };
+    let (fa, _) = contiguous(&fa);
+    let x = elements(&fa);
+    // Each [K, N] slice row-major (InOut) or column-major (OutIn, a transposed view); any other
+    // layout is made contiguous first.
+    let slices = |t: &FlexTensor| {
+        let st = t.layout().strides();
+        let layout = match (st[2], st[3]) {
+            (s, 1) if s == n as isize => Some(few_rows::WeightLayout::InOut),
+            (1, s) if s == k as isize => Some(few_rows::WeightLayout::OutIn),
+            _ => None,
+        };
+        layout.filter(|_| st[0] >= 0 && st[1] >= 0).map(|l| (l, t.layout().start_offset(), st[0] as usize, st[1] as usize))
+    };
+    let (fb, (layout, start, s0, s1)) = match slices(&fb) {
+        Some(found) => (fb, found),
+        None => {
+            let fb = fb.to_contiguous();
+            let found = slices(&fb).expect("a contiguous tensor is row-major");
+            (fb, found)
+        }
+    };
+    let w = fb.storage::<f32>();
+    let mut out = Vec::with_capacity(bs * h * m * n);
+    for i in 0..bs {
+        for j in 0..h {
+            let at = start + i * s0 + j * s1;
+            let xs = &x[(i * h + j) * m * k..][..m * k];
+            out.extend(few_rows::product(xs, m, &w[at..at + k * n], layout, k, n));
+        }
+    }
+    host::from_values(out, [bs, h, m, n])
 }
 
 // --- The CPU backend ------------------------------------------------------------------------
@@ -672,6 +719,20 @@ mod tests {
         for (name, diff, tolerance) in diffs {
             assert!(diff < tolerance, "{name}: off by {diff}");
         }
+    }
+
+    #[test]
+    fn batched_matmul_equals_burns_for_row_major_transposed_and_strided_right_factors() {
+        let device = Device::flex();
+        let normal = |dims: [usize; 4]| Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        // Attention's shapes: scores against the keys transposed, then the probabilities times
+        // the values; and a right factor that is neither (a narrowed view).
+        let (q, keys) = (normal([2, 3, 10, 64]), normal([2, 3, 37, 64]));
+        let scores = matmul(q.clone(), keys.clone().swap_dims(2, 3));
+        assert!(max_diff(scores.clone(), q.matmul(keys.clone().swap_dims(2, 3))) < 1e-4);
+        assert!(max_diff(matmul(scores.clone(), keys.clone()), scores.clone().matmul(keys.clone())) < 1e-2);
+        let narrowed = normal([2, 3, 37, 80]).narrow(3, 5, 64);
+        assert!(max_diff(matmul(scores.clone(), narrowed.clone()), scores.matmul(narrowed)) < 1e-2);
     }
 
     #[test]

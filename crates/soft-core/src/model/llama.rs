@@ -15,7 +15,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
 use crate::kernels::blocks::BlockMatrix;
-use crate::kernels::{block_linear, linear, linear_transposed, silu, softmax};
+use crate::kernels::{self, block_linear, linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
 use super::kv_cache::{CachedKv, KvCache, LayerCache};
@@ -480,9 +480,9 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<5>) 
     let [_, hkv, s, _] = k.dims();
     let g = h / hkv;
     let q = q.mul_scalar(1.0 / (d as f64).sqrt()).reshape([b, hkv, g * t, d]);
-    let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]) + bias;
+    let scores = kernels::matmul(q, k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]) + bias;
     let probs = softmax(scores).reshape([b, hkv, g * t, s]);
-    probs.matmul(v).reshape([b, h, t, d])
+    kernels::matmul(probs, v).reshape([b, h, t, d])
 }
 
 /// [`attend`] over a shared prefix followed by each row's own keys: `q` `[B, H, T, D]`; the
@@ -508,12 +508,12 @@ pub(crate) fn attend_with_prefix(
     };
     let unfold =
         |x: Tensor<4>, w: usize| x.reshape([p, hkv, group, g * t, w]).swap_dims(1, 2).reshape([b, hkv, g, t, w]);
-    let prefix_scores = unfold(fold(q.clone(), d).matmul(kp.swap_dims(2, 3)), lp);
-    let own_scores = q.reshape([b, hkv, g * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]);
+    let prefix_scores = unfold(kernels::matmul(fold(q.clone(), d), kp.swap_dims(2, 3)), lp);
+    let own_scores = kernels::matmul(q.reshape([b, hkv, g * t, d]), k.swap_dims(2, 3)).reshape([b, hkv, g, t, s]);
     let probs = softmax(Tensor::cat(vec![prefix_scores, own_scores], 4) + bias);
     let prefix_probs = fold(probs.clone().narrow(4, 0, lp).reshape([b, h, t, lp]), lp);
-    let from_prefix = unfold(prefix_probs.matmul(vp), d).reshape([b, h, t, d]);
-    let own = probs.narrow(4, lp, s).reshape([b, hkv, g * t, s]).matmul(v).reshape([b, h, t, d]);
+    let from_prefix = unfold(kernels::matmul(prefix_probs, vp), d).reshape([b, h, t, d]);
+    let own = kernels::matmul(probs.narrow(4, lp, s).reshape([b, hkv, g * t, s]), v).reshape([b, h, t, d]);
     from_prefix + own
 }
 
@@ -940,6 +940,7 @@ pub(crate) mod tests {
     /// The same weights on the wgpu device (here Mesa's software Vulkan, lavapipe) give the same
     /// logits as on flex. Skipped, with a note, where no wgpu adapter exists (a failure under
     /// `SOFT_REQUIRE_MODELS=1`).
+    #[cfg(feature = "native")]
     #[test]
     fn wgpu_matches_flex() {
         let found = Device::wgpu_options().init().map_err(|e| eprintln!("no wgpu adapter: {e}")).ok();

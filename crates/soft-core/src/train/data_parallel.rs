@@ -161,7 +161,7 @@ impl ModuleMapper for Trained {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "native"))]
 mod tests {
     use super::*;
 

@@ -328,6 +328,7 @@ mod tests {
     }
 
     /// The largest difference between two adapters' factors.
+    #[cfg(feature = "native")]
     fn adapter_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
         assert_eq!(a.len(), b.len());
         let pairs = a.iter().zip(b).flat_map(|((_, x), (_, y))| x.iter().zip(y));

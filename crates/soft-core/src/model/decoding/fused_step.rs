@@ -27,7 +27,7 @@ use crate::model::weights::host_values;
 /// wins past 8 (`benches/few_rows.rs`); in wasm (SIMD128, one thread) the few-row product is
 /// still ahead at the page's 10 beams (a step of the tiny model 7.5 -> 5.1 ms in Node's V8,
 /// BENCHMARKS.md), and gemm's packing does not pay below a prompt's rows.
-const STEP_FEW_ROWS: usize = if cfg!(target_arch = "wasm32") { 32 } else { FEW_ROWS };
+const STEP_FEW_ROWS: usize = if cfg!(target_arch = "wasm32") { usize::MAX } else { FEW_ROWS };
 
 /// A weight read where it lies, and as the tensor it is: products of more rows than the
 /// few-row product pays for (a step of 8 prompts x 4 beams) go through burn's `gemm`.

@@ -488,6 +488,7 @@ mod tests {
 
     /// The real SmolLM2-135M-Instruct and its GGUF metadata, when the GGUF is in `models/`
     /// (scripts/fetch-smollm2.sh); `None`, with a note, when it is not.
+    #[cfg(feature = "native")]
     fn smollm2_if_present() -> Option<(Llama, crate::model::formats::gguf::Metadata)> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -500,6 +501,7 @@ mod tests {
 
     /// The real SmolLM2-135M-Instruct, when present: greedy decoding knows the capital of
     /// France, as an independent numpy forward pass did.
+    #[cfg(feature = "native")]
     #[test]
     fn smollm2_knows_the_capital_of_france_if_present() {
         let Some((model, meta)) = smollm2_if_present() else {
@@ -520,6 +522,7 @@ mod tests {
 
     /// The real SmolLM2, when present: constrained to four cities, the best answer to "The
     /// capital of France is" is " Paris", and every answer is one of the cities.
+    #[cfg(feature = "native")]
     #[test]
     fn smollm2_constrained_to_cities_answers_paris_if_present() {
         let Some((model, meta)) = smollm2_if_present() else {
@@ -543,6 +546,7 @@ mod tests {
     /// b179c952…), which rotates the GGUF's permuted Q/K rows by adjacent pairs as llama.cpp
     /// does (see bench/README.md). Its numbers are copied below: the top-5 `(id, logit)` per
     /// prompt and 10 greedy ids.
+    #[cfg(feature = "native")]
     #[test]
     fn smollm2_logits_match_the_numpy_reference_if_present() {
         // "The capital of France is", then the chat-formatted question.

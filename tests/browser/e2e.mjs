@@ -1,6 +1,7 @@
 // End-to-end test of the SOFT page in Debian's headless Chromium (playwright-core; never a
 // downloaded browser). Serves the built folder on 127.0.0.1 and drives every view twice: with
-// WebGPU (the page must say "WebGPU: <adapter>") and without (it must say "CPU (wasm)").
+// WebGPU (the page must say "WebGPU: <adapter>") and without (it must say "CPU (wasm)", served by
+// the CPU bundle in cpu/, whose wasm must stay within 6 MB, and no other wasm fetched).
 // Any console error or page error fails the run. When the export holds LLaRA (manifest
 // `model.llara`) both backbones are driven: the switch in Recommend and in Curriculum, LLaRA's
 // answers, its epochs and the walkthrough's hybrid prompt with its slot positions; without it,
@@ -52,8 +53,9 @@ const server = createServer((req, res) => {
   if (!path.startsWith(dist)) { res.writeHead(403).end(); return; }
   if (existsSync(path) && statSync(path).isDirectory()) path = join(path, 'index.html');
   if (!existsSync(path)) { res.writeHead(404).end('not found'); return; }
-  res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
-  res.end(readFileSync(path));
+  const body = readFileSync(path);
+  res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+  res.end(body);
 });
 await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const base = `http://127.0.0.1:${server.address().port}/`;
@@ -96,8 +98,8 @@ const COMMON = [
   '--no-first-run', '--disable-dev-shm-usage',
 ];
 const MODES = [
-  { name: 'webgpu', args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'], backend: /^WebGPU: \S/ },
-  { name: 'cpu', args: [], backend: /^CPU \(wasm\)$/ },
+  { name: 'webgpu', args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'], backend: /^WebGPU: \S/, bundle: /^\/$/ },
+  { name: 'cpu', args: [], backend: /^CPU \(wasm\)$/, bundle: /^\/cpu\/$/ },
 ].filter((m) => !only || m.name === only);
 
 let failures = 0;
@@ -130,6 +132,11 @@ async function runMode(mode) {
   page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
   const logs = [];
   page.on('console', (m) => { if (m.type() !== 'error') logs.push(m.text()); });
+  // Every wasm the first page load fetches, with its size.
+  const wasms = [];
+  page.on('response', async (r) => {
+    if (r.url().endsWith('.wasm')) wasms.push({ path: new URL(r.url()).pathname, bytes: Number(r.headers()['content-length']) });
+  });
 
   try {
     const t0 = Date.now();
@@ -144,6 +151,12 @@ async function runMode(mode) {
     );
     const label = await text(page, '[data-testid=backend] .backend-label');
     check(mode.name, `backend label "${label}"`, mode.backend.test(label), `started in ${Date.now() - t0} ms`);
+    // The root page keeps a browser with a WebGPU adapter and sends one without to the CPU bundle
+    // before fetching any wasm: one wasm per mode, the CPU one within 6 MB.
+    const at = new URL(page.url()).pathname;
+    const fetched = wasms.map((w) => `${w.path} ${w.bytes} B`).join(', ');
+    check(mode.name, `served by the ${mode.name === 'cpu' ? 'CPU' : 'WebGPU'} bundle (${at}), its wasm alone fetched`,
+      mode.bundle.test(at) && wasms.length === 1 && wasms[0].path.startsWith(at) && (mode.name !== 'cpu' || wasms[0].bytes <= 6e6), fetched);
 
     // ---- Recommend ----
     await page.waitForSelector('[data-view=recommend] [data-testid=search]', { timeout: 60_000 });

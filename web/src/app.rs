@@ -33,7 +33,7 @@ pub struct Loaded {
 async fn load_assets() -> (Reports, Option<serde_json::Value>, Vec<String>) {
     let mut reports = Reports::default();
     let mut problems = Vec::new();
-    let manifest = match runtime::fetch_text("assets/manifest.json").await {
+    let manifest = match runtime::fetch_text(&runtime::asset("manifest.json")).await {
         Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -54,7 +54,7 @@ async fn load_assets() -> (Reports, Option<serde_json::Value>, Vec<String>) {
     for entry in entries {
         let Some(path) = entry.get("path").and_then(|p| p.as_str()) else { continue };
         let label = entry.get("label").and_then(|p| p.as_str()).unwrap_or(path).to_string();
-        let url = format!("assets/{path}");
+        let url = runtime::asset(path);
         match runtime::fetch_text(&url).await {
             Ok(text) => match report::parse(&text) {
                 Ok(r) => reports.add(label, r),

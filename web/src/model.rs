@@ -30,8 +30,10 @@ use soft_core::model::weights::safetensors_bytes;
 use soft_core::model::weights::{FloatEncoding, RawTensor};
 
 use crate::page_data::PageData;
+#[cfg(feature = "webgpu")]
+use crate::runtime::Backend;
 use crate::runtime::{
-    fetch_bytes, now_ms, Backend, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError,
+    fetch_bytes, now_ms, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError,
     RecommendRequest, Recommendation, Recommender, Runtime, Timings,
 };
 
@@ -120,7 +122,7 @@ pub struct EpochManifest {
 }
 
 fn asset(path: &str) -> String {
-    format!("assets/{path}")
+    crate::runtime::asset(path)
 }
 
 async fn fetch(path: &str) -> Result<Vec<u8>, String> {
@@ -148,6 +150,7 @@ pub struct PageModel {
 }
 
 /// Probe queries and ranks of the kernel check at load.
+#[cfg(feature = "webgpu")]
 const KERNEL_CHECK_QUERIES: usize = 32;
 const KERNEL_CHECK_K: usize = 10;
 
@@ -192,9 +195,12 @@ impl PageModel {
             ));
         }
         let table = Tensor::<2>::from_data(TensorData::new(table.data, [n, d]), &runtime.device);
+        #[cfg_attr(not(feature = "webgpu"), allow(unused_mut))]
         let mut grounder =
             Grounder::from_table(manifest.grounding.ids.clone(), table).map_err(|e| format!("{table_url}: {e}"))?;
+        #[cfg_attr(not(feature = "webgpu"), allow(unused_mut))]
         let mut kernel_check = None;
+        #[cfg(feature = "webgpu")]
         if let Backend::WebGpu { .. } = &runtime.backend {
             match grounder.clone().with_kernel().await {
                 Ok(with_kernel) => {

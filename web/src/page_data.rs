@@ -44,8 +44,8 @@ impl PageData {
                 .unwrap_or(default)
                 .to_string()
         };
-        let items_url = format!("assets/{}", field("items", "data/amazon-books/id2name.json"));
-        let sequences_url = format!("assets/{}", field("sequences", "data/amazon-books/sequences.csv"));
+        let items_url = runtime::asset(&field("items", "data/amazon-books/id2name.json"));
+        let sequences_url = runtime::asset(&field("sequences", "data/amazon-books/sequences.csv"));
         let domain = Domain::parse(&field("domain", "books"))
             .ok_or_else(|| format!("assets/manifest.json: unknown domain `{}`", field("domain", "books")))?;
         let items = runtime::fetch_text(&items_url).await.map_err(|e| e.to_string())?;

@@ -53,12 +53,24 @@ pub struct Runtime {
     pub check_ms: f64,
 }
 
+/// The URL of a shipped asset: in `assets/` beside the page, or where the page's
+/// `<meta name="soft-assets">` says (the CPU bundle, in `cpu/`, reads the root's `../assets/`).
+pub fn asset(path: &str) -> String {
+    let base = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.query_selector("meta[name=soft-assets]").ok().flatten())
+        .and_then(|meta| meta.get_attribute("content"))
+        .unwrap_or_else(|| "assets/".into());
+    format!("{base}{path}")
+}
+
 /// Milliseconds since the page started (`performance.now()`): no `std::time` in a browser.
 pub fn now_ms() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
 /// Does this browser expose `navigator.gpu` at all?
+#[cfg(feature = "webgpu")]
 fn has_webgpu() -> bool {
     let Some(window) = web_sys::window() else { return false };
     js_sys::Reflect::get(&window.navigator(), &"gpu".into()).map(|v| !v.is_undefined() && !v.is_null()).unwrap_or(false)
@@ -78,6 +90,7 @@ async fn check(device: &Device) -> Result<(), String> {
 }
 
 /// The adapter's name as the browser reports it; browsers may hide it, then the driver or type.
+#[cfg(feature = "webgpu")]
 fn adapter_name(info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> String {
     [info.name.as_str(), info.driver.as_str(), info.driver_info.as_str()]
         .into_iter()
@@ -89,6 +102,7 @@ fn adapter_name(info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> String {
 
 /// What the browser itself says about its WebGPU adapter (`GPUAdapter.info`): wgpu leaves the
 /// name empty in browsers.
+#[cfg(feature = "webgpu")]
 async fn browser_adapter_description() -> Option<String> {
     use js_sys::Reflect;
     let window = web_sys::window()?;
@@ -123,9 +137,14 @@ pub async fn start(force_cpu: bool) -> Runtime {
     if force_cpu {
         return cpu("CPU requested in the address (?backend=cpu)".into()).await;
     }
+    // The root page sent this browser here: no WebGPU, or no adapter.
+    #[cfg(not(feature = "webgpu"))]
+    return cpu("the page's CPU bundle, for a browser without a WebGPU adapter".into()).await;
+    #[cfg(feature = "webgpu")]
     if !has_webgpu() {
         return cpu("this browser exposes no WebGPU (navigator.gpu is missing)".into()).await;
     }
+    #[cfg(feature = "webgpu")]
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();

@@ -74,6 +74,7 @@ pub enum Error {
     },
 
     /// The WGSL grounding kernel (soft-gpu) could not start or run.
+    #[cfg(feature = "gpu")]
     #[error("the WGSL grounding kernel: {0}")]
     Kernel(#[from] soft_gpu::GpuError),
 

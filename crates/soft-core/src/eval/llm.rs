@@ -6,7 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
+#[cfg(feature = "gpu")]
+use burn::tensor::{Int, TensorData};
+#[cfg(feature = "gpu")]
 use soft_gpu::GpuGrounder;
 use tokenizers::Tokenizer;
 
@@ -18,6 +21,7 @@ use crate::eval::{rank_by_l2, Prediction, RANKED_LEN};
 use crate::model::decoding::generate::{beam_search, BeamConfig};
 use crate::model::formats::tokenizer::{encode, encode_prompt, SpecialIds};
 use crate::model::llama::Llama;
+#[cfg(feature = "gpu")]
 use crate::model::weights::host_values_async;
 use crate::progress::Progress;
 use crate::{Error, Result};
@@ -77,6 +81,7 @@ pub struct Grounder {
     pub table: Tensor<2>,
     /// The project's WGSL kernel (soft-gpu) over the same table, once [`Grounder::with_kernel`]
     /// started it: it then ranks instead of the tensor ops.
+    #[cfg(feature = "gpu")]
     kernel: Option<Arc<GpuGrounder>>,
 }
 
@@ -92,6 +97,7 @@ pub struct KernelAgreement {
 }
 
 /// Distances this close (relative) count as a tie between the kernel and the tensor ranking.
+#[cfg(feature = "gpu")]
 const TIE_TOLERANCE: f32 = 1e-4;
 
 /// Last-token embeddings of texts; an empty text is embedded as the EOS token alone.
@@ -145,7 +151,13 @@ impl Grounder {
             )));
         }
         let members = Arc::new(ids.iter().copied().collect());
-        Ok(Self { ids, members, table, kernel: None })
+        Ok(Self {
+            ids,
+            members,
+            table,
+            #[cfg(feature = "gpu")]
+            kernel: None,
+        })
     }
 
     /// The item each row of the table embeds, in row order.
@@ -160,6 +172,7 @@ impl Grounder {
 
     /// This grounder ranking with the project's WGSL kernel (shaders/grounding.wgsl) on the
     /// default wgpu adapter (WebGPU in the page; `soft-train eval --backend wgpu` natively).
+    #[cfg(feature = "gpu")]
     pub async fn with_kernel(mut self) -> Result<Self> {
         let [n, d] = self.table.dims();
         let values: Vec<f32> = host_values_async(self.table.clone()).await?;
@@ -168,7 +181,7 @@ impl Grounder {
     }
 
     /// [`Grounder::with_kernel`], blocking (native only).
-    #[cfg(feature = "native")]
+    #[cfg(all(feature = "native", feature = "gpu"))]
     pub fn with_kernel_blocking(self) -> Result<Self> {
         pollster::block_on(self.with_kernel())
     }
@@ -176,13 +189,17 @@ impl Grounder {
     /// The adapter the WGSL kernel runs on, when it ranks.
     pub fn kernel_adapter(&self) -> Option<String> {
         // Browsers may hide the adapter's name: the backend then names it.
-        self.kernel.as_ref().map(|k| match k.adapter_info() {
+        #[cfg(feature = "gpu")]
+        return self.kernel.as_ref().map(|k| match k.adapter_info() {
             info if info.name.is_empty() => format!("{:?}", info.backend),
             info => info.name.clone(),
-        })
+        });
+        #[cfg(not(feature = "gpu"))]
+        None
     }
 
     /// Ranks `queries` embeddings with the kernel: per query, `(item id, L2 distance)`.
+    #[cfg(feature = "gpu")]
     async fn kernel_rank(&self, kernel: &GpuGrounder, queries: Tensor<2>, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         let n = queries.dims()[0];
         let values: Vec<f32> = host_values_async(queries).await?;
@@ -197,6 +214,7 @@ impl Grounder {
     /// Checks the kernel against the tensor ranking on `n` probe queries, each a blend of two
     /// table rows (0.7 and 0.3) spread over the table: the page runs this on WebGPU so its own
     /// test can see the two agree there. `None` when no kernel ranks.
+    #[cfg(feature = "gpu")]
     pub async fn kernel_agreement(&self, n: usize, k: usize) -> Result<Option<KernelAgreement>> {
         let Some(kernel) = &self.kernel else { return Ok(None) };
         let rows = self.ids.len();
@@ -244,10 +262,11 @@ impl Grounder {
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
         let queries = embed_answers(base, tokenizer, special, answers)?;
-        match &self.kernel {
-            Some(kernel) => self.kernel_rank(kernel, queries, k).await,
-            None => self.tensor_rank(queries, k).await,
+        #[cfg(feature = "gpu")]
+        if let Some(kernel) = &self.kernel {
+            return self.kernel_rank(kernel, queries, k).await;
         }
+        self.tensor_rank(queries, k).await
     }
 
     /// The `k` nearest items to each answer, nearest first.
@@ -260,7 +279,7 @@ impl Grounder {
         k: usize,
     ) -> Result<Vec<Vec<u32>>> {
         let queries = embed_answers(base, tokenizer, special, answers)?;
-        #[cfg(feature = "native")]
+        #[cfg(all(feature = "native", feature = "gpu"))]
         if let Some(kernel) = &self.kernel {
             let hits = pollster::block_on(self.kernel_rank(kernel, queries, k))?;
             return Ok(hits.into_iter().map(|r| r.into_iter().map(|(id, _)| id).collect()).collect());
@@ -451,7 +470,7 @@ mod tests {
     /// The WGSL kernel (through wgpu; lavapipe without a GPU) ranks a catalog-sized table like
     /// the tensor ops: the same items in the same order (near-ties aside) at the same distances,
     /// for random queries and for the probes the page checks at load.
-    #[cfg(feature = "native")]
+    #[cfg(all(feature = "native", feature = "gpu"))]
     #[test]
     fn the_wgsl_kernel_ranks_like_the_tensor_ops() {
         let device = Device::flex();

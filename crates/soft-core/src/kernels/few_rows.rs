@@ -221,11 +221,13 @@ fn fma<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
 /// Row-major weight: the weight rows are taken `TILE` at a time, and for each block of `N`
 /// columns of those rows the `M x N` partial sums stay in registers while each row's block is
 /// added, scaled by each of the rows' inputs. Walking `TILE` rows side by side keeps the reads
-/// sequential (a row at a time would jump a whole weight row per `N` columns).
+/// sequential (a row at a time would jump a whole weight row per `N` columns). In wasm 32 rows:
+/// the sums go to memory and back between tiles, which costs more there (the page's answer ~10 %
+/// faster than with 8, BENCHMARKS.md).
 #[inline(always)]
 fn in_out<W: Weight, const M: usize, const N: usize, const FMA: bool>(part: Part<W>, out: &mut [f32]) {
     let Part { x, w, d_in, d_out, c0, c1, .. } = part;
-    const TILE: usize = 8;
+    const TILE: usize = if cfg!(target_arch = "wasm32") { 32 } else { 8 };
     let width = c1 - c0;
     // The inputs transposed, `[d_in, M]`: one small load per weight row.
     let mut xt = vec![0f32; d_in * M];

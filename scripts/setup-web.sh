@@ -19,7 +19,8 @@ for target in wasm32-unknown-unknown wasm32-wasip1; do
 done
 
 if [[ "$(trunk --version 2>/dev/null || true)" != "trunk $TRUNK_VERSION" ]]; then
-    cargo install trunk --locked --version "=$TRUNK_VERSION"
+    # --force: cargo skips a package it has on record even when the binary itself is gone.
+    cargo install trunk --locked --force --version "=$TRUNK_VERSION"
 fi
 
 # The version trunk will look for: the one wasm-bindgen package in Cargo.lock.
@@ -32,7 +33,7 @@ if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $bindgen_
     # Not --locked: the lock wasm-bindgen-cli 0.2.130 publishes names webpki-roots 1.0.11, which
     # the registry no longer serves (yanked), so a locked install always fails. The version of
     # the tool itself is pinned exactly; its dependencies resolve fresh.
-    cargo install wasm-bindgen-cli --version "=$bindgen_version"
+    cargo install wasm-bindgen-cli --force --version "=$bindgen_version"
 fi
 
 need_apt=()

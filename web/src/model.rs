@@ -33,7 +33,7 @@ use crate::page_data::PageData;
 #[cfg(feature = "webgpu")]
 use crate::runtime::Backend;
 use crate::runtime::{
-    fetch_bytes, now_ms, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError,
+    asset, fetch_bytes, now_ms, LocalFuture, ModelChoice, NoModel, PromptTokens, Ranked, RecommendError,
     RecommendRequest, Recommendation, Recommender, Runtime, Timings,
 };
 
@@ -119,10 +119,6 @@ pub struct EpochManifest {
     pub adapter: String,
     #[serde(default)]
     pub projector: Option<String>,
-}
-
-fn asset(path: &str) -> String {
-    crate::runtime::asset(path)
 }
 
 async fn fetch(path: &str) -> Result<Vec<u8>, String> {

@@ -103,6 +103,10 @@ pub(crate) fn product<W: Weight>(
         dispatch::columns(Part { x, m, w, layout, d_in, d_out, c0, c1 }, &mut out);
         out
     };
+    // One part (always in wasm) computes the output itself.
+    if let [whole] = ranges[..] {
+        return columns(&whole);
+    }
     #[cfg(not(target_arch = "wasm32"))]
     let blocks: Vec<Vec<f32>> = {
         use rayon::prelude::*;
@@ -158,16 +162,16 @@ pub(crate) fn widen<W: Weight>(src: &[W], dst: &mut [f32]) {
 }
 
 /// Column ranges to spread over the cores: a few per core, so that a slow core does not hold
-/// up the rest, each at least 64 columns wide (in wasm, one thread, one range).
+/// up the rest, each at least 64 columns wide.
+#[cfg(not(target_arch = "wasm32"))]
 fn parts(d_out: usize) -> usize {
-    #[cfg(not(target_arch = "wasm32"))]
-    return (4 * rayon::current_num_threads()).min(d_out / 64).max(1);
-    // One thread: one part.
-    #[cfg(target_arch = "wasm32")]
-    return {
-        let _ = d_out;
-        1
-    };
+    (4 * rayon::current_num_threads()).min(d_out / 64).max(1)
+}
+
+/// In wasm, one thread: one range.
+#[cfg(target_arch = "wasm32")]
+fn parts(_d_out: usize) -> usize {
+    1
 }
 
 /// `out` `[m, c1 - c0]` = `x` times the weight's columns `c0..c1`. `N` is the columns of one

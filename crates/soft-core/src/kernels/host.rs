@@ -65,10 +65,10 @@ impl Matrix {
         let l = t.layout();
         let &[d_in, d_out] = l.shape().as_slice() else { return None };
         let layout = match l.strides() {
-            [s, 1] if *s == d_out as isize => WeightLayout::InOut,
-            [1, s] if *s == d_in as isize => WeightLayout::OutIn,
-            // A single row or column is both; any other is neither.
-            _ if d_in == 1 || d_out == 1 => WeightLayout::InOut,
+            // A single row or column needs only its own elements adjacent.
+            [s, 1] if *s == d_out as isize || d_in == 1 => WeightLayout::InOut,
+            [1, s] if *s == d_in as isize || d_out == 1 => WeightLayout::OutIn,
+            _ if d_in == 1 && d_out == 1 => WeightLayout::InOut,
             _ => return None,
         };
         let start = l.start_offset();
@@ -149,4 +149,27 @@ pub(crate) fn write<const D: usize>(t: &mut Tensor<D>, write: impl FnOnce(&mut [
     write(flex.storage_mut::<f32>());
     *t = tensor(flex);
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A view is read where it lies only when its elements lie row- or column-major: a single
+    /// column of a wider matrix (its elements a row apart) is refused, not misread.
+    #[test]
+    fn only_row_or_column_major_views_are_read_where_they_lie() {
+        let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let t = FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(Shape::from([3, 4])), DType::F32);
+        let whole = Matrix::of(t.clone()).expect("row-major");
+        assert_eq!(whole.product(&[1.0, 0.0, 0.0], 1), vec![0.0, 1.0, 2.0, 3.0]);
+        let transposed = Matrix::of(t.transpose(0, 1)).expect("column-major");
+        assert_eq!(transposed.product(&[0.0, 1.0, 0.0, 0.0], 1), vec![1.0, 5.0, 9.0]);
+        // Column 1: [3, 1] with strides [4, 1], and row 1 of the transpose: [1, 3] with [1, 4].
+        assert!(Matrix::of(t.narrow(1, 1, 1)).is_none());
+        assert!(Matrix::of(t.transpose(0, 1).narrow(0, 1, 1)).is_none());
+        // A row of the row-major matrix and a column of its transpose lie adjacent.
+        assert_eq!(Matrix::of(t.narrow(0, 1, 1)).expect("a row").product(&[2.0], 1), vec![8.0, 10.0, 12.0, 14.0]);
+        assert_eq!(Matrix::of(t.transpose(0, 1).narrow(1, 2, 1)).expect("a column").product(&[1.0, 1.0, 1.0, 1.0], 1), vec![38.0]);
+    }
 }

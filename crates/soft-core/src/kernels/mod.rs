@@ -309,32 +309,22 @@ pub fn matmul(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let (Some(fa), Some(fb)) = (host::flex(&a), host::flex(&b)) else { return a.matmul(b) };
     let (fa, _) = contiguous(&fa);
     let x = elements(&fa);
-    // Each [K, N] slice row-major (InOut) or column-major (OutIn, a transposed view); any other
-    // layout is made contiguous first.
-    let slices = |t: &FlexTensor| {
-        let st = t.layout().strides();
-        let layout = match (st[2], st[3]) {
-            (s, 1) if s == n as isize => Some(few_rows::WeightLayout::InOut),
-            (1, s) if s == k as isize => Some(few_rows::WeightLayout::OutIn),
-            _ => None,
-        };
-        layout.filter(|_| st[0] >= 0 && st[1] >= 0).map(|l| (l, t.layout().start_offset(), st[0] as usize, st[1] as usize))
+    // Slice (i, j) of `b` as a [K, N] matrix where it lies, when it lies row- or column-major
+    // (the keys transposed); any other layout is made contiguous first.
+    let slice = |t: &FlexTensor, i: usize, j: usize| {
+        let (l, st) = (t.layout(), t.layout().strides());
+        let at = usize::try_from(l.start_offset() as isize + i as isize * st[0] + j as isize * st[1]).ok()?;
+        host::Matrix::of(t.clone().with_layout(Layout::new([k, n].into(), vec![st[2], st[3]], at)))
     };
-    let (fb, (layout, start, s0, s1)) = match slices(&fb) {
-        Some(found) => (fb, found),
-        None => {
-            let fb = fb.to_contiguous();
-            let found = slices(&fb).expect("a contiguous tensor is row-major");
-            (fb, found)
-        }
+    let fb = match slice(&fb, 0, 0).is_some() && fb.layout().strides()[..2].iter().all(|&s| s >= 0) {
+        true => fb,
+        false => fb.to_contiguous(),
     };
-    let w = fb.storage::<f32>();
     let mut out = Vec::with_capacity(bs * h * m * n);
     for i in 0..bs {
         for j in 0..h {
-            let at = start + i * s0 + j * s1;
-            let xs = &x[(i * h + j) * m * k..][..m * k];
-            out.extend(few_rows::product(xs, m, &w[at..at + k * n], layout, k, n));
+            let w = slice(&fb, i, j).expect("slices of one layout, row- or column-major");
+            out.extend(w.product(&x[(i * h + j) * m * k..][..m * k], m));
         }
     }
     host::from_values(out, [bs, h, m, n])

@@ -24,9 +24,9 @@ use crate::model::rope::inverse_frequencies;
 use crate::model::weights::host_values;
 
 /// Rows up to which a step's projections take the few-row product. Natively burn-flex's `gemm`
-/// wins past 8 (`benches/few_rows.rs`); in wasm (SIMD128, one thread) the few-row product is
-/// still ahead at the page's 10 beams (a step of the tiny model 7.5 -> 5.1 ms in Node's V8,
-/// BENCHMARKS.md), and gemm's packing does not pay below a prompt's rows.
+/// wins past 8 (`benches/few_rows.rs`); in wasm at any row count, as every f32 product of the
+/// CPU backend there (`kernels::product`): its SIMD128 tiles beat `gemm`, which is scalar in
+/// wasm (BENCHMARKS.md).
 const STEP_FEW_ROWS: usize = if cfg!(target_arch = "wasm32") { usize::MAX } else { FEW_ROWS };
 
 /// A weight read where it lies, and as the tensor it is: products of more rows than the

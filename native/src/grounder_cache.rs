@@ -4,24 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use soft_core::atomic_file::write_atomic;
 use soft_core::data::Catalog;
 use soft_core::eval::llm::Grounder;
 use soft_core::hash::{fnv1a, FNV_OFFSET};
 use soft_core::model::formats::pretrained::Pretrained;
+use soft_core::model::weights::{BaseWeights, FloatEncoding};
 
 /// The grounder of `pre` (loaded from `model_path`) for `catalog`, from the cache when it holds
 /// one; the cache key covers the model file (size, modification time), the dtype its base
 /// weights are kept in (half precision gives another table) and every title.
 pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Result<Grounder> {
     let ids = catalog.grounding_ids();
-    // A model over quantized blocks computes its own table (its sums run in another order).
-    let held = match pre.model.has_blocks() {
-        true => "stored".to_string(),
-        false => format!("{:?}", pre.model.base_dtype()),
-    };
-    let cache = cache_path(model_path, &held, catalog, &ids);
+    // Half precision gives another table, and a model over quantized blocks too (its sums run
+    // in another order).
+    let cache = cache_path(model_path, pre.model.base_weights(), catalog, &ids);
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
         return Ok(Grounder::from_table(ids, table)?);
     }
@@ -34,9 +32,8 @@ pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Resul
     Ok(grounder)
 }
 
-/// `held`: how the base weights are held (`F32`, `F16`, `BF16` as burn names the dtype, or
-/// `stored`).
-fn cache_path(model_path: &Path, held: &str, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
+/// `held`: how the base weights are held.
+fn cache_path(model_path: &Path, held: BaseWeights, catalog: &Catalog, ids: &[u32]) -> Option<PathBuf> {
     let (dir, weights) = if model_path.is_dir() {
         (model_path.to_path_buf(), model_path.join(soft_core::model::formats::pretrained::WEIGHTS_FILE))
     } else {
@@ -48,8 +45,8 @@ fn cache_path(model_path: &Path, held: &str, catalog: &Catalog, ids: &[u32]) -> 
     h = fnv1a(h, &meta.len().to_le_bytes());
     h = fnv1a(h, &mtime.to_le_bytes());
     // f32 tables keep the keys they had before half precision existed.
-    if held != format!("{:?}", DType::F32) {
-        h = fnv1a(h, held.as_bytes());
+    if held != BaseWeights::Float(FloatEncoding::F32) {
+        h = fnv1a(h, held.name().as_bytes());
     }
     for &id in ids {
         h = fnv1a(h, &id.to_le_bytes());

@@ -377,7 +377,7 @@ fn export_llara(
     base_model: &str,
 ) -> Result<Option<LlaraExport>> {
     let (run, out) = (&args.run, &args.out);
-    let stage = |dir: &str| run.join(format!("{}-{dir}", Backbone::Llara.name()));
+    let stage = |dir: &str| run.join(Backbone::Llara.run_dir(dir));
     let (sft_dir, soft_dir) = (stage("sft"), stage("soft"));
     if !sft_dir.exists() && !soft_dir.exists() {
         return Ok(None);

@@ -22,7 +22,7 @@ use super::kv_cache::{CachedKv, KvCache, LayerCache};
 use super::lora::{frozen, LoraLinear};
 use super::projector::{slot_item, ItemProjector, ITEM_SLOT_BASE};
 use super::rope::Rope;
-use super::weights::{transpose, BlockMap, FloatEncoding, WeightMap};
+use super::weights::{transpose, BaseWeights, BlockMap, FloatEncoding, WeightMap};
 use crate::{Error, Result};
 
 /// Added to the attention score of a key that must not be seen. Finite, so a query row whose
@@ -285,6 +285,20 @@ impl Llama {
     /// The dtype the base weights are kept in (see [`Llama::with_base_dtype`]).
     pub fn base_dtype(&self) -> burn::tensor::DType {
         self.embed_tokens.val().dtype()
+    }
+
+    /// How the base weights are held, as `--weights-dtype` names it: `stored` where any are
+    /// quantized blocks, else the encoding of the float weights ([`Llama::with_base_dtype`]
+    /// makes only these three).
+    pub fn base_weights(&self) -> BaseWeights {
+        if self.has_blocks() {
+            return BaseWeights::Stored;
+        }
+        BaseWeights::Float(match self.base_dtype() {
+            burn::tensor::DType::F16 => FloatEncoding::F16,
+            burn::tensor::DType::BF16 => FloatEncoding::BF16,
+            _ => FloatEncoding::F32,
+        })
     }
 
     /// The device the weights live on.
@@ -799,6 +813,7 @@ pub(crate) mod tests {
             let direct = Llama::from_weights_in(&config, &weights, &device, encoding).unwrap();
             let after = Llama::from_weights(&config, &weights, &device).unwrap().with_base_dtype(encoding).unwrap();
             assert_eq!(direct.base_dtype(), encoding.dtype().into());
+            assert_eq!(direct.base_weights(), BaseWeights::Float(encoding));
             let logits = |m: &Llama| m.forward(tokens.clone(), ones_mask(2, 4, &device), None);
             assert_eq!(max_abs_diff(logits(&direct), logits(&after)), 0.0, "{encoding:?}");
         }

@@ -5,13 +5,15 @@
 //! With `--against llama.cpp` ([`llamacpp`]) it measures SmolLM2 itself, loaded from its GGUF, on
 //! prompt processing and greedy decoding, against llama.cpp on the same file. `--work bandwidth`
 //! ([`bandwidth`]) measures the machine's read bandwidth and the floor it sets on a beam-search
-//! step.
+//! step; `--work peak` ([`peak`]) its f32 FMA rate and clock, which FLOP utilisation is then
+//! reported against.
 //!
 //! Both sides build the model from one config (written here, passed to Python as JSON) with
 //! random weights: speed does not depend on the weights' values, and beam search is made to
 //! write exactly `new_tokens` tokens on both sides (no EOS), so the work is equal.
 
 mod bandwidth;
+mod peak;
 mod llamacpp;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,9 @@ pub enum Work {
     /// The machine's streaming read bandwidth (1 GiB of f32, all cores), GB/s; with `generate`
     /// rows, also each beam-search step's floor (its weights' bytes / bandwidth).
     Bandwidth,
+    /// The machine's f32 multiply-add rate as measured (FMA chains in registers, all cores),
+    /// GFLOP/s; the FLOP utilisation columns are then against it instead of the nominal peak.
+    Peak,
     /// SmolLM2 from its GGUF (the real model): a 180-token prompt's forward pass and first token,
     /// prompt tokens/s. Measured with `greedy`; `--against llama.cpp` adds both.
     Prompt,
@@ -208,7 +213,7 @@ fn flops_per_unit(c: &LlamaConfig, s: &Shapes, work: Work) -> f64 {
             (prompt + new) / t
         }
         Work::Grounding => 2.0 * (s.items * c.hidden_size) as f64,
-        Work::Bandwidth => 0.0,
+        Work::Bandwidth | Work::Peak => 0.0,
         // One prompt, its forward pass and one LM head, per prompt token.
         Work::Prompt => {
             let p = s.prompt_tokens as f64;
@@ -268,6 +273,18 @@ fn bandwidth_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
         }
         if i >= args.warmup {
             rates.push(gbs);
+        }
+    }
+    Ok(rates)
+}
+
+/// GFLOP/s of each run of [`peak::measure`] on `threads` threads.
+fn peak_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
+    let mut rates = Vec::new();
+    for i in 0..args.warmup + args.runs {
+        let (gflops, _) = peak::measure(threads)?;
+        if i >= args.warmup {
+            rates.push(gflops);
         }
     }
     Ok(rates)
@@ -382,7 +399,7 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
                 Ok(())
             })
         }
-        Work::Bandwidth | Work::Prompt | Work::Greedy => bail!("{work:?} is measured by execute"),
+        Work::Bandwidth | Work::Peak | Work::Prompt | Work::Greedy => bail!("{work:?} is measured by execute"),
     }
 }
 
@@ -392,6 +409,7 @@ fn unit(work: Work) -> &'static str {
         Work::Generate => "new tokens/s",
         Work::Grounding => "queries/s",
         Work::Bandwidth => "GB/s",
+        Work::Peak => "GFLOP/s",
         Work::Prompt => "prompt tokens/s",
         Work::Greedy => "new tokens/s",
     }
@@ -406,6 +424,10 @@ fn plan(args: &Args) -> Vec<(BenchModel, Work, usize, String)> {
         // The machine's, not a model's: one row, filed under the first model.
         let m = args.models.first().copied().unwrap_or(BenchModel::Smollm2);
         out.push((m, Work::Bandwidth, threads, format!("read 1 GiB f32, {threads} threads")));
+    }
+    if args.work.contains(&Work::Peak) {
+        let m = args.models.first().copied().unwrap_or(BenchModel::Smollm2);
+        out.push((m, Work::Peak, threads, format!("f32 FMA chains in registers, {threads} threads")));
     }
     let llama = args.against == Some(Against::LlamaCpp);
     // The real SmolLM2 (its GGUF), whatever --models says: the only model llama.cpp can load.
@@ -423,7 +445,7 @@ fn plan(args: &Args) -> Vec<(BenchModel, Work, usize, String)> {
     for &m in &args.models {
         for &w in &args.work {
             match w {
-                Work::Bandwidth | Work::Prompt | Work::Greedy => {}
+                Work::Bandwidth | Work::Peak | Work::Prompt | Work::Greedy => {}
                 Work::Generate => {
                     for &b in &s.generate_batches {
                         out.push((m, w, b, format!("batch {b}, {} beams, {} new", s.beams, s.new_tokens)));
@@ -551,14 +573,24 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row], cpu: &Cpu) {
+/// The peak FLOP utilisation is against: the measured one (`--work peak`, its median) where
+/// there is one, else the nominal formula's; in GFLOP/s, with its name.
+fn peak_of(rows: &[Row], cpu: &Cpu) -> (f64, &'static str) {
+    match rows.iter().find(|r| r.work == Work::Peak) {
+        Some(r) => (median(&r.project), "measured"),
+        None => (cpu.peak_gflops, "nominal"),
+    }
+}
+
+fn print_table(rows: &[Row], cpu: &Cpu, clock_ghz: Option<f64>) {
+    let (peak, peak_name) = peak_of(rows, cpu);
     println!(
         "| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | llama.cpp | ratio | MFU project | MFU PyTorch |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mfu = |rate: f64, f: f64| {
         if f > 0.0 {
-            format!("{:.1} %", 100.0 * rate * f / (cpu.peak_gflops * 1e9))
+            format!("{:.1} %", 100.0 * rate * f / (peak * 1e9))
         } else {
             "-".into()
         }
@@ -591,9 +623,21 @@ fn print_table(rows: &[Row], cpu: &Cpu) {
         );
     }
     println!(
-        "\nCPU: {}, {} cores, {:.0} MHz, {} f32 lanes: peak {:.1} GFLOP/s (cores x lanes x 2 FMA pipes x 2 x clock)",
+        "\nCPU: {}, {} cores, {:.0} MHz, {} f32 lanes: nominal peak {:.1} GFLOP/s (cores x lanes x 2 FMA pipes x 2 x clock)",
         cpu.model, cpu.cores, cpu.mhz, cpu.lanes, cpu.peak_gflops
     );
+    if peak_name == "measured" {
+        println!(
+            "measured peak {peak:.1} GFLOP/s ({:.2}x the nominal): the MFU columns are against it",
+            peak / cpu.peak_gflops
+        );
+        if let Some(ghz) = clock_ghz {
+            println!(
+                "measured clock of a busy core {ghz:.2} GHz: {:.1} f32 FLOP per cycle per core at the measured peak",
+                peak / ghz / cpu.cores as f64
+            );
+        }
+    }
 }
 
 /// The stable summary: per kind of work, the largest model's throughput on each side and
@@ -620,6 +664,7 @@ fn summary(rows: &[Row]) -> serde_json::Value {
         "generate": pick(Work::Generate),
         "grounding": pick(Work::Grounding),
         "bandwidth": pick(Work::Bandwidth),
+        "peak": pick(Work::Peak),
         "prompt": pick(Work::Prompt),
         "greedy": pick(Work::Greedy),
     })
@@ -690,6 +735,7 @@ pub fn execute(args: &Args) -> Result<()> {
     for (model, work, batch, variant) in &plan {
         let project = match work {
             Work::Bandwidth => bandwidth_row(args, cpu.cores),
+            Work::Peak => peak_row(args, cpu.cores),
             Work::Prompt | Work::Greedy => {
                 if real.is_none() {
                     real = Some(
@@ -751,7 +797,9 @@ pub fn execute(args: &Args) -> Result<()> {
         }
         None => {}
     }
-    print_table(&rows, &cpu);
+    // The clock a busy core runs at, beside a measured peak: together they give FLOPs per cycle.
+    let clock_ghz = rows.iter().any(|r| r.work == Work::Peak).then(peak::clock_ghz).flatten();
+    print_table(&rows, &cpu, clock_ghz);
     let floors = floors(&rows, &plan, &s, args.weights_dtype, &backend.device)?;
     for f in &floors {
         println!(
@@ -776,6 +824,8 @@ pub fn execute(args: &Args) -> Result<()> {
         let mut out = summary(&rows);
         out["backend"] = json!(backend.name);
         out["cpu"] = json!(cpu);
+        out["mfu_against"] = json!(peak_of(&rows, &cpu).1);
+        out["clock_ghz"] = json!(clock_ghz);
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);
         out["weights_dtype"] = json!(args.weights_dtype.name());

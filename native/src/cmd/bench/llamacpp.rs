@@ -19,7 +19,7 @@ use soft_core::model::decoding::generate::greedy;
 use soft_core::model::formats::pretrained::{load_path_as, smollm2_path, Pretrained};
 use soft_core::model::weights::BaseWeights;
 
-use super::{measure_pairs, median};
+use super::{measured_runs, median};
 
 pub const SETUP: &str = "scripts/setup-bench-llamacpp.sh";
 
@@ -82,7 +82,7 @@ pub fn project(
     // An EOS id outside the vocabulary: greedy writes exactly `new_tokens` tokens.
     let no_eos = p.model.config().vocab_size as u32;
     let mut ids = Vec::new();
-    let pairs = measure_pairs(warmup, runs, || {
+    let pairs = measured_runs(warmup, runs, || {
         let start = Instant::now();
         let first = greedy(&p.model, &[prompt], 1, no_eos)?;
         let t1 = start.elapsed().as_secs_f64();

@@ -13,8 +13,8 @@
 //! write exactly `new_tokens` tokens on both sides (no EOS), so the work is equal.
 
 mod bandwidth;
-mod peak;
 mod llamacpp;
+mod peak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +28,8 @@ use soft_core::eval::grounding::rank_by_l2;
 use soft_core::eval::llm::decoding_model;
 use soft_core::model::config::{LlamaConfig, LoraConfig};
 use soft_core::model::decoding::generate::{beam_search, BeamConfig};
-use soft_core::model::llama::Llama;
 use soft_core::model::formats::pretrained::load_path_as;
+use soft_core::model::llama::Llama;
 use soft_core::model::weights::BaseWeights;
 use soft_core::train::lm::{shared_prompt_losses, LmExample};
 use soft_core::train::soft::mixed_loss;
@@ -252,8 +252,9 @@ fn measure(warmup: usize, runs: usize, units: f64, mut f: impl FnMut() -> Result
         .collect()
 }
 
-/// [`measure`] for work that times two things in each run (`f` returns both throughputs).
-fn measure_pairs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<(f64, f64)>) -> Result<Vec<(f64, f64)>> {
+/// [`measure`] for work that measures itself (`f` returns what each run measured: a rate, or
+/// two when it times two things).
+fn measured_runs<T>(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<Vec<T>> {
     for _ in 0..warmup {
         f()?;
     }
@@ -265,29 +266,18 @@ fn bandwidth_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
     // Allocated and written once, untimed.
     let data = bandwidth::buffer(bandwidth::BUFFER_FLOATS);
     let expected = bandwidth::expected_sum(data.len());
-    let mut rates = Vec::new();
-    for i in 0..args.warmup + args.runs {
+    measured_runs(args.warmup, args.runs, || {
         let (sum, gbs) = bandwidth::stream(&data, threads)?;
         if sum != expected {
             bail!("bandwidth: the read summed to {sum}, not {expected}");
         }
-        if i >= args.warmup {
-            rates.push(gbs);
-        }
-    }
-    Ok(rates)
+        Ok(gbs)
+    })
 }
 
 /// GFLOP/s of each run of [`peak::measure`] on `threads` threads.
 fn peak_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
-    let mut rates = Vec::new();
-    for i in 0..args.warmup + args.runs {
-        let (gflops, _) = peak::measure(threads)?;
-        if i >= args.warmup {
-            rates.push(gflops);
-        }
-    }
-    Ok(rates)
+    measured_runs(args.warmup, args.runs, || Ok(peak::measure(threads)?.0))
 }
 
 /// SmolLM2 from its GGUF with the file's blocks kept (`--weights-dtype stored`).
@@ -573,17 +563,15 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
-/// The peak FLOP utilisation is against: the measured one (`--work peak`, its median) where
-/// there is one, else the nominal formula's; in GFLOP/s, with its name.
-fn peak_of(rows: &[Row], cpu: &Cpu) -> (f64, &'static str) {
-    match rows.iter().find(|r| r.work == Work::Peak) {
-        Some(r) => (median(&r.project), "measured"),
-        None => (cpu.peak_gflops, "nominal"),
-    }
+/// The measured peak (`--work peak`, its median) in GFLOP/s, when there is one: FLOP
+/// utilisation is against it, else against the nominal formula's.
+fn measured_peak(rows: &[Row]) -> Option<f64> {
+    rows.iter().find(|r| r.work == Work::Peak).map(|r| median(&r.project))
 }
 
 fn print_table(rows: &[Row], cpu: &Cpu, clock_ghz: Option<f64>) {
-    let (peak, peak_name) = peak_of(rows, cpu);
+    let measured = measured_peak(rows);
+    let peak = measured.unwrap_or(cpu.peak_gflops);
     println!(
         "| model | work | shape | unit | project (median, min-max) | PyTorch | ratio | llama.cpp | ratio | MFU project | MFU PyTorch |"
     );
@@ -626,7 +614,7 @@ fn print_table(rows: &[Row], cpu: &Cpu, clock_ghz: Option<f64>) {
         "\nCPU: {}, {} cores, {:.0} MHz, {} f32 lanes: nominal peak {:.1} GFLOP/s (cores x lanes x 2 FMA pipes x 2 x clock)",
         cpu.model, cpu.cores, cpu.mhz, cpu.lanes, cpu.peak_gflops
     );
-    if peak_name == "measured" {
+    if measured.is_some() {
         println!(
             "measured peak {peak:.1} GFLOP/s ({:.2}x the nominal): the MFU columns are against it",
             peak / cpu.peak_gflops
@@ -824,7 +812,7 @@ pub fn execute(args: &Args) -> Result<()> {
         let mut out = summary(&rows);
         out["backend"] = json!(backend.name);
         out["cpu"] = json!(cpu);
-        out["mfu_against"] = json!(peak_of(&rows, &cpu).1);
+        out["mfu_against"] = json!(if measured_peak(&rows).is_some() { "measured" } else { "nominal" });
         out["clock_ghz"] = json!(clock_ghz);
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);

@@ -2,8 +2,9 @@
 //! The nominal peak (cores x lanes x 2 FMA pipes x 2 x clock) is wrong where a core's FMA pipes
 //! are narrower than its vectors (Zen 4 runs a 512-bit FMA as two 256-bit halves: one a cycle,
 //! not two) or where a busy core runs at another clock than `/proc/cpuinfo` says (boost): FLOP
-//! utilisation against it is then off by that factor (BENCHMARKS.md measured 0.69x on Zen 4). Each core runs independent FMA chains on registers
-//! only (no memory traffic), as many as keep every pipe busy through the FMA latency.
+//! utilisation against it is then off by that factor (BENCHMARKS.md measured 0.69x on Zen 4).
+//! Each core runs independent FMA chains on registers only (no memory traffic), as many as keep
+//! every pipe busy through the FMA latency.
 
 use std::time::Instant;
 
@@ -69,13 +70,14 @@ fn fma_loop(iterations: u64) -> (f32, u64, usize) {
     portable(iterations)
 }
 
-/// Scalar chains where no vector FMA is known: the rate of plain f32 code.
+/// Scalar chains where no vector FMA is known: the rate of plain f32 code (a multiply and an
+/// add: `mul_add` would be a library call on an x86-64 CPU without FMA, not its rate).
 fn portable(iterations: u64) -> (f32, u64, usize) {
     let (a, b) = (std::hint::black_box(1.0f32), std::hint::black_box(1e-9f32));
     let mut acc = [1.0f32; CHAINS];
     for _ in 0..iterations {
         for x in acc.iter_mut() {
-            *x = x.mul_add(a, b);
+            *x = *x * a + b;
         }
     }
     (acc.iter().sum(), iterations * CHAINS as u64, 1)

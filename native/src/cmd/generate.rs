@@ -41,7 +41,7 @@ pub struct Args {
     pub print_ids: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
-    /// The base weights in f32, f16 or bf16, or `stored`: a GGUF's Q4_0/Q4_1/Q8_0 projections
+    /// The base weights in f32, f16 or bf16 (`bf16-dot` decodes as bf16), or `stored`: a GGUF's Q4_0/Q4_1/Q8_0 projections
     /// and embedding kept as the file's blocks and read as they lie (CPU backend; ~6x fewer
     /// bytes per decoding step than f32 for SmolLM2, logits within ~1e-4 of f32's).
     #[arg(long, default_value = "f32")]

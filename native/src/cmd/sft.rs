@@ -60,9 +60,11 @@ pub struct Args {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Keep the trained model's frozen base weights in f32, f16 or bf16 (products compute in
-    /// f32; the adapter, optimizer state and loss stay f32), or `stored`: a GGUF's Q4_0/Q4_1/
-    /// Q8_0 blocks as the file has them (CPU backend), for the whole run: distillation, SOFT
-    /// and evaluation load the base in it too (README, "Memory plan").
+    /// f32; the adapter, optimizer state and loss stay f32), `bf16-dot`: bf16 with a training
+    /// step's products in bf16 dot products (CPU with AVX512_BF16: activations rounded to bf16
+    /// for them, sums in f32; BENCHMARKS.md), or `stored`: a GGUF's Q4_0/Q4_1/Q8_0 blocks as
+    /// the file has them (CPU backend), for the whole run: distillation, SOFT and evaluation
+    /// load the base in it too (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: BaseWeights,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]

@@ -6,6 +6,7 @@
 //! scores and a node with its own backward. On any other device (wgpu) the functions here are
 //! burn's own ops.
 
+pub mod bf16_dot;
 pub mod blocks;
 mod few_rows;
 pub(crate) mod host;
@@ -41,6 +42,9 @@ pub trait FusedOps: Backend {
     /// to f32 for the product; on autodiff the backward pass widens it again rather than keeping
     /// the f32 copy ([`half_weight_product`]).
     fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x` `[m, in]` (f32) times a frozen bf16 `weight` `[in, out]` in bf16 dot products
+    /// ([`bf16_dot`]); on autodiff the backward pass multiplies the same way.
+    fn bf16_dot_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// True when `x` runs on the CPU backend in f32: the tensors the fused kernels take.
@@ -228,6 +232,25 @@ fn half_weight_product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Op
     })
 }
 
+/// [`product`] over a frozen bf16 `weight` `[in, out]`, except in a training step on the CPU
+/// backend (autodiff), where the product and its backward one run in bf16 dot products
+/// ([`bf16_dot`]: `x` and the output's gradient rounded to bf16, sums in f32). Only a model
+/// made for it calls this (`Llama::with_bf16_products`, which checks the CPU has them).
+pub fn bf16_dot_linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    few_rows: usize,
+) -> Tensor<D> {
+    if !(fused(&x) && x.device().is_autodiff() && weight.dtype() == DType::BF16) {
+        return product(x, weight, bias, few_rows);
+    }
+    let d_out = weight.dims()[1];
+    by_rows(x, d_out, bias, |x| {
+        Tensor::from_dispatch(Dispatch::bf16_dot_matmul(x.into_dispatch(), weight.into_dispatch()))
+    })
+}
+
 /// `x` `[..., in]` as rows `[rows, in]` through `product` to `[rows, out]`, plus `bias`, back
 /// to `[..., out]`.
 fn by_rows<const D: usize>(
@@ -412,6 +435,10 @@ impl FusedOps for Flex {
         Flex::float_matmul(x, widened(weight))
     }
 
+    fn bf16_dot_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        bf16_dot_product(&x, &weight)
+    }
+
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         rowwise(x, rows::dispatch::softmax)
     }
@@ -476,6 +503,24 @@ fn widened(weight: FloatTensor<Flex>) -> FloatTensor<Flex> {
     }
     let strides = layout.strides().to_vec();
     FlexTensor::new(Bytes::from_elems(out), Layout::new(layout.shape().clone(), strides, 0), DType::F32)
+}
+
+/// `x` `[m, k]` (f32) times a bf16 `weight` `[k, n]` (any non-negative strides) in bf16 dot
+/// products ([`bf16_dot`]).
+fn bf16_dot_product(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>) -> FloatTensor<Flex> {
+    assert_eq!(weight.dtype(), DType::BF16, "bf16 dot products take a bf16 weight");
+    let layout = weight.layout();
+    let (&[k, n], &[sk, sn]) = (layout.shape().as_slice(), layout.strides()) else {
+        panic!("bf16 dot products take a matrix, not {:?}", layout.shape())
+    };
+    let stride = |s: isize| usize::try_from(s).expect("a weight laid out with non-negative strides");
+    let data = &weight.storage::<half::bf16>()[layout.start_offset()..];
+    let (x, d_in) = contiguous(x);
+    assert_eq!(d_in, k, "bf16 dot products: x [.., {d_in}] against weight [{k}, {n}]");
+    let m = x.layout().num_elements() / k;
+    let b = bf16_dot::Bf16Matrix { data, k, n, sk: stride(sk), sn: stride(sn) };
+    let out = bf16_dot::matmul(elements(&x), m, b);
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous([m, n].into()), DType::F32)
 }
 
 /// Gradients on the CPU backend, for the autodiff nodes below.
@@ -603,32 +648,50 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn half_weight_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-        // The weight is frozen: only `x` is a parent, and the node keeps the half-precision weight.
-        let weight = weight.into_primitive();
-        match HalfWeightBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = <Flex as FusedOps>::half_weight_matmul(x.into_primitive(), weight.clone());
-                prep.finish(weight, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as FusedOps>::half_weight_matmul(x.into_primitive(), weight)),
-        }
+        frozen_weight_product::<C>(x, weight, <Flex as FusedOps>::half_weight_matmul)
+    }
+
+    fn bf16_dot_matmul(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        frozen_weight_product::<C>(x, weight, <Flex as FusedOps>::bf16_dot_matmul)
     }
 }
 
-/// Backward of [`half_weight_product`]'s product: the input's gradient `grad · weightᵀ`, the
-/// weight widened to f32 again here.
-#[derive(Debug)]
-struct HalfWeightBackward;
+/// A product of the CPU backend, `x` `[m, in]` times a frozen half-precision weight
+/// `[in, out]`.
+type FrozenProduct = fn(FloatTensor<Flex>, FloatTensor<Flex>) -> FloatTensor<Flex>;
 
-impl Backward<Flex, 1> for HalfWeightBackward {
+/// `product(x, weight)` as a node of the graph: the weight is frozen, so only `x` is a parent,
+/// and the node keeps the weight as stored, not an f32 copy ([`FrozenWeightBackward`]).
+fn frozen_weight_product<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    product: FrozenProduct,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let weight = weight.into_primitive();
+    match (FrozenWeightBackward { product }).prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = product(x.into_primitive(), weight.clone());
+            prep.finish(weight, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(product(x.into_primitive(), weight)),
+    }
+}
+
+/// Backward of [`frozen_weight_product`]: the input's gradient `grad · weightᵀ`, by the same
+/// product (the half-precision weight widened again, or bf16 dot products).
+#[derive(Debug)]
+struct FrozenWeightBackward {
+    product: FrozenProduct,
+}
+
+impl Backward<Flex, 1> for FrozenWeightBackward {
     /// The frozen weight `[in, out]` in its stored precision.
     type State = FloatTensor<Flex>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         if let Some(parent) = &ops.parents[0] {
-            let weight = Flex::float_transpose(widened(ops.state));
-            grads.register::<Flex>(parent.id, Flex::float_matmul(grad, weight));
+            grads.register::<Flex>(parent.id, (self.product)(grad, Flex::float_transpose(ops.state)));
         }
     }
 }
@@ -762,7 +825,8 @@ mod tests {
     fn linear_over_blocks_equals_burns_on_their_f32_copy_on_each_path_in_value_and_gradient() {
         use blocks::{random_blocks, BlockMatrix, BlockType};
         let (d_out, d_in) = (40, 64);
-        let w = BlockMatrix::new(BlockType::Q4_1, d_out, d_in, random_blocks(BlockType::Q4_1, d_out * d_in / 32, 8)).unwrap();
+        let w = BlockMatrix::new(BlockType::Q4_1, d_out, d_in, random_blocks(BlockType::Q4_1, d_out * d_in / 32, 8))
+            .unwrap();
         for device in [Device::flex(), Device::flex().autodiff()] {
             let dense = w.to_tensor(&device).transpose();
             let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 0.1), &device);

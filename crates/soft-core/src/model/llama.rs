@@ -42,6 +42,10 @@ pub struct Llama {
     /// they lie on the CPU backend; `embed_tokens` is then an empty `[0, 0]` tensor.
     #[module(skip)]
     pub(crate) embed_blocks: Option<BlockMatrix>,
+    /// Whether a training step multiplies by the LM head in bf16 dot products
+    /// ([`Llama::with_bf16_products`]).
+    #[module(skip)]
+    pub(crate) bf16_products: bool,
     #[module(skip)]
     pub(crate) config: LlamaConfig,
     /// The adapters' settings, when LoRA is attached (see `peft.rs`).
@@ -102,6 +106,7 @@ impl Llama {
             lora: None,
             items: None,
             embed_blocks: None,
+            bf16_products: false,
         })
     }
 
@@ -169,7 +174,17 @@ impl Llama {
             false => Some(frozen(loader.linear_weight("lm_head.weight", d, config.vocab_size)?)),
         };
         let norm = norm("model.norm.weight")?;
-        Ok(Self { embed_tokens, layers, norm, lm_head, config: config.clone(), lora: None, items: None, embed_blocks })
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            config: config.clone(),
+            lora: None,
+            items: None,
+            embed_blocks,
+            bf16_products: false,
+        })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -249,6 +264,22 @@ impl Llama {
         Ok(self)
     }
 
+    /// The base weights in bf16 ([`Llama::with_base_dtype`]), and a training step's products with
+    /// them (forward and backward, the LM head's too) in bf16 dot products (AVX512_BF16's
+    /// `vdpbf16ps`, `kernels::bf16_dot`): the activations and their gradients rounded to bf16
+    /// for those products, the sums in f32. Up to twice the f32 multiply-add rate where a CPU
+    /// splits 512-bit FMAs (Zen 4). Evaluation and decoding still multiply in f32. Refused off
+    /// the CPU backend or on a CPU without the instructions.
+    pub fn with_bf16_products(self) -> Result<Self> {
+        BaseWeights::Bf16Dot.check_device(&self.device())?;
+        let mut model = self.with_base_dtype(FloatEncoding::BF16)?;
+        model.bf16_products = true;
+        for (_, lin) in model.projections_mut() {
+            lin.bf16_products = true;
+        }
+        Ok(model)
+    }
+
     /// Whether weights are kept in quantized blocks (see [`Llama::from_parts`]).
     pub fn has_blocks(&self) -> bool {
         self.embed_blocks.is_some() || self.projections().any(|(_, lin)| lin.blocks.is_some())
@@ -293,6 +324,9 @@ impl Llama {
     pub fn base_weights(&self) -> BaseWeights {
         if self.has_blocks() {
             return BaseWeights::Stored;
+        }
+        if self.bf16_products {
+            return BaseWeights::Bf16Dot;
         }
         BaseWeights::Float(match self.base_dtype() {
             burn::tensor::DType::F16 => FloatEncoding::F16,
@@ -382,10 +416,17 @@ impl Llama {
     /// The LM head: hidden states `[B, T, hidden]` to logits `[B, T, vocab]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
+            Some(w) if self.bf16_products => kernels::bf16_dot_linear(hidden, w.val(), None, kernels::FEW_ROWS),
             Some(w) => linear(hidden, w.val(), None),
             // The embedding table `[vocab, hidden]` itself, read row by row: no copy.
             None => match &self.embed_blocks {
                 Some(blocks) => block_linear(hidden, blocks, None, crate::kernels::blocks::FEW_ROWS),
+                None if self.bf16_products => kernels::bf16_dot_linear(
+                    hidden,
+                    self.embed_tokens.val().transpose(),
+                    None,
+                    kernels::FEW_ROWS_OUTPUT_MAJOR,
+                ),
                 None => linear_transposed(hidden, self.embed_tokens.val()),
             },
         }
@@ -798,6 +839,33 @@ pub(crate) mod tests {
             let diff = max_abs_diff(logits(&half), reference.clone());
             eprintln!("{dtype:?}-stored base: max |logit difference| {diff:.2e}, logits up to {scale:.2}");
             assert!(diff > 0.0 && diff < relative * scale, "{dtype:?}: {diff} of logits up to {scale}");
+        }
+    }
+
+    /// bf16 dot products are a training step's: off autodiff a `bf16-dot` model computes the
+    /// logits of the same model with bf16 weights to the bit; on autodiff, not (they ran), and
+    /// within bf16's rounding of them.
+    #[test]
+    fn bf16_dot_products_run_in_training_steps_only() {
+        if !kernels::bf16_dot::available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        let config = small_config();
+        let weights = random_weights(&config, 6);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let tokens = int_tensor(vec![1, 5, 9, 2, 7, 3, 11, 4], [2, 4], &device);
+            let logits = |m: &Llama| m.forward(tokens.clone(), ones_mask(2, 4, &device), None);
+            let bf16 = Llama::from_weights_in(&config, &weights, &device, FloatEncoding::BF16).unwrap();
+            let dot = Llama::from_weights(&config, &weights, &device).unwrap().with_bf16_products().unwrap();
+            assert_eq!(dot.base_weights(), BaseWeights::Bf16Dot);
+            let reference = logits(&bf16);
+            let scale = reference.clone().abs().max().into_scalar::<f32>();
+            let diff = max_abs_diff(logits(&dot), reference);
+            match device.is_autodiff() {
+                false => assert_eq!(diff, 0.0),
+                true => assert!(diff > 0.0 && diff < 4e-2 * scale, "{diff} of logits up to {scale}"),
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
 use crate::kernels::blocks::BlockMatrix;
-use crate::kernels::{block_linear, blocks, linear};
+use crate::kernels::{bf16_dot_linear, block_linear, blocks, linear, FEW_ROWS};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
@@ -24,6 +24,10 @@ pub struct LoraLinear {
     pub(crate) blocks: Option<BlockMatrix>,
     pub(crate) bias: Option<Param<Tensor<1>>>,
     pub(crate) adapter: Option<LoraAdapter>,
+    /// Whether a training step multiplies by the (bf16) weight in bf16 dot products
+    /// (`Llama::with_bf16_products`).
+    #[module(skip)]
+    pub(crate) bf16_products: bool,
 }
 
 /// The trainable low-rank update of one projection.
@@ -47,14 +51,14 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { weight: frozen(weight), bias: bias.map(frozen), blocks: None, adapter: None }
+        Self { weight: frozen(weight), bias: bias.map(frozen), blocks: None, adapter: None, bf16_products: false }
     }
 
     /// A projection whose frozen weight is kept in quantized `blocks` `[out, in]`, with `bias`
     /// `[out]`, no adapter; `device` is where the bias and any adapter live.
     pub fn from_blocks(blocks: BlockMatrix, bias: Option<Tensor<1>>, device: &Device) -> Self {
         let weight = frozen(Tensor::zeros([0, 0], device));
-        Self { weight, bias: bias.map(frozen), blocks: Some(blocks), adapter: None }
+        Self { weight, bias: bias.map(frozen), blocks: Some(blocks), adapter: None, bf16_products: false }
     }
 
     /// `(in, out)`.
@@ -72,6 +76,7 @@ impl LoraLinear {
         let bias = self.bias.as_ref().map(Param::val);
         let base = |x| match &self.blocks {
             Some(weight) => block_linear(x, weight, bias, blocks::FEW_ROWS),
+            None if self.bf16_products => bf16_dot_linear(x, self.weight.val(), bias, FEW_ROWS),
             None => linear(x, self.weight.val(), bias),
         };
         match &self.adapter {

@@ -122,6 +122,9 @@ impl std::str::FromStr for FloatEncoding {
 pub enum BaseWeights {
     Float(FloatEncoding),
     Stored,
+    /// bf16, with a training step's products in bf16 dot products on the CPU
+    /// (`Llama::with_bf16_products`).
+    Bf16Dot,
 }
 
 impl Default for BaseWeights {
@@ -136,10 +139,11 @@ impl std::str::FromStr for BaseWeights {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "stored" => Ok(Self::Stored),
+            "bf16-dot" => Ok(Self::Bf16Dot),
             other => other
                 .parse()
                 .map(Self::Float)
-                .map_err(|_| format!("`{other}` is not a weight dtype: f32, f16, bf16 or stored")),
+                .map_err(|_| format!("`{other}` is not a weight dtype: f32, f16, bf16, bf16-dot or stored")),
         }
     }
 }
@@ -159,11 +163,12 @@ impl From<BaseWeights> for String {
 }
 
 impl BaseWeights {
-    /// The name options and reports use (`f32`, `f16`, `bf16`, `stored`).
+    /// The name options and reports use (`f32`, `f16`, `bf16`, `bf16-dot`, `stored`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Float(e) => e.name(),
             Self::Stored => "stored",
+            Self::Bf16Dot => "bf16-dot",
         }
     }
 
@@ -174,11 +179,12 @@ impl BaseWeights {
         match self {
             Self::Float(e) => e,
             Self::Stored => FloatEncoding::F32,
+            Self::Bf16Dot => FloatEncoding::BF16,
         }
     }
 
-    /// Refuses what `device` cannot hold: a float encoding it cannot store, or blocks off the
-    /// CPU backend.
+    /// Refuses what `device` cannot hold: a float encoding it cannot store, blocks off the CPU
+    /// backend, or bf16 dot products off the CPU backend or on a CPU without them.
     pub fn check_device(self, device: &Device) -> Result<()> {
         match self {
             Self::Float(e) => e.check_storable(device),
@@ -186,6 +192,11 @@ impl BaseWeights {
             Self::Stored => Err(Error::config(
                 "weights dtype",
                 "`stored` (a GGUF's quantized blocks) is read on the CPU backend only; use f32 or f16 on a GPU",
+            )),
+            Self::Bf16Dot if crate::kernels::is_cpu(device) && crate::kernels::bf16_dot::available() => Ok(()),
+            Self::Bf16Dot => Err(Error::config(
+                "weights dtype",
+                "`bf16-dot` needs the CPU backend on a CPU with AVX512_BF16; use bf16 (products in f32)",
             )),
         }
     }

@@ -112,10 +112,11 @@ pub struct Args {
     /// before it merged them): the "before" row of that change.
     #[arg(long)]
     pub unmerged_lora: bool,
-    /// Decode (beam search, and SmolLM2's prompt and greedy rows) from weights kept in f32,
-    /// f16 or bf16 (the few-row product reads half-precision weights as they lie, widening
-    /// them in registers: half the bytes of f32), or `stored`: SmolLM2's real GGUF with its
-    /// Q4_1 projections and Q8_0 embedding read as the file's blocks (beam search then decodes
+    /// The base weights of every row: f32, f16 or bf16 (decoding's few-row product reads
+    /// half-precision weights as they lie, widening them in registers: half the bytes of f32;
+    /// training widens them per product), `bf16-dot` (bf16, a training step's products in bf16
+    /// dot products; decodes as bf16), or `stored`: SmolLM2's real GGUF with its Q4_1
+    /// projections and Q8_0 embedding read as the file's blocks (beam search then decodes
     /// SmolLM2's own weights with a fresh adapter kept apart, not random weights, and `train` /
     /// `soft` train an adapter over them; SmolLM2 only).
     #[arg(long, default_value = "f32")]
@@ -320,7 +321,8 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         let base = match args.weights_dtype {
             // SmolLM2's own blocks as the frozen base (read as they lie forward and backward).
             BaseWeights::Stored => stored_smollm2(model, &training)?,
-            BaseWeights::Float(_) => Llama::init(&c, &training)?,
+            BaseWeights::Float(encoding) => Llama::init(&c, &training)?.with_base_dtype(encoding)?,
+            BaseWeights::Bf16Dot => Llama::init(&c, &training)?.with_bf16_products()?,
         };
         Ok(LmTrainer::new(base.with_lora(&s.lora, seed)?, train_config.clone(), 0))
     };
@@ -350,12 +352,13 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         }
         Work::Generate => {
             let model = match args.weights_dtype {
-                BaseWeights::Float(encoding) => {
+                // bf16-dot decodes as bf16: its dot products are a training step's.
+                BaseWeights::Float(_) | BaseWeights::Bf16Dot => {
                     // A tuned model, decoded as eval and distillation decode it.
                     let tuned = Llama::init(&c, device)?.with_lora(&s.lora, seed)?;
                     let model = if args.unmerged_lora { tuned } else { decoding_model(&tuned) };
                     // The merged weights in the dtype asked for (merging writes f32).
-                    model.with_base_dtype(encoding)?
+                    model.with_base_dtype(args.weights_dtype.encoding())?
                 }
                 // The file's blocks, with the adapter kept apart: merging would write f32.
                 BaseWeights::Stored => stored_smollm2(model, device)?.with_lora(&s.lora, seed)?,
@@ -679,7 +682,9 @@ fn floors(
         .filter(|(r, _)| r.work == Work::Generate)
         .map(|(r, (model, _, batch, _))| {
             let bytes = match (weights, stored_bytes) {
-                (BaseWeights::Float(encoding), _) => bandwidth::step_bytes(&model_config(*model), encoding.bytes()),
+                (BaseWeights::Float(_) | BaseWeights::Bf16Dot, _) => {
+                    bandwidth::step_bytes(&model_config(*model), weights.encoding().bytes())
+                }
                 (BaseWeights::Stored, Some(bytes)) => bytes,
                 (BaseWeights::Stored, None) => {
                     let bytes = stored_smollm2(*model, device)?.step_weight_bytes() as f64;

@@ -148,11 +148,19 @@ pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Re
 /// and token embedding kept as the file's blocks (`Llama::from_parts`; on the CPU backend
 /// only). Another kind of file with `Stored` is refused: only GGUF stores blocks read here.
 pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
+    if weights == BaseWeights::Bf16Dot {
+        let mut pre = load_path_in(path, device, FloatEncoding::BF16)?;
+        pre.model = pre.model.with_bf16_products()?;
+        return Ok(pre);
+    }
     let BaseWeights::Float(encoding) = weights else {
         if !path.is_file() {
             return Err(Error::config(
                 "weights dtype",
-                format!("`stored` keeps a GGUF file's quantized blocks; {} is not a GGUF file (use f32, f16 or bf16)", path.display()),
+                format!(
+                    "`stored` keeps a GGUF file's quantized blocks; {} is not a GGUF file (use f32, f16 or bf16)",
+                    path.display()
+                ),
             ));
         }
         return load_gguf(path, device, BaseWeights::Stored);
@@ -185,7 +193,10 @@ mod tests {
         let dir = std::env::temp_dir();
         let Err(err) = load_path_as(&dir, &Device::flex(), BaseWeights::Stored) else { panic!("loaded {dir:?}") };
         let err = err.to_string();
-        assert!(err.contains("stored") && err.contains("not a GGUF file") && err.contains(&dir.display().to_string()), "{err}");
+        assert!(
+            err.contains("stored") && err.contains("not a GGUF file") && err.contains(&dir.display().to_string()),
+            "{err}"
+        );
         assert!("q4".parse::<BaseWeights>().unwrap_err().contains("stored"));
         assert_eq!("stored".parse::<BaseWeights>(), Ok(BaseWeights::Stored));
         assert_eq!("bf16".parse::<BaseWeights>(), Ok(BaseWeights::Float(FloatEncoding::BF16)));

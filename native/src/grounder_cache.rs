@@ -18,8 +18,12 @@ use soft_core::model::weights::{BaseWeights, FloatEncoding};
 pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Result<Grounder> {
     let ids = catalog.grounding_ids();
     // Half precision gives another table, and a model over quantized blocks too (its sums run
-    // in another order).
-    let cache = cache_path(model_path, pre.model.base_weights(), catalog, &ids);
+    // in another order); bf16-dot embeds as bf16 does (its dot products are a training step's).
+    let held = match pre.model.base_weights() {
+        BaseWeights::Bf16Dot => BaseWeights::Float(FloatEncoding::BF16),
+        held => held,
+    };
+    let cache = cache_path(model_path, held, catalog, &ids);
     if let Some(table) = cache.as_deref().and_then(|p| read_table(p, ids.len(), &pre.model.device())) {
         return Ok(Grounder::from_table(ids, table)?);
     }

@@ -60,34 +60,72 @@ pub fn available() -> bool {
 pub fn matmul(a: &[f32], m: usize, b: Bf16Matrix) -> Vec<f32> {
     assert!(available(), "bf16 dot products need AVX512_BF16");
     assert_eq!(a.len(), m * b.k, "bf16 matmul: a has {} elements, not {m} x {}", a.len(), b.k);
-    let mut out = vec![0f32; m * b.n];
+    if m == 0 || b.n == 0 || b.k == 0 {
+        return vec![0f32; m * b.n];
+    }
+    // Left unwritten: the first block of `k` stores every element (fresh pages written once).
+    let mut out: Vec<f32> = Vec::with_capacity(m * b.n);
     #[cfg(target_arch = "x86_64")]
-    if m > 0 && b.n > 0 {
+    {
         // Parts of whole tiles, at least 64 rows each (a panel's packing read by enough rows).
         let parts = rayon::current_num_threads().min(m.div_ceil(64)).max(1);
         let rows = m.div_ceil(parts).div_ceil(MR) * MR;
         use rayon::prelude::*;
-        out.par_chunks_mut(rows * b.n).enumerate().for_each(|(p, c)| {
+        out.spare_capacity_mut()[..m * b.n].par_chunks_mut(rows * b.n).enumerate().for_each(|(p, c)| {
             let r = c.len() / b.n;
-            // SAFETY: `available()` checked the CPU features the kernel is compiled for.
-            unsafe { part(&a[p * rows * b.k..][..r * b.k], r, b, c) }
+            // SAFETY: `available()` checked the CPU features the kernel is compiled for; `part`
+            // writes every element of `c`.
+            unsafe { part(&a[p * rows * b.k..][..r * b.k], r, b, c.as_mut_ptr().cast()) }
         });
+        // SAFETY: every part wrote all of its elements.
+        unsafe { out.set_len(m * b.n) };
     }
     out
 }
 
-/// One part's rows `a` `[m, k]` times `b` into `c` `[m, n]` (zeroed).
+thread_local! {
+    /// Each thread's packed rows of `a` and panel of `b`, kept between products: fresh buffers
+    /// would be zeroed and page-faulted in on every product.
+    static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One part's rows `a` `[m, k]` (`k` > 0) times `b` into `c` `[m, n]` (row-major), every
+/// element written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn part(a: &[f32], m: usize, b: Bf16Matrix, c: &mut [f32]) {
-    let (k, n) = (b.k, b.n);
-    let pairs = k.div_ceil(2);
+unsafe fn part(a: &[f32], m: usize, b: Bf16Matrix, c: *mut f32) {
+    let pairs = b.k.div_ceil(2);
     let tiles = m.div_ceil(MR);
     // Blocks of equal size.
     let block = pairs.div_ceil(pairs.div_ceil(KC));
-    // `a`'s rows as bf16 pairs for one block of `k`, `MR`-row tiles padded with zero rows.
-    let mut a_block = vec![0u32; tiles * MR * block];
-    let mut panel = vec![0u32; block * NR];
+    SCRATCH.with_borrow_mut(|(a_block, panel)| {
+        // `a`'s rows as bf16 pairs for one block of `k`, in `MR`-row tiles (rows past `m` are
+        // stale values, multiplied into sums that are never stored).
+        let grow = |v: &mut Vec<u32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+        };
+        grow(a_block, tiles * MR * block);
+        grow(panel, block * NR);
+        blocks(a, m, &b, c, a_block, panel, block);
+    })
+}
+
+/// [`part`]'s work over its scratch buffers, block by block of `block` pairs of `k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn blocks(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    c: *mut f32,
+    a_block: &mut [u32],
+    panel: &mut [u32],
+    block: usize,
+) {
+    let (k, n) = (b.k, b.n);
+    let (pairs, tiles) = (k.div_ceil(2), m.div_ceil(MR));
     for p0 in (0..pairs).step_by(block) {
         let kc = block.min(pairs - p0);
         for r in 0..m {
@@ -95,18 +133,10 @@ unsafe fn part(a: &[f32], m: usize, b: Bf16Matrix, c: &mut [f32]) {
         }
         for j0 in (0..n).step_by(NR) {
             let nr = NR.min(n - j0);
-            pack_panel(&b, p0, kc, j0, nr, &mut panel[..kc * NR]);
+            pack_panel(b, p0, kc, j0, nr, &mut panel[..kc * NR]);
             for t in 0..tiles {
                 let mr = MR.min(m - t * MR);
-                tile(
-                    kc,
-                    a_block.as_ptr().add(t * MR * kc),
-                    panel.as_ptr(),
-                    c.as_mut_ptr().add(t * MR * n + j0),
-                    n,
-                    mr,
-                    nr,
-                );
+                tile(kc, a_block.as_ptr().add(t * MR * kc), panel.as_ptr(), c.add(t * MR * n + j0), n, mr, nr, p0 == 0);
             }
         }
     }
@@ -180,10 +210,22 @@ fn pack_panel(b: &Bf16Matrix, p0: usize, kc: usize, j0: usize, nr: usize, panel:
 }
 
 /// The micro-kernel: `c[..mr, ..nr]` (row stride `ldc`) += the tile's `MR` rows of `a`
-/// (`kc` words each, consecutive) times the panel (`kc` x [`NR`] words).
+/// (`kc` words each, consecutive) times the panel (`kc` x [`NR`] words); `=` for the `first`
+/// block of `k`, which leaves `c`'s fresh zero pages unread (a read then a write of a fresh page
+/// are two page faults).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn tile(kc: usize, a: *const u32, panel: *const u32, c: *mut f32, ldc: usize, mr: usize, nr: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    kc: usize,
+    a: *const u32,
+    panel: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    first: bool,
+) {
     use std::arch::x86_64::{
         __m512bh, __mmask16, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps,
         _mm512_maskz_loadu_ps, _mm512_set1_epi32, _mm512_setzero_ps,
@@ -208,7 +250,8 @@ unsafe fn tile(kc: usize, a: *const u32, panel: *const u32, c: *mut f32, ldc: us
             }
             let mask: __mmask16 = if cols == 16 { !0 } else { (1u16 << cols) - 1 };
             let at = c.add(r * ldc + 16 * v);
-            _mm512_mask_storeu_ps(at, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), s));
+            let sum = if first { s } else { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), s) };
+            _mm512_mask_storeu_ps(at, mask, sum);
         }
     }
 }

@@ -9,6 +9,7 @@ to stderr. Weights are random (seeded), as on the Rust side: speed does not depe
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -175,21 +176,33 @@ def main():
         spec = json.load(f)
     torch.set_num_threads(spec["threads"])
     s, seed, warmup, runs = spec["shapes"], spec["seed"], spec["warmup"], spec["runs"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
+    # `soft-train bench --against pytorch-bf16`: every row's products in bf16 (oneDNN), weights,
+    # optimizer and loss in f32.
+    autocast = spec.get("autocast")
+    if autocast not in (None, "bfloat16"):
+        raise SystemExit(f"unknown autocast {autocast!r}")
+
+    def precision():
+        if autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, autocast {autocast}", file=sys.stderr)
     out = []
     for row in spec["rows"]:
         cfg = hf_config(row["config"])
         work, batch = row["work"], row["batch"]
-        if work == "train":
-            rates = train_row(cfg, s, batch, seed, warmup, runs)
-        elif work == "soft":
-            rates = soft_row(cfg, s, batch, seed, warmup, runs)
-        elif work == "generate":
-            rates = generate_row(cfg, s, batch, seed, warmup, runs)
-        elif work == "grounding":
-            rates = grounding_row(cfg, s, seed, warmup, runs)
-        else:
-            raise SystemExit(f"unknown work {work!r}")
+        with precision():
+            if work == "train":
+                rates = train_row(cfg, s, batch, seed, warmup, runs)
+            elif work == "soft":
+                rates = soft_row(cfg, s, batch, seed, warmup, runs)
+            elif work == "generate":
+                rates = generate_row(cfg, s, batch, seed, warmup, runs)
+            elif work == "grounding":
+                rates = grounding_row(cfg, s, seed, warmup, runs)
+            else:
+                raise SystemExit(f"unknown work {work!r}")
         rates.sort()
         print(f"  {row['model']} {work} batch {batch}: median {rates[len(rates) // 2]:.1f}/s", file=sys.stderr)
         out.append(rates)

@@ -78,6 +78,11 @@ pub enum Against {
     /// installs it): SmolLM2's `prompt` and `greedy` rows, from the same GGUF.
     #[value(name = "llama.cpp")]
     LlamaCpp,
+    /// PyTorch with its products in bf16: every row under `torch.autocast("cpu",
+    /// dtype=torch.bfloat16)` (oneDNN's bf16 kernels; f32 weights, optimizer and loss), the peer
+    /// of `--weights-dtype bf16-dot`.
+    #[value(name = "pytorch-bf16")]
+    PytorchBf16,
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,7 +98,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Also run the same work in PyTorch (bench/pytorch_reference.py; scripts/setup-bench.sh
-    /// makes its venv), or `llama.cpp`: SmolLM2's `prompt` and `greedy` rows (added to --work)
+    /// makes its venv; `pytorch-bf16`: under bf16 autocast), or `llama.cpp`: SmolLM2's `prompt` and `greedy` rows (added to --work)
     /// in llama.cpp (scripts/setup-bench-llamacpp.sh installs it).
     #[arg(long, value_enum)]
     pub against: Option<Against>,
@@ -531,6 +536,7 @@ fn pytorch_rows(args: &Args, plan: &[(BenchModel, Work, usize, String)], cores: 
         "warmup": args.warmup,
         "seed": args.seed,
         "shapes": s,
+        "autocast": (args.against == Some(Against::PytorchBf16)).then_some("bfloat16"),
         "rows": plan.iter().map(|(m, w, b, _)| json!({
             "model": m, "work": w, "batch": b, "config": model_config(*m),
         })).collect::<Vec<_>>(),
@@ -538,7 +544,11 @@ fn pytorch_rows(args: &Args, plan: &[(BenchModel, Work, usize, String)], cores: 
     let spec_path = std::env::temp_dir().join(format!("soft-bench-spec-{}.json", std::process::id()));
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("writing {}", spec_path.display()))?;
-    eprintln!("PyTorch side: {} {}", python.display(), script.display());
+    let precision = match args.against {
+        Some(Against::PytorchBf16) => "products in bf16 (torch.autocast)",
+        _ => "f32",
+    };
+    eprintln!("PyTorch side, {precision}: {} {}", python.display(), script.display());
     let out = Command::new(&python)
         .arg(&script)
         .arg("--spec")
@@ -764,7 +774,7 @@ pub fn execute(args: &Args) -> Result<()> {
     }
     let mut llama_summary = None;
     match args.against {
-        Some(Against::Pytorch) => {
+        Some(Against::Pytorch | Against::PytorchBf16) => {
             // bench/pytorch_reference.py knows the random-weight work only.
             let known = |w: Work| matches!(w, Work::Train | Work::Soft | Work::Generate | Work::Grounding);
             let torch_plan: Vec<_> = plan.iter().filter(|p| known(p.1)).cloned().collect();
@@ -822,6 +832,9 @@ pub fn execute(args: &Args) -> Result<()> {
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);
         out["weights_dtype"] = json!(args.weights_dtype.name());
+        if args.against == Some(Against::PytorchBf16) {
+            out["pytorch_autocast"] = json!("bfloat16");
+        }
         out["rows"] = json!(rows);
         if !floors.is_empty() {
             out["floors"] = json!(floors);

@@ -452,12 +452,18 @@ mod tests {
     fn adapters_train_over_an_f16_base_to_the_same_losses_within_one_percent() {
         let (full, _) = train_small(config(false), BaseWeights::default());
         let (half, _) = train_small(config(false), BaseWeights::Float(FloatEncoding::F16));
-        assert!(full[9] < full[0], "{full:?}");
         assert_ne!(full, half, "the f16 base changes the numbers a little");
-        let worst = full.iter().zip(&half).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f32::max);
-        eprintln!("losses over an f16 base: largest relative difference {worst:.2e} ({full:?} vs {half:?})");
-        for (step, (a, b)) in full.iter().zip(&half).enumerate() {
-            assert!((a - b).abs() <= 1e-2 * a.abs(), "micro-batch {step}: f32 {a}, f16 base {b}");
+        assert_losses_follow(&full, &half, "an f16 base");
+    }
+
+    /// `losses` (training with `what`) learn, as `reference` does, to within 1 % of it at every
+    /// micro-batch.
+    fn assert_losses_follow(reference: &[f32], losses: &[f32], what: &str) {
+        assert!(reference[9] < reference[0], "{reference:?}");
+        let worst = reference.iter().zip(losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f32::max);
+        eprintln!("losses with {what}: largest relative difference {worst:.2e} ({reference:?} vs {losses:?})");
+        for (step, (a, b)) in reference.iter().zip(losses).enumerate() {
+            assert!((a - b).abs() <= 1e-2 * a.abs(), "micro-batch {step}: reference {a}, with {what} {b}");
         }
     }
 
@@ -472,12 +478,7 @@ mod tests {
         }
         let (f32_products, _) = train_small(config(false), BaseWeights::Float(FloatEncoding::BF16));
         let (dot, _) = train_small(config(false), BaseWeights::Bf16Dot);
-        assert!(f32_products[9] < f32_products[0], "{f32_products:?}");
         assert_ne!(f32_products, dot, "activations rounded to bf16 change the numbers a little");
-        let worst = f32_products.iter().zip(&dot).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f32::max);
-        eprintln!("losses through bf16 dot products: largest relative difference {worst:.2e}");
-        for (step, (a, b)) in f32_products.iter().zip(&dot).enumerate() {
-            assert!((a - b).abs() <= 1e-2 * a.abs(), "micro-batch {step}: f32 products {a}, bf16 dot products {b}");
-        }
+        assert_losses_follow(&f32_products, &dot, "bf16 dot products");
     }
 }

@@ -85,6 +85,13 @@ pub enum Against {
     PytorchBf16,
 }
 
+impl Against {
+    /// The dtype the PyTorch side's products autocast to, if any (its spec's `autocast`).
+    fn pytorch_autocast(self) -> Option<&'static str> {
+        (self == Self::PytorchBf16).then_some("bfloat16")
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchModel::Tiny, BenchModel::Smollm2])]
@@ -536,7 +543,7 @@ fn pytorch_rows(args: &Args, plan: &[(BenchModel, Work, usize, String)], cores: 
         "warmup": args.warmup,
         "seed": args.seed,
         "shapes": s,
-        "autocast": (args.against == Some(Against::PytorchBf16)).then_some("bfloat16"),
+        "autocast": args.against.and_then(Against::pytorch_autocast),
         "rows": plan.iter().map(|(m, w, b, _)| json!({
             "model": m, "work": w, "batch": b, "config": model_config(*m),
         })).collect::<Vec<_>>(),
@@ -544,11 +551,8 @@ fn pytorch_rows(args: &Args, plan: &[(BenchModel, Work, usize, String)], cores: 
     let spec_path = std::env::temp_dir().join(format!("soft-bench-spec-{}.json", std::process::id()));
     std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("writing {}", spec_path.display()))?;
-    let precision = match args.against {
-        Some(Against::PytorchBf16) => "products in bf16 (torch.autocast)",
-        _ => "f32",
-    };
-    eprintln!("PyTorch side, {precision}: {} {}", python.display(), script.display());
+    let precision = args.against.and_then(Against::pytorch_autocast).unwrap_or("float32");
+    eprintln!("PyTorch side, products in {precision}: {} {}", python.display(), script.display());
     let out = Command::new(&python)
         .arg(&script)
         .arg("--spec")
@@ -832,8 +836,8 @@ pub fn execute(args: &Args) -> Result<()> {
         out["shapes"] = json!(s);
         out["runs"] = json!(args.runs);
         out["weights_dtype"] = json!(args.weights_dtype.name());
-        if args.against == Some(Against::PytorchBf16) {
-            out["pytorch_autocast"] = json!("bfloat16");
+        if let Some(dtype) = args.against.and_then(Against::pytorch_autocast) {
+            out["pytorch_autocast"] = json!(dtype);
         }
         out["rows"] = json!(rows);
         if !floors.is_empty() {

@@ -627,7 +627,7 @@ fn every_bad_option_is_refused_before_any_work() {
         (vec!["baseline", "--method", "guidance-only", "--out", o, "--history-len", "0"], "history_len"),
         (vec!["run", "--out", o, "--micro-batch", "0"], "micro_batch"),
         (vec!["run", "--out", o, "--grad-accum", "0"], "grad_accum"),
-        (vec!["run", "--out", o, "--weights-dtype", "f8"], "f32, f16, bf16, bf16-dot or stored"),
+        (vec!["run", "--out", o, "--weights-dtype", "f8"], "f32, f16, bf16, bf16-dot, stored or int8-dot"),
         (vec!["run", "--out", o, "--profile", "paper"], "--model"),
         (vec!["sft", "--out", o, "--micro-batch", "0"], "micro_batch"),
         (vec!["run", "--out", o, "--devices", "0"], "devices"),
@@ -642,6 +642,8 @@ fn every_bad_option_is_refused_before_any_work() {
         (vec!["run", "--out", o, "--weights-dtype", "stored", "--backend", "wgpu"], "--weights-dtype stored"),
         // bf16 dot products are AVX512_BF16's, on the CPU backend.
         (vec!["run", "--out", o, "--weights-dtype", "bf16-dot", "--backend", "wgpu"], "--weights-dtype bf16-dot"),
+        // int8 dot products are AVX512_VNNI's, on the CPU backend.
+        (vec!["run", "--out", o, "--weights-dtype", "int8-dot", "--backend", "wgpu"], "--weights-dtype int8-dot"),
     ];
     for (args, option) in cases {
         let o = run(&args);

@@ -43,7 +43,10 @@ pub struct Args {
     pub backend: BackendChoice,
     /// The base weights in f32, f16 or bf16 (`bf16-dot` decodes as bf16), or `stored`: a GGUF's Q4_0/Q4_1/Q8_0 projections
     /// and embedding kept as the file's blocks and read as they lie (CPU backend; ~6x fewer
-    /// bytes per decoding step than f32 for SmolLM2, logits within ~1e-4 of f32's).
+    /// bytes per decoding step than f32 for SmolLM2, logits within ~1e-4 of f32's), or
+    /// `int8-dot`: `stored` with each step's products in 8-bit integer dot products (CPU with
+    /// AVX512_VNNI; the inputs quantized per block of 32 values, llama.cpp's way: faster, and
+    /// logits no longer those of f32; BENCHMARKS.md).
     #[arg(long, default_value = "f32")]
     pub weights_dtype: BaseWeights,
 }

@@ -63,8 +63,9 @@ pub struct Args {
     /// f32; the adapter, optimizer state and loss stay f32), `bf16-dot`: bf16 with a training
     /// step's products in bf16 dot products (CPU with AVX512_BF16: activations rounded to bf16
     /// for them, sums in f32; BENCHMARKS.md), or `stored`: a GGUF's Q4_0/Q4_1/Q8_0 blocks as
-    /// the file has them (CPU backend), for the whole run: distillation, SOFT and evaluation
-    /// load the base in it too (README, "Memory plan").
+    /// the file has them (CPU backend), or `int8-dot`: `stored` with decoding's products in
+    /// 8-bit integer dot products (CPU with AVX512_VNNI; training as `stored`), for the whole
+    /// run: distillation, SOFT and evaluation load the base in it too (README, "Memory plan").
     #[arg(long, default_value = "f32")]
     pub weights_dtype: BaseWeights,
     #[arg(long, default_value_t = SftConfig::default().train.seed)]

@@ -149,10 +149,7 @@ impl BlockMatrix {
     /// of an input row with an output's row of blocks; spread over the cores natively.
     pub fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.d_in, "block product: x is not [{m}, {}]", self.d_in);
-        let d_out = self.d_out;
-        let width = chunk_rows(d_out);
-        let ranges: Vec<(usize, usize)> = (0..d_out).step_by(width).map(|c| (c, (c + width).min(d_out))).collect();
-        let part = |&(j0, j1): &(usize, usize)| -> Vec<f32> {
+        split_outputs(self.d_out, m, 1, &|j0, j1| {
             let mut out = vec![0f32; m * (j1 - j0)];
             let rb = self.row_bytes();
             let rows = Rows { x, m, d_in: self.d_in, w: &self.bytes[j0 * rb..j1 * rb], n: j1 - j0 };
@@ -162,25 +159,43 @@ impl BlockMatrix {
                 BlockType::Q8_0 => dispatch::q8_0(rows, &mut out),
             }
             out
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let parts: Vec<Vec<f32>> = {
-            use rayon::prelude::*;
-            ranges.par_iter().map(part).collect()
-        };
-        #[cfg(target_arch = "wasm32")]
-        let parts: Vec<Vec<f32>> = ranges.iter().map(part).collect();
-        if ranges.len() == 1 {
-            return parts.into_iter().next().expect("one part");
-        }
-        let mut out = vec![0f32; m * d_out];
-        for (&(j0, j1), part) in ranges.iter().zip(&parts) {
-            for (r, row) in part.chunks_exact(j1 - j0).enumerate() {
-                out[r * d_out + j0..r * d_out + j1].copy_from_slice(row);
-            }
-        }
-        out
+        })
     }
+
+    /// The bytes of block `b` of output `j`'s row.
+    pub(crate) fn block(&self, j: usize, b: usize) -> &[u8] {
+        let bytes = self.ty.bytes();
+        &self.bytes[j * self.row_bytes() + b * bytes..][..bytes]
+    }
+}
+
+/// A product's `[m, d_out]` outputs computed in parts of whole multiples of `align` outputs,
+/// spread over the cores natively: `part(j0, j1)` returns outputs `j0..j1` as `[m, j1 - j0]`.
+pub(crate) fn split_outputs(
+    d_out: usize,
+    m: usize,
+    align: usize,
+    part: &(dyn Fn(usize, usize) -> Vec<f32> + Sync),
+) -> Vec<f32> {
+    let width = chunk_rows(d_out).next_multiple_of(align);
+    let ranges: Vec<(usize, usize)> = (0..d_out).step_by(width).map(|c| (c, (c + width).min(d_out))).collect();
+    #[cfg(not(target_arch = "wasm32"))]
+    let parts: Vec<Vec<f32>> = {
+        use rayon::prelude::*;
+        ranges.par_iter().map(|&(j0, j1)| part(j0, j1)).collect()
+    };
+    #[cfg(target_arch = "wasm32")]
+    let parts: Vec<Vec<f32>> = ranges.iter().map(|&(j0, j1)| part(j0, j1)).collect();
+    if ranges.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let mut out = vec![0f32; m * d_out];
+    for (&(j0, j1), part) in ranges.iter().zip(&parts) {
+        for (r, row) in part.chunks_exact(j1 - j0).enumerate() {
+            out[r * d_out + j0..r * d_out + j1].copy_from_slice(row);
+        }
+    }
+    out
 }
 
 /// Output rows per part spread over the cores: a few parts per core, at least 16 rows each.

@@ -10,6 +10,7 @@ pub mod bf16_dot;
 pub mod blocks;
 mod few_rows;
 pub(crate) mod host;
+pub mod int8_dot;
 mod rows;
 pub(crate) mod step;
 

@@ -15,6 +15,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor, TensorData};
 
 use crate::kernels::blocks::BlockMatrix;
+use crate::kernels::int8_dot::Int8Panels;
 use crate::kernels::{self, block_linear, linear, linear_transposed, silu, softmax};
 
 use super::config::{LlamaConfig, LoraConfig, PROJECTIONS};
@@ -46,6 +47,10 @@ pub struct Llama {
     /// ([`Llama::with_bf16_products`]).
     #[module(skip)]
     pub(crate) bf16_products: bool,
+    /// `embed_blocks` repacked for the tied LM head's products in a decoding step
+    /// ([`Llama::with_int8_products`]).
+    #[module(skip)]
+    pub(crate) embed_int8: Option<Int8Panels>,
     #[module(skip)]
     pub(crate) config: LlamaConfig,
     /// The adapters' settings, when LoRA is attached (see `peft.rs`).
@@ -107,6 +112,7 @@ impl Llama {
             items: None,
             embed_blocks: None,
             bf16_products: false,
+            embed_int8: None,
         })
     }
 
@@ -184,6 +190,7 @@ impl Llama {
             items: None,
             embed_blocks,
             bf16_products: false,
+            embed_int8: None,
         })
     }
 
@@ -280,6 +287,29 @@ impl Llama {
         Ok(model)
     }
 
+    /// The weights kept in quantized blocks ([`Llama::from_parts`]) also repacked for a
+    /// decoding step's products in 8-bit integer dot products (AVX512_VNNI's `vpdpbusd`,
+    /// `kernels::int8_dot`, llama.cpp's way): each input row quantized per block of 32 values
+    /// to signed bytes with an f32 scale, the products summed exactly in integers, the blocks'
+    /// sums in f32. So the results differ from `stored`'s f32 products by the inputs' rounding.
+    /// Training products and those of more than `kernels::blocks::FEW_ROWS` rows (a prompt) stay
+    /// those of `stored`. The repacked copy holds as many bytes as the blocks. Refused off the
+    /// CPU backend, on a CPU without the instructions, or without weights in blocks.
+    pub fn with_int8_products(mut self) -> Result<Self> {
+        BaseWeights::Int8Dot.check_device(&self.device())?;
+        if !self.has_blocks() {
+            return Err(Error::config(
+                "weights dtype",
+                "`int8-dot` multiplies a GGUF file's quantized blocks; this model holds none (load a .gguf)",
+            ));
+        }
+        self.embed_int8 = self.embed_blocks.as_ref().map(Int8Panels::pack);
+        for (_, lin) in self.projections_mut() {
+            lin.int8 = lin.blocks.as_ref().map(Int8Panels::pack);
+        }
+        Ok(self)
+    }
+
     /// Whether weights are kept in quantized blocks (see [`Llama::from_parts`]).
     pub fn has_blocks(&self) -> bool {
         self.embed_blocks.is_some() || self.projections().any(|(_, lin)| lin.blocks.is_some())
@@ -319,9 +349,12 @@ impl Llama {
     }
 
     /// How the base weights are held, as `--weights-dtype` names it: `stored` where any are
-    /// quantized blocks, else the encoding of the float weights ([`Llama::with_base_dtype`]
-    /// makes only these three).
+    /// quantized blocks (`int8-dot` where they are also repacked for integer products), else
+    /// the encoding of the float weights ([`Llama::with_base_dtype`] makes only these three).
     pub fn base_weights(&self) -> BaseWeights {
+        if self.embed_int8.is_some() || self.projections().any(|(_, lin)| lin.int8.is_some()) {
+            return BaseWeights::Int8Dot;
+        }
         if self.has_blocks() {
             return BaseWeights::Stored;
         }

@@ -3,6 +3,7 @@
 //! projections of a model get one, and the PEFT file format, are in `peft.rs`.
 
 use crate::kernels::blocks::BlockMatrix;
+use crate::kernels::int8_dot::Int8Panels;
 use crate::kernels::{bf16_dot_linear, block_linear, blocks, linear, FEW_ROWS};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
@@ -28,6 +29,10 @@ pub struct LoraLinear {
     /// (`Llama::with_bf16_products`).
     #[module(skip)]
     pub(crate) bf16_products: bool,
+    /// `blocks` repacked for a decoding step's products in 8-bit integer dot products
+    /// (`Llama::with_int8_products`).
+    #[module(skip)]
+    pub(crate) int8: Option<Int8Panels>,
 }
 
 /// The trainable low-rank update of one projection.
@@ -51,14 +56,14 @@ pub fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 impl LoraLinear {
     /// A projection with frozen `weight` `[in, out]` and `bias` `[out]`, no adapter.
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { weight: frozen(weight), bias: bias.map(frozen), blocks: None, adapter: None, bf16_products: false }
+        Self { weight: frozen(weight), bias: bias.map(frozen), blocks: None, adapter: None, bf16_products: false, int8: None }
     }
 
     /// A projection whose frozen weight is kept in quantized `blocks` `[out, in]`, with `bias`
     /// `[out]`, no adapter; `device` is where the bias and any adapter live.
     pub fn from_blocks(blocks: BlockMatrix, bias: Option<Tensor<1>>, device: &Device) -> Self {
         let weight = frozen(Tensor::zeros([0, 0], device));
-        Self { weight, bias: bias.map(frozen), blocks: Some(blocks), adapter: None, bf16_products: false }
+        Self { weight, bias: bias.map(frozen), blocks: Some(blocks), adapter: None, bf16_products: false, int8: None }
     }
 
     /// `(in, out)`.

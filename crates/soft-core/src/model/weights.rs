@@ -125,6 +125,9 @@ pub enum BaseWeights {
     /// bf16, with a training step's products in bf16 dot products on the CPU
     /// (`Llama::with_bf16_products`).
     Bf16Dot,
+    /// `Stored`, with a decoding step's products in 8-bit integer dot products on the CPU
+    /// (`Llama::with_int8_products`).
+    Int8Dot,
 }
 
 impl Default for BaseWeights {
@@ -140,10 +143,11 @@ impl std::str::FromStr for BaseWeights {
         match s {
             "stored" => Ok(Self::Stored),
             "bf16-dot" => Ok(Self::Bf16Dot),
+            "int8-dot" => Ok(Self::Int8Dot),
             other => other
                 .parse()
                 .map(Self::Float)
-                .map_err(|_| format!("`{other}` is not a weight dtype: f32, f16, bf16, bf16-dot or stored")),
+                .map_err(|_| format!("`{other}` is not a weight dtype: f32, f16, bf16, bf16-dot, stored or int8-dot")),
         }
     }
 }
@@ -163,28 +167,34 @@ impl From<BaseWeights> for String {
 }
 
 impl BaseWeights {
-    /// The name options and reports use (`f32`, `f16`, `bf16`, `bf16-dot`, `stored`).
+    /// The name options and reports use (`f32`, `f16`, `bf16`, `bf16-dot`, `stored`, `int8-dot`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Float(e) => e.name(),
             Self::Stored => "stored",
             Self::Bf16Dot => "bf16-dot",
+            Self::Int8Dot => "int8-dot",
         }
     }
 
     /// The encoding of the weights not kept as blocks: all of them for a float encoding, f32
-    /// for `stored` (norms, and any tensor the file does not store in blocks). Also the upper
-    /// bound memory plans use for `stored`, which know the config, not the file.
+    /// for `stored` and `int8-dot` (norms, and any tensor the file does not store in blocks).
+    /// Also the upper bound memory plans use for them, which know the config, not the file.
     pub fn encoding(self) -> FloatEncoding {
         match self {
             Self::Float(e) => e,
-            Self::Stored => FloatEncoding::F32,
+            Self::Stored | Self::Int8Dot => FloatEncoding::F32,
             Self::Bf16Dot => FloatEncoding::BF16,
         }
     }
 
+    /// Whether the weights are a GGUF file's quantized blocks (`stored`, `int8-dot`).
+    pub fn keeps_blocks(self) -> bool {
+        matches!(self, Self::Stored | Self::Int8Dot)
+    }
+
     /// Refuses what `device` cannot hold: a float encoding it cannot store, blocks off the CPU
-    /// backend, or bf16 dot products off the CPU backend or on a CPU without them.
+    /// backend, or bf16 / int8 dot products off the CPU backend or on a CPU without them.
     pub fn check_device(self, device: &Device) -> Result<()> {
         match self {
             Self::Float(e) => e.check_storable(device),
@@ -197,6 +207,11 @@ impl BaseWeights {
             Self::Bf16Dot => Err(Error::config(
                 "weights dtype",
                 "`bf16-dot` needs the CPU backend on a CPU with AVX512_BF16; use bf16 (products in f32)",
+            )),
+            Self::Int8Dot if crate::kernels::is_cpu(device) && crate::kernels::int8_dot::available() => Ok(()),
+            Self::Int8Dot => Err(Error::config(
+                "weights dtype",
+                "`int8-dot` needs the CPU backend on a CPU with AVX512_VNNI; use stored (products in f32)",
             )),
         }
     }

@@ -130,7 +130,9 @@ pub struct Args {
     /// dot products; decodes as bf16), or `stored`: SmolLM2's real GGUF with its Q4_1
     /// projections and Q8_0 embedding read as the file's blocks (beam search then decodes
     /// SmolLM2's own weights with a fresh adapter kept apart, not random weights, and `train` /
-    /// `soft` train an adapter over them; SmolLM2 only).
+    /// `soft` train an adapter over them; SmolLM2 only), or `int8-dot`: `stored` with decoding's
+    /// products in 8-bit integer dot products (CPU with AVX512_VNNI; inputs quantized per block
+    /// of 32, llama.cpp's way; training as `stored`).
     #[arg(long, default_value = "f32")]
     pub weights_dtype: BaseWeights,
 }
@@ -184,6 +186,10 @@ pub struct Row {
     pub pytorch: Vec<f64>,
     #[serde(default)]
     pub llama_cpp: Vec<f64>,
+    /// Beam search: seconds of one decoding step per run, the prompt left out (see
+    /// [`decoding_step`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_s: Vec<f64>,
 }
 
 fn model_config(model: BenchModel) -> LlamaConfig {
@@ -293,17 +299,36 @@ fn peak_row(args: &Args, threads: usize) -> Result<Vec<f64>> {
     measured_runs(args.warmup, args.runs, || Ok(peak::measure(threads)?.0))
 }
 
-/// SmolLM2 from its GGUF with the file's blocks kept (`--weights-dtype stored`).
-fn stored_smollm2(model: BenchModel, device: &Device) -> Result<Llama> {
+/// SmolLM2 from its GGUF with the file's blocks kept (`--weights-dtype stored`, or `int8-dot`:
+/// also repacked for integer products).
+fn stored_smollm2(model: BenchModel, device: &Device, weights: BaseWeights) -> Result<Llama> {
     if model != BenchModel::Smollm2 {
-        bail!("--weights-dtype stored decodes SmolLM2's GGUF; {model:?} has no file of blocks (use --models smollm2)");
+        bail!(
+            "--weights-dtype {} decodes SmolLM2's GGUF; {model:?} has no file of blocks (use --models smollm2)",
+            weights.name()
+        );
     }
     let path = llamacpp::gguf()?;
-    let p = load_path_as(&path, device, BaseWeights::Stored).with_context(|| format!("loading {}", path.display()))?;
+    let p = load_path_as(&path, device, weights).with_context(|| format!("loading {}", path.display()))?;
     Ok(p.model)
 }
 
-fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batch: usize) -> Result<Vec<f64>> {
+/// One decoding step of a beam search that writes `new_tokens` tokens in `full_s` seconds and
+/// one token (the prompt's pass, whose logits give it) in `one_s`: the other steps' mean. The
+/// floor is a step's bytes; dividing the whole search by its tokens would count the prompt's
+/// pass (a 180-token prompt costs about as much as a dozen steps) as steps.
+fn decoding_step(full_s: f64, one_s: f64, new_tokens: usize) -> f64 {
+    (full_s - one_s) / (new_tokens - 1) as f64
+}
+
+/// The rates of `work`'s runs, and for beam search each run's [`decoding_step`] too.
+fn project_row(
+    args: &Args,
+    device: &Device,
+    model: BenchModel,
+    work: Work,
+    batch: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let s = Shapes::reference();
     let c = model_config(model);
     let seed = args.seed;
@@ -332,13 +357,13 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
         let training = device.clone().autodiff();
         let base = match args.weights_dtype {
             // SmolLM2's own blocks as the frozen base (read as they lie forward and backward).
-            BaseWeights::Stored => stored_smollm2(model, &training)?,
+            BaseWeights::Stored | BaseWeights::Int8Dot => stored_smollm2(model, &training, args.weights_dtype)?,
             BaseWeights::Float(encoding) => Llama::init(&c, &training)?.with_base_dtype(encoding)?,
             BaseWeights::Bf16Dot => Llama::init(&c, &training)?.with_bf16_products()?,
         };
         Ok(LmTrainer::new(base.with_lora(&s.lora, seed)?, train_config.clone(), 0))
     };
-    match work {
+    let rates = match work {
         Work::Train => {
             let mut trainer = trainer()?;
             let lm: Vec<LmExample> = examples.iter().map(|(p, r, _)| LmExample::response_only(p, r)).collect();
@@ -373,7 +398,9 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
                     model.with_base_dtype(args.weights_dtype.encoding())?
                 }
                 // The file's blocks, with the adapter kept apart: merging would write f32.
-                BaseWeights::Stored => stored_smollm2(model, device)?.with_lora(&s.lora, seed)?,
+                BaseWeights::Stored | BaseWeights::Int8Dot => {
+                    stored_smollm2(model, device, args.weights_dtype)?.with_lora(&s.lora, seed)?
+                }
             };
             let prompts: Vec<&[u32]> = examples.iter().map(|e| e.0.as_slice()).collect();
             // An EOS id outside the vocabulary: every beam writes exactly `new_tokens` tokens.
@@ -384,13 +411,21 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
                 ..BeamConfig::new(c.vocab_size as u32)
             };
             let units = (batch * s.new_tokens) as f64;
-            measure(args.warmup, args.runs, units, || {
-                let out = beam_search(&model, &prompts, &config)?;
-                if out.iter().any(|h| h[0].tokens.len() != s.new_tokens) {
-                    bail!("beam search wrote fewer than {} tokens", s.new_tokens);
+            let timed = |config: &BeamConfig| -> Result<f64> {
+                let start = Instant::now();
+                let out = beam_search(&model, &prompts, config)?;
+                if out.iter().any(|h| h[0].tokens.len() != config.max_new_tokens) {
+                    bail!("beam search wrote fewer than {} tokens", config.max_new_tokens);
                 }
-                Ok(())
-            })
+                Ok(start.elapsed().as_secs_f64())
+            };
+            let one = BeamConfig { max_new_tokens: 1, ..config.clone() };
+            let runs = measured_runs(args.warmup, args.runs, || {
+                let one_s = timed(&one)?;
+                let full_s = timed(&config)?;
+                Ok((units / full_s, decoding_step(full_s, one_s, s.new_tokens)))
+            })?;
+            return Ok(runs.into_iter().unzip());
         }
         Work::Grounding => {
             let d = c.hidden_size;
@@ -405,7 +440,8 @@ fn project_row(args: &Args, device: &Device, model: BenchModel, work: Work, batc
             })
         }
         Work::Bandwidth | Work::Peak | Work::Prompt | Work::Greedy => bail!("{work:?} is measured by execute"),
-    }
+    };
+    Ok((rates?, Vec::new()))
 }
 
 fn unit(work: Work) -> &'static str {
@@ -699,18 +735,21 @@ fn floors(
                 (BaseWeights::Float(_) | BaseWeights::Bf16Dot, _) => {
                     bandwidth::step_bytes(&model_config(*model), weights.encoding().bytes())
                 }
-                (BaseWeights::Stored, Some(bytes)) => bytes,
-                (BaseWeights::Stored, None) => {
-                    let bytes = stored_smollm2(*model, device)?.step_weight_bytes() as f64;
+                (BaseWeights::Stored | BaseWeights::Int8Dot, Some(bytes)) => bytes,
+                (BaseWeights::Stored | BaseWeights::Int8Dot, None) => {
+                    let bytes = stored_smollm2(*model, device, weights)?.step_weight_bytes() as f64;
                     *stored_bytes.insert(bytes)
                 }
             };
             let floor_s = bytes / (bw * 1e9);
-            // rate = batch · new_tokens / run time, so one step = batch / rate.
-            let step_s = *batch as f64 / median(&r.project);
+            // rate = batch · new_tokens / run time, so the run's time per token = batch / rate:
+            // a step plus its share of the prompt's pass.
+            let per_token_s = *batch as f64 / median(&r.project);
+            let step_s = median(&r.step_s);
             Ok(json!({
                 "model": r.model, "variant": r.variant, "bytes_per_step": bytes, "bandwidth_gb_s": bw,
                 "floor_ms": 1e3 * floor_s, "step_ms": 1e3 * step_s, "ratio": step_s / floor_s,
+                "per_token_with_prompt_ms": 1e3 * per_token_s,
                 "target": 1.3, "met": step_s / floor_s <= 1.3, "new_tokens": s.new_tokens,
             }))
         })
@@ -740,6 +779,7 @@ pub fn execute(args: &Args) -> Result<()> {
     // The real SmolLM2's prompt and greedy rows come from one measurement (with their ids).
     let mut real: Option<(Vec<u32>, llamacpp::Side)> = None;
     for (model, work, batch, variant) in &plan {
+        let mut step_s = Vec::new();
         let project = match work {
             Work::Bandwidth => bandwidth_row(args, cpu.cores),
             Work::Peak => peak_row(args, cpu.cores),
@@ -760,7 +800,10 @@ pub fn execute(args: &Args) -> Result<()> {
                 let side = &real.as_ref().expect("measured above").1;
                 Ok(if *work == Work::Prompt { side.prompt.clone() } else { side.decode.clone() })
             }
-            _ => project_row(args, &backend.device, *model, *work, *batch),
+            _ => project_row(args, &backend.device, *model, *work, *batch).map(|(rates, steps)| {
+                step_s = steps;
+                rates
+            }),
         }
         .with_context(|| format!("{model:?} {work:?} {variant}"))?;
         eprintln!("  {model:?} {work:?} {variant}: {} {}", fmt_rate(median(&project)), unit(*work));
@@ -774,6 +817,7 @@ pub fn execute(args: &Args) -> Result<()> {
             project,
             pytorch: Vec::new(),
             llama_cpp: Vec::new(),
+            step_s,
         });
     }
     let mut llama_summary = None;
@@ -810,7 +854,7 @@ pub fn execute(args: &Args) -> Result<()> {
     let floors = floors(&rows, &plan, &s, args.weights_dtype, &backend.device)?;
     for f in &floors {
         println!(
-            "beam-search step floor, {} {}: {:.1} MB read per step / {:.2} GB/s = {:.1} ms floor; step {:.1} ms = {:.2}x the floor",
+            "beam-search step floor, {} {}: {:.1} MB read per step / {:.2} GB/s = {:.1} ms floor; step {:.1} ms = {:.2}x the floor ({:.1} ms a token with the prompt's share)",
             f["model"].as_str().unwrap_or("?"),
             f["variant"].as_str().unwrap_or("?"),
             f["bytes_per_step"].as_f64().unwrap_or(f64::NAN) / 1e6,
@@ -818,6 +862,7 @@ pub fn execute(args: &Args) -> Result<()> {
             f["floor_ms"].as_f64().unwrap_or(f64::NAN),
             f["step_ms"].as_f64().unwrap_or(f64::NAN),
             f["ratio"].as_f64().unwrap_or(f64::NAN),
+            f["per_token_with_prompt_ms"].as_f64().unwrap_or(f64::NAN),
         );
     }
     if let Some(l) = &llama_summary {

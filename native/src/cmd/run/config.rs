@@ -588,7 +588,7 @@ mod tests {
             (2, 16, true, BaseWeights::Float(FloatEncoding::BF16))
         );
         let err = config_of(&["--weights-dtype", "f8"]).unwrap_err().to_string();
-        assert!(err.contains("f32, f16, bf16, bf16-dot or stored"), "{err}");
+        assert!(err.contains("f32, f16, bf16, bf16-dot, stored or int8-dot"), "{err}");
         for flag in ["--micro-batch", "--grad-accum"] {
             let err = config_of(&[flag, "0"]).unwrap_err().to_string();
             assert!(err.contains(&flag[2..].replace('-', "_")), "{flag}: {err}");

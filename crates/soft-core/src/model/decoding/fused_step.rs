@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::kernels::blocks::BlockMatrix;
 use crate::kernels::host::{self, Matrix};
+use crate::kernels::int8_dot::Int8Panels;
 use crate::kernels::step::dispatch as kernels;
 use crate::kernels::{FEW_ROWS, FEW_ROWS_OUTPUT_MAJOR};
 use crate::model::kv_cache::{HostKv, KvCache};
@@ -39,8 +40,9 @@ enum Weight {
         /// Rows up to which the few-row product is taken.
         few_rows: usize,
     },
-    /// Quantized blocks `[out, in]`, read as they lie up to `kernels::blocks::FEW_ROWS` rows.
-    Blocks(BlockMatrix),
+    /// Quantized blocks `[out, in]`, read as they lie up to `kernels::blocks::FEW_ROWS` rows,
+    /// there in integer dot products where they are also repacked for them.
+    Blocks(BlockMatrix, Option<Int8Panels>),
 }
 
 impl Weight {
@@ -52,7 +54,7 @@ impl Weight {
     /// `few_rows` rows).
     fn of(lin: &LoraLinear, few_rows: usize) -> Option<Self> {
         match &lin.blocks {
-            Some(blocks) => Some(Self::Blocks(blocks.clone())),
+            Some(blocks) => Some(Self::Blocks(blocks.clone(), lin.int8.clone())),
             None => Self::new(lin.weight.val(), few_rows),
         }
     }
@@ -65,11 +67,12 @@ impl Weight {
         };
         match self {
             Self::Dense { matrix, few_rows, .. } if m <= *few_rows => matrix.product(x, m),
-            Self::Blocks(blocks) if m <= crate::kernels::blocks::FEW_ROWS => blocks.product(x, m),
+            Self::Blocks(_, Some(panels)) if m <= crate::kernels::blocks::FEW_ROWS => panels.product(x, m),
+            Self::Blocks(blocks, _) if m <= crate::kernels::blocks::FEW_ROWS => blocks.product(x, m),
             Self::Dense { matrix, tensor, .. } => {
                 many(matrix.d_in, matrix.d_out, &|x| crate::kernels::product(x, tensor.clone(), None, 0))
             }
-            Self::Blocks(blocks) => {
+            Self::Blocks(blocks, _) => {
                 many(blocks.dims().1, blocks.dims().0, &|x| crate::kernels::block_linear(x, blocks, None, 0))
             }
         }
@@ -159,7 +162,7 @@ impl Weights {
         let embed = model.embed_tokens.val();
         let head = match (&model.lm_head, &model.embed_blocks) {
             (Some(w), _) => Weight::new(w.val(), FEW_ROWS)?,
-            (None, Some(blocks)) => Weight::Blocks(blocks.clone()),
+            (None, Some(blocks)) => Weight::Blocks(blocks.clone(), model.embed_int8.clone()),
             (None, None) => Weight::new(embed.clone().transpose(), FEW_ROWS_OUTPUT_MAJOR)?,
         };
         let embed = match &model.embed_blocks {
@@ -279,7 +282,7 @@ mod tests {
     use super::*;
     use crate::model::config::{LlamaConfig, LoraConfig, RopeScaling};
     use crate::model::llama::tests::{int_tensor, max_abs_diff, ones_mask, random_weights, small_config};
-    use crate::model::weights::{BlockMap, FloatEncoding, RawTensor};
+    use crate::model::weights::{BaseWeights, BlockMap, FloatEncoding, RawTensor};
     use burn::module::Param;
     use burn::tensor::{Device, Distribution};
 
@@ -434,6 +437,37 @@ mod tests {
         }
         // With adapters, through beam search's reorders, against burn's path.
         check(&adapt(quantized, 11), 1e-5);
+    }
+
+    /// `int8-dot`: a step's products over blocks in integer dot products, its inputs rounded to
+    /// 8 bits per block, so its logits stay near, not equal to, those of the f32 products over
+    /// the same blocks; a model without blocks is refused.
+    #[test]
+    fn fused_steps_in_int8_dot_products_stay_near_the_f32_products_over_the_same_blocks() {
+        let device = Device::flex();
+        let (quantized, dense) = quantized_pair(&small_config(), 13, &device);
+        let Err(err) = dense.with_int8_products() else { panic!("int8-dot over f32 weights") };
+        if !crate::kernels::int8_dot::available() {
+            eprintln!("skipped: the CPU has no AVX512_VNNI ({err})");
+            return;
+        }
+        assert!(err.to_string().contains("int8-dot"), "{err}");
+        let quantized = adapt(quantized, 13);
+        let int8 = quantized.clone().with_int8_products().unwrap();
+        assert_eq!(int8.base_weights(), BaseWeights::Int8Dot);
+        assert_eq!(quantized.base_weights(), BaseWeights::Stored);
+        let tokens = int_tensor(vec![3, 5, 7, 11, 13, 17, 19, 23], [2, 4], &device);
+        let (mut ic, mut qc) = (int8.new_cache(8), quantized.new_cache(8));
+        int8.forward(tokens.clone(), ones_mask(2, 4, &device), Some(&mut ic));
+        quantized.forward(tokens, ones_mask(2, 4, &device), Some(&mut qc));
+        for t in [37u32, 41, 43] {
+            let a = step(&int8, &mut ic, &[t, t + 1]).unwrap();
+            let b = step(&quantized, &mut qc, &[t, t + 1]).unwrap();
+            let scale = b.clone().abs().max().into_scalar::<f32>();
+            let diff = max_abs_diff(a, b);
+            eprintln!("int8-dot step, token {t}: largest difference {diff} (logits up to {scale})");
+            assert!(diff > 0.0 && diff < 0.05 * scale, "token {t}: {diff} (logits up to {scale})");
+        }
     }
 
     #[test]

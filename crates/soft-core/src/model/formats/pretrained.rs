@@ -72,7 +72,7 @@ fn load_project_dir(dir: &Path, device: &Device) -> Result<Pretrained> {
 
 #[cfg(feature = "native")]
 fn load_gguf(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
-    let (config, meta, dense, blocks) = load_llama_gguf_parts(path, weights == BaseWeights::Stored)?;
+    let (config, meta, dense, blocks) = load_llama_gguf_parts(path, weights.keeps_blocks())?;
     let tokenizer = tokenizer_from_gguf(&meta)?;
     check_vocab_fits(&tokenizer, config.vocab_size, path)?;
     let special = special_ids_from_gguf(&meta)?;
@@ -146,7 +146,8 @@ pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Re
 #[cfg(feature = "native")]
 /// [`load_path_in`], or for [`BaseWeights::Stored`] a GGUF file with its quantized projections
 /// and token embedding kept as the file's blocks (`Llama::from_parts`; on the CPU backend
-/// only). Another kind of file with `Stored` is refused: only GGUF stores blocks read here.
+/// only), for [`BaseWeights::Int8Dot`] also repacked for integer products. Another kind of file
+/// with either is refused: only GGUF stores blocks read here.
 pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
     if weights == BaseWeights::Bf16Dot {
         let mut pre = load_path_in(path, device, FloatEncoding::BF16)?;
@@ -158,12 +159,17 @@ pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Resul
             return Err(Error::config(
                 "weights dtype",
                 format!(
-                    "`stored` keeps a GGUF file's quantized blocks; {} is not a GGUF file (use f32, f16 or bf16)",
+                    "`{}` keeps a GGUF file's quantized blocks; {} is not a GGUF file (use f32, f16 or bf16)",
+                    weights.name(),
                     path.display()
                 ),
             ));
         }
-        return load_gguf(path, device, BaseWeights::Stored);
+        let mut pre = load_gguf(path, device, BaseWeights::Stored)?;
+        if weights == BaseWeights::Int8Dot {
+            pre.model = pre.model.with_int8_products()?;
+        }
+        return Ok(pre);
     };
     load_path_in(path, device, encoding)
 }

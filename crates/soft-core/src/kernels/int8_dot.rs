@@ -336,8 +336,9 @@ mod avx512 {
         let input = part.input;
         let low = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); G];
+        let records = part.record(p, 0).as_ptr();
         for b in 0..blocks {
-            let rec = part.record(p, b).as_ptr();
+            let rec = records.add(b * record_bytes(part.panels.ty));
             let mut w = [_mm512_setzero_si512(); QUADS];
             if NIBBLES {
                 for c in 0..4 {
@@ -355,13 +356,18 @@ mod avx512 {
             for (r, acc) in acc.iter_mut().enumerate() {
                 let row = r0 + r;
                 let q = input.q.as_ptr().add(row * d_in + b * BLOCK).cast::<i32>();
-                let mut sum = _mm512_setzero_si512();
-                for (t, &w) in w.iter().enumerate() {
-                    sum = _mm512_dpbusd_epi32(sum, w, _mm512_set1_epi32(q.add(t).read_unaligned()));
+                // Two chains of four: `vpdpbusd` adds into its destination, so one chain of
+                // eight would wait on each instruction's latency.
+                let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for t in (0..QUADS).step_by(2) {
+                    even = _mm512_dpbusd_epi32(even, w[t], _mm512_set1_epi32(q.add(t).read_unaligned()));
+                    odd = _mm512_dpbusd_epi32(odd, w[t + 1], _mm512_set1_epi32(q.add(t + 1).read_unaligned()));
                 }
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(input.scale[row * blocks + b]));
+                let sum = _mm512_add_epi32(even, odd);
+                let i = row * blocks + b;
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*input.scale.get_unchecked(i)));
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *acc);
-                *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(input.offset[row * blocks + b]), *acc);
+                *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(*input.offset.get_unchecked(i)), *acc);
             }
         }
         for (r, acc) in acc.iter().enumerate() {

@@ -181,7 +181,8 @@ impl Quantized {
     fn new(x: &[f32], m: usize, d_in: usize, k: i32) -> Self {
         let n = m * d_in / BLOCK;
         let mut this = Self { q: vec![0; m * d_in], scale: Vec::with_capacity(n), offset: Vec::with_capacity(n) };
-        let vector = cfg!(target_arch = "x86_64") && available();
+        #[cfg(target_arch = "x86_64")]
+        let vector = available();
         for (block, q) in x.chunks_exact(BLOCK).zip(this.q.chunks_exact_mut(BLOCK)) {
             let block: &[f32; BLOCK] = block.try_into().expect("a whole block");
             let q: &mut [i8; BLOCK] = q.try_into().expect("a whole block");

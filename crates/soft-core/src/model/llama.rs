@@ -271,6 +271,21 @@ impl Llama {
         Ok(self)
     }
 
+    /// The base weights held as `weights` names them: in a float encoding
+    /// ([`Llama::with_base_dtype`]), in bf16 with bf16 dot products
+    /// ([`Llama::with_bf16_products`]), or as the quantized blocks the model was built with
+    /// ([`Llama::from_parts`]), for `int8-dot` also repacked ([`Llama::with_int8_products`]).
+    /// `stored` or `int8-dot` without blocks is refused.
+    pub fn with_base_weights(self, weights: BaseWeights) -> Result<Self> {
+        match weights {
+            BaseWeights::Float(encoding) => self.with_base_dtype(encoding),
+            BaseWeights::Bf16Dot => self.with_bf16_products(),
+            BaseWeights::Int8Dot => self.with_int8_products(),
+            BaseWeights::Stored if self.has_blocks() => Ok(self),
+            BaseWeights::Stored => Err(no_blocks(weights)),
+        }
+    }
+
     /// The base weights in bf16 ([`Llama::with_base_dtype`]), and a training step's products with
     /// them (forward and backward, the LM head's too) in bf16 dot products (AVX512_BF16's
     /// `vdpbf16ps`, `kernels::bf16_dot`): the activations and their gradients rounded to bf16
@@ -298,10 +313,7 @@ impl Llama {
     pub fn with_int8_products(mut self) -> Result<Self> {
         BaseWeights::Int8Dot.check_device(&self.device())?;
         if !self.has_blocks() {
-            return Err(Error::config(
-                "weights dtype",
-                "`int8-dot` multiplies a GGUF file's quantized blocks; this model holds none (load a .gguf)",
-            ));
+            return Err(no_blocks(BaseWeights::Int8Dot));
         }
         self.embed_int8 = self.embed_blocks.as_ref().map(Int8Panels::pack);
         for (_, lin) in self.projections_mut() {
@@ -645,6 +657,14 @@ impl StepContext {
         let bias = key_bias.reshape([b, 1, 1, 1, s]) + causal.reshape([1, 1, 1, t, s]);
         Self { rope: Rope::new(positions.clamp_min(0), config.head_dim, &config.rope()), bias }
     }
+}
+
+/// `weights` (`stored`, `int8-dot`) asked of a model that holds no quantized blocks.
+fn no_blocks(weights: BaseWeights) -> Error {
+    Error::config(
+        "weights dtype",
+        format!("`{}` keeps a GGUF file's quantized blocks; this model holds none (load a .gguf)", weights.name()),
+    )
 }
 
 /// The rows of an embedding table kept in blocks for `tokens` `[B, T]`: `[B, T, hidden]`.

@@ -310,11 +310,7 @@ mod tests {
         let c = small_config();
         let lora = LoraConfig { dropout: 0.0, ..LoraConfig::default() };
         let model = Llama::from_weights(&c, &random_weights(&c, 11), &device).unwrap();
-        let model = match weights {
-            BaseWeights::Bf16Dot => model.with_bf16_products(),
-            other => model.with_base_dtype(other.encoding()),
-        };
-        let model = model.unwrap().with_lora(&lora, 5).unwrap();
+        let model = model.with_base_weights(weights).unwrap().with_lora(&lora, 5).unwrap();
         let mut trainer = LmTrainer::new(model, config, 0);
         let data = [LmExample::full(vec![1, 2, 3, 4, 5, 6, 7]), LmExample::full(vec![9, 8, 7, 6, 5, 4, 3])];
         let refs: Vec<&LmExample> = data.iter().collect();

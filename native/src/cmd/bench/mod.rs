@@ -355,11 +355,11 @@ fn project_row(
     };
     let trainer = || -> Result<LmTrainer> {
         let training = device.clone().autodiff();
-        let base = match args.weights_dtype {
+        let base = if args.weights_dtype.keeps_blocks() {
             // SmolLM2's own blocks as the frozen base (read as they lie forward and backward).
-            BaseWeights::Stored | BaseWeights::Int8Dot => stored_smollm2(model, &training, args.weights_dtype)?,
-            BaseWeights::Float(encoding) => Llama::init(&c, &training)?.with_base_dtype(encoding)?,
-            BaseWeights::Bf16Dot => Llama::init(&c, &training)?.with_bf16_products()?,
+            stored_smollm2(model, &training, args.weights_dtype)?
+        } else {
+            Llama::init(&c, &training)?.with_base_weights(args.weights_dtype)?
         };
         Ok(LmTrainer::new(base.with_lora(&s.lora, seed)?, train_config.clone(), 0))
     };

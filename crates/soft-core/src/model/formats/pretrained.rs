@@ -149,13 +149,11 @@ pub fn load_path_in(path: &Path, device: &Device, encoding: FloatEncoding) -> Re
 /// only), for [`BaseWeights::Int8Dot`] also repacked for integer products. Another kind of file
 /// with either is refused: only GGUF stores blocks read here.
 pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Result<Pretrained> {
-    if weights == BaseWeights::Bf16Dot {
-        let mut pre = load_path_in(path, device, FloatEncoding::BF16)?;
-        pre.model = pre.model.with_bf16_products()?;
-        return Ok(pre);
-    }
-    let BaseWeights::Float(encoding) = weights else {
-        if !path.is_file() {
+    let mut pre = match weights {
+        BaseWeights::Float(encoding) => return load_path_in(path, device, encoding),
+        BaseWeights::Bf16Dot => load_path_in(path, device, weights.encoding())?,
+        BaseWeights::Stored | BaseWeights::Int8Dot if path.is_file() => load_gguf(path, device, weights)?,
+        BaseWeights::Stored | BaseWeights::Int8Dot => {
             return Err(Error::config(
                 "weights dtype",
                 format!(
@@ -163,15 +161,11 @@ pub fn load_path_as(path: &Path, device: &Device, weights: BaseWeights) -> Resul
                     weights.name(),
                     path.display()
                 ),
-            ));
+            ))
         }
-        let mut pre = load_gguf(path, device, BaseWeights::Stored)?;
-        if weights == BaseWeights::Int8Dot {
-            pre.model = pre.model.with_int8_products()?;
-        }
-        return Ok(pre);
     };
-    load_path_in(path, device, encoding)
+    pre.model = pre.model.with_base_weights(weights)?;
+    Ok(pre)
 }
 
 #[cfg(feature = "native")]
@@ -197,14 +191,19 @@ mod tests {
     #[test]
     fn stored_weights_are_refused_for_anything_but_a_gguf_file() {
         let dir = std::env::temp_dir();
-        let Err(err) = load_path_as(&dir, &Device::flex(), BaseWeights::Stored) else { panic!("loaded {dir:?}") };
-        let err = err.to_string();
-        assert!(
-            err.contains("stored") && err.contains("not a GGUF file") && err.contains(&dir.display().to_string()),
-            "{err}"
-        );
+        for weights in [BaseWeights::Stored, BaseWeights::Int8Dot] {
+            let Err(err) = load_path_as(&dir, &Device::flex(), weights) else { panic!("loaded {dir:?}") };
+            let err = err.to_string();
+            assert!(
+                err.contains(weights.name())
+                    && err.contains("not a GGUF file")
+                    && err.contains(&dir.display().to_string()),
+                "{err}"
+            );
+        }
         assert!("q4".parse::<BaseWeights>().unwrap_err().contains("stored"));
         assert_eq!("stored".parse::<BaseWeights>(), Ok(BaseWeights::Stored));
+        assert_eq!("int8-dot".parse::<BaseWeights>(), Ok(BaseWeights::Int8Dot));
         assert_eq!("bf16".parse::<BaseWeights>(), Ok(BaseWeights::Float(FloatEncoding::BF16)));
     }
 }

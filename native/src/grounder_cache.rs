@@ -18,9 +18,12 @@ use soft_core::model::weights::{BaseWeights, FloatEncoding};
 pub fn grounder(pre: &Pretrained, model_path: &Path, catalog: &Catalog) -> Result<Grounder> {
     let ids = catalog.grounding_ids();
     // Half precision gives another table, and a model over quantized blocks too (its sums run
-    // in another order); bf16-dot embeds as bf16 does (its dot products are a training step's).
+    // in another order); bf16-dot embeds as bf16 does (its dot products are a training step's),
+    // int8-dot as stored (its integer products are a decoding step's; grounding runs the
+    // model's forward).
     let held = match pre.model.base_weights() {
         BaseWeights::Bf16Dot => BaseWeights::Float(FloatEncoding::BF16),
+        BaseWeights::Int8Dot => BaseWeights::Stored,
         held => held,
     };
     let cache = cache_path(model_path, held, catalog, &ids);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use soft_core::eval::decoding::{Decoding, Ranking};
 use soft_core::model::formats::pretrained::{load_path_as, Pretrained};
 use soft_core::train::epoch_loop::Trainable;
-use soft_core::train::sft::{examples, sft, SftConfig, SftInputs};
+use soft_core::train::sft::{examples, sft_on, SftConfig, SftInputs};
 
 use soft_core::data::prompt::PromptOptions;
 use soft_core::model::config::LoraConfig;
@@ -262,15 +262,10 @@ pub fn execute(o: &Options) -> Result<()> {
         (None, Some(reported)) => Some((reported, format!("{}, as it reports", backend.name))),
         (None, None) => None,
     };
+    // Tokenized once: for the memory check, then for training.
+    let examples =
+        examples(&pre.tokenizer, &pre.special, &dataset.catalog, dataset.meta.domain, &o.config.prompt, &split.train)?;
     if let Some((memory, device)) = memory {
-        let examples = examples(
-            &pre.tokenizer,
-            &pre.special,
-            &dataset.catalog,
-            dataset.meta.domain,
-            &o.config.prompt,
-            &split.train,
-        )?;
         // Data-parallel workers on the CPU share its memory; each GPU holds its own micro-batch.
         let sharing = if backend.gpu { 1 } else { o.config.train.devices };
         let training = Training { config: &o.config, examples: &examples, sharing };
@@ -281,7 +276,7 @@ pub fn execute(o: &Options) -> Result<()> {
     let mut reporter = Reporter::new();
     let checkpoints = checkpoints(&o.out, &o.model, o.resume)?;
     let trainable = Trainable { model: trainable, replicas };
-    let tuned = sft(&o.config, &inputs, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
+    let tuned = sft_on(&o.config, &inputs, &examples, trainable, Some(&checkpoints), &mut |e| reporter.handle(e))
         .with_context(|| stopped(&checkpoints))?;
     tuned.model.save_adapter(&o.out.join(ADAPTER_DIR), &o.model)?;
     let extra = Extra { adapter: ADAPTER_DIR, seconds_per_epoch: tuned.epochs.iter().map(|e| e.seconds).collect() };

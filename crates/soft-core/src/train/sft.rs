@@ -234,10 +234,25 @@ pub fn sft(
     progress: Progress,
 ) -> Result<Tuned> {
     config.validate()?;
+    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
+    sft_on(config, inputs, &data, trainable, checkpoints, progress)
+}
+
+#[cfg(feature = "native")]
+/// [`sft`] on `data`, the training examples [`examples`] made of `inputs.train` under
+/// `config.prompt`, for a caller that needed them before training (the memory check).
+pub fn sft_on(
+    config: &SftConfig,
+    inputs: &SftInputs,
+    data: &[LmExample],
+    trainable: impl Into<Trainable>,
+    checkpoints: Option<&Checkpoints>,
+    progress: Progress,
+) -> Result<Tuned> {
+    config.validate()?;
     let trainable: Trainable = trainable.into();
     check_backbone(&trainable.model, config.prompt.backbone)?;
-    let data = examples(inputs.tokenizer, inputs.special, inputs.catalog, inputs.domain, &config.prompt, inputs.train)?;
-    for e in &data {
+    for e in data {
         trainable.model.check_input_ids(&e.tokens)?;
     }
     let beam = config.decoding_beam(inputs)?;

@@ -3,6 +3,6 @@
 
 pub mod batch;
 pub mod beam_search;
-mod fused_step;
+pub(crate) mod fused_step;
 pub mod generate;
 pub mod trie;

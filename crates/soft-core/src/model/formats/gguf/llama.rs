@@ -470,5 +470,34 @@ mod tests {
             a = f32_model.forward(next.clone(), one.clone(), Some(&mut a_cache));
             b = stored.forward(next, one, Some(&mut b_cache));
         }
+
+        // `--weights-dtype int8-dot`: decoding steps' products in integer dot products over the
+        // same blocks, the inputs rounded to 8 bits per block: logits near the f32 model's, the
+        // same greedy tokens on this prompt.
+        if !crate::kernels::int8_dot::available() {
+            eprintln!("int8-dot skipped: the CPU has no AVX512_VNNI");
+            return;
+        }
+        use crate::model::decoding::fused_step::step;
+        let int8 = stored.with_int8_products().unwrap();
+        let (mut a_cache, mut c_cache) = (f32_model.new_cache(n + 5), int8.new_cache(n + 5));
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&t| i64::from(t)).collect();
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
+        let mask = Tensor::<2, Int>::ones([1, n], &device);
+        let a = f32_model.forward(tokens.clone(), mask.clone(), Some(&mut a_cache));
+        int8.forward(tokens, mask, Some(&mut c_cache));
+        let mut next = a.narrow(1, n - 1, 1).argmax(2).into_scalar::<i64>();
+        for step_i in 0..4 {
+            let one = Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
+            let a = f32_model.forward(one, Tensor::<2, Int>::ones([1, 1], &device), Some(&mut a_cache)).reshape([1, -1]);
+            let c = step(&int8, &mut c_cache, &[next as u32]).expect("the CPU backend");
+            let scale = a.clone().abs().max().into_scalar::<f32>();
+            let diff = (a.clone() - c.clone()).abs().max().into_scalar::<f32>();
+            eprintln!("int8-dot vs f32, step {step_i}: logits differ by at most {diff} (up to {scale})");
+            assert!(diff > 0.0 && diff < 0.05 * scale, "int8-dot step {step_i}: {diff} (logits up to {scale})");
+            let (ta, tc) = (a.argmax(1).into_scalar::<i64>(), c.argmax(1).into_scalar::<i64>());
+            assert_eq!(ta, tc, "int8-dot step {step_i}: greedy token");
+            next = ta;
+        }
     }
 }

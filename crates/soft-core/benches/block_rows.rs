@@ -35,10 +35,12 @@ fn main() {
         .map(|l| SHAPES.iter().map(|&(i, o)| blocks(BlockType::Q4_1, o, i, l as u8)).collect())
         .collect();
     let head_q = blocks(BlockType::Q8_0, 49_152, 576, 7);
-    let int8 = int8_dot::available();
-    let panels: Vec<Vec<Int8Panels>> =
-        if int8 { quantized.iter().map(|l| l.iter().map(Int8Panels::pack).collect()).collect() } else { vec![] };
-    let head_panels = Int8Panels::pack(&head_q);
+    // The same blocks repacked for integer products, where the CPU has them.
+    let int8 = int8_dot::available().then(|| {
+        let layers: Vec<Vec<Int8Panels>> =
+            quantized.iter().map(|l| l.iter().map(Int8Panels::pack).collect()).collect();
+        (layers, Int8Panels::pack(&head_q))
+    });
     let dense = |dtype: FloatDType| -> Vec<Vec<Tensor<2>>> {
         (0..30)
             .map(|_| SHAPES.iter().map(|&(i, o)| Tensor::<2>::full([i, o], 0.01, &device).cast(dtype)).collect())
@@ -88,9 +90,9 @@ fn main() {
                 }
             }
             times[4].push(start.elapsed().as_secs_f64());
-            if int8 {
+            if let Some((panels, head_panels)) = &int8 {
                 let start = Instant::now();
-                for layer in &panels {
+                for layer in panels {
                     for (w, dims) in layer.iter().zip(SHAPES) {
                         let _ = w.product(&x[usize::from(dims.0 != 576)], rows);
                     }

@@ -141,11 +141,6 @@ impl Int8Panels {
         Self { ty, d_out, d_in, bytes: bytes.into() }
     }
 
-    /// Bytes the panels hold.
-    pub fn size(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// `x` `[m, d_in]` times the weights transposed: `[m, d_out]`, with `x` quantized per block
     /// (see the module); outputs spread over the cores natively.
     pub fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
